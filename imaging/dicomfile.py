@@ -1,0 +1,274 @@
+"""Reading and checking one DICOM object, with pydicom only (no ORM, no storage).
+
+This is the pure layer under ``imaging.ingest``: it decides whether bytes are a DICOM object
+the archive can accept and extracts what the index needs. It never changes the bytes.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from pydicom import dcmread
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
+from pydicom.uid import UID
+
+# Values longer than this are read from the file only when needed (pixel data, overlays).
+DEFER_SIZE = 4096
+BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+BULK_THRESHOLD = 1024
+PIXEL_DATA_TAGS = {Tag(0x7FE00010), Tag(0x7FE00008), Tag(0x7FE00009)}
+ENCAPSULATED_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+class InvalidObject(ValueError):
+    """The bytes are not a DICOM object the archive accepts; the message says why."""
+
+
+@dataclass(frozen=True)
+class ParsedObject:
+    """What the index needs from one object, read without loading its bulk data."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    has_file_meta: bool
+    patient: dict[str, Any]
+    study: dict[str, Any]
+    series: dict[str, Any]
+    instance: dict[str, Any]
+    metadata: dict[str, Any] = field(repr=False)
+
+
+def parse(fp: IO[bytes]) -> ParsedObject:
+    """Parse and validate one DICOM object from a seekable binary file.
+
+    Parameters
+    ----------
+    fp : file-like
+        Positioned at the start of a Part 10 file or of a bare dataset (as a C-STORE
+        body arrives). It is read but not closed.
+
+    Raises
+    ------
+    InvalidObject
+        With a reason a user can act on: not DICOM, a required UID missing, pixel data
+        shorter than its attributes promise.
+    """
+    start = fp.tell()
+    try:
+        ds = dcmread(fp, defer_size=DEFER_SIZE, force=False)
+    except InvalidDicomError:
+        fp.seek(start)
+        try:
+            ds = dcmread(fp, defer_size=DEFER_SIZE, force=True)
+        except Exception as exc:  # pydicom raises many types on garbage
+            raise InvalidObject(f"not a DICOM file: {exc}") from exc
+        # force=True accepts nearly any bytes; require a plausible dataset.
+        if not _looks_like_dataset(ds):
+            raise InvalidObject(
+                "not a DICOM file: no DICOM preamble and no dataset found"
+            ) from None
+    except Exception as exc:
+        raise InvalidObject(f"not a DICOM file: {exc}") from exc
+
+    try:
+        return _extract(ds, fp)
+    except InvalidObject:
+        raise
+    except Exception as exc:
+        raise InvalidObject(f"unreadable DICOM dataset: {exc}") from exc
+
+
+def _looks_like_dataset(ds: Dataset) -> bool:
+    try:
+        tags = list(ds.keys())
+    except Exception:
+        return False
+    return bool(tags) and Tag(0x00080018) in tags
+
+
+def _text(ds: Dataset, keyword: str, limit: int = 64) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or getattr(value, "VM", 1) > 1:
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text.strip().replace("\x00", "")[:limit]
+
+
+def _uid(ds: Dataset, keyword: str) -> str:
+    value = _text(ds, keyword)
+    if not value:
+        raise InvalidObject(f"{keyword} is missing")
+    if len(value) > 64 or not UID(value).is_valid:
+        raise InvalidObject(f"{keyword} is not a valid UID: {value!r}")
+    return value
+
+
+def parse_date(value: str) -> datetime.date | None:
+    """A DICOM DA value as a date, or None when empty or malformed (kept in metadata)."""
+    value = value.strip()
+    for fmt in ("%Y%m%d", "%Y.%m.%d"):
+        try:
+            return datetime.datetime.strptime(value, fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def expected_pixel_bytes(ds: Dataset) -> int | None:
+    """Bytes of native pixel data that Rows, Columns, frames and bits promise."""
+    rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
+    bits = _int(ds, "BitsAllocated")
+    if not rows or not cols or not bits:
+        return None
+    samples = _int(ds, "SamplesPerPixel") or 1
+    frames = _int(ds, "NumberOfFrames") or 1
+    total_bits = rows * cols * samples * frames * bits
+    nbytes = (total_bits + 7) // 8
+    if str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
+        nbytes = nbytes // 3 * 2
+    return nbytes
+
+
+def check_pixel_data(ds: Dataset, transfer_syntax: str) -> None:
+    """Refuse native pixel data shorter than its attributes say; encapsulated is left as is."""
+    raw = ds.get_item(0x7FE00010) if Tag(0x7FE00010) in ds else None
+    if raw is None:
+        return
+    length = raw.length if not isinstance(raw, DataElement) else len(raw.value or b"")
+    if length == ENCAPSULATED_UNDEFINED_LENGTH:
+        return  # encapsulated: fragments carry their own lengths
+    if transfer_syntax and UID(transfer_syntax).is_encapsulated:
+        return
+    expected = expected_pixel_bytes(ds)
+    if expected is not None and length < expected:
+        raise InvalidObject(
+            f"pixel data is {length} bytes but Rows x Columns x SamplesPerPixel x "
+            f"NumberOfFrames x BitsAllocated needs {expected}"
+        )
+
+
+def _extract(ds: Dataset, fp: IO[bytes]) -> ParsedObject:
+    meta = getattr(ds, "file_meta", None)
+    has_file_meta = bool(meta) and "TransferSyntaxUID" in (meta or {})
+    transfer_syntax = str(meta.TransferSyntaxUID) if has_file_meta and meta else ""
+    if not transfer_syntax:
+        transfer_syntax = (
+            "1.2.840.10008.1.2.1" if not ds.is_implicit_VR else "1.2.840.10008.1.2"
+        )
+        if not ds.is_little_endian:
+            transfer_syntax = "1.2.840.10008.1.2.2"
+
+    sop_instance_uid = _uid(ds, "SOPInstanceUID")
+    sop_class_uid = _text(ds, "SOPClassUID") or (
+        str(meta.get("MediaStorageSOPClassUID", "")) if meta else ""
+    )
+    if not sop_class_uid:
+        raise InvalidObject("SOPClassUID is missing")
+    study_uid = _uid(ds, "StudyInstanceUID")
+    series_uid = _uid(ds, "SeriesInstanceUID")
+    check_pixel_data(ds, transfer_syntax)
+
+    patient = {
+        "patient_id": _text(ds, "PatientID"),
+        "issuer": _text(ds, "IssuerOfPatientID"),
+        "name": _text(ds, "PatientName", 324),
+        "birth_date": parse_date(_text(ds, "PatientBirthDate")),
+        "sex": _text(ds, "PatientSex", 16),
+    }
+    study = {
+        "study_date": parse_date(_text(ds, "StudyDate")),
+        "study_time": _text(ds, "StudyTime", 16),
+        "accession_number": _text(ds, "AccessionNumber"),
+        "study_id": _text(ds, "StudyID", 16),
+        "description": _text(ds, "StudyDescription"),
+        "referring_physician": _text(ds, "ReferringPhysicianName", 324),
+        "institution": _text(ds, "InstitutionName"),
+    }
+    series = {
+        "modality": _text(ds, "Modality", 16),
+        "series_number": _int(ds, "SeriesNumber"),
+        "description": _text(ds, "SeriesDescription"),
+        "body_part": _text(ds, "BodyPartExamined"),
+        "series_date": parse_date(_text(ds, "SeriesDate")),
+    }
+    instance = {
+        "instance_number": _int(ds, "InstanceNumber"),
+        "number_of_frames": _int(ds, "NumberOfFrames") or 1,
+        "rows": _int(ds, "Rows"),
+        "columns": _int(ds, "Columns"),
+    }
+    return ParsedObject(
+        sop_instance_uid=sop_instance_uid,
+        sop_class_uid=sop_class_uid,
+        study_instance_uid=study_uid,
+        series_instance_uid=series_uid,
+        transfer_syntax_uid=transfer_syntax,
+        has_file_meta=has_file_meta,
+        patient=patient,
+        study=study,
+        series=series,
+        instance=instance,
+        metadata=metadata_json(ds),
+    )
+
+
+def metadata_json(ds: Dataset) -> dict[str, Any]:
+    """The DICOM JSON model of ``ds`` without bulk data.
+
+    Large binary values become ``{"vr": ..., "BulkDataURI": "bulkdata/<tag path>"}``,
+    relative to the instance URL, so WADO-RS metadata can be served without the file and
+    stays correct behind a reverse proxy. Deferred values are not read from the file.
+    """
+    return _dataset_json(ds, prefix="")
+
+
+def _dataset_json(ds: Dataset, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tag in sorted(ds.keys()):
+        raw = ds.get_item(tag)
+        if raw is None:
+            continue
+        key = f"{int(tag):08X}"
+        vr = raw.VR or "UN"
+        length = getattr(raw, "length", None)
+        deferred = not isinstance(raw, DataElement) and raw.value is None and length
+        if vr in BULK_VRS and (
+            deferred or tag in PIXEL_DATA_TAGS or (length is not None and length > BULK_THRESHOLD)
+        ):
+            out[key] = {"vr": vr, "BulkDataURI": f"bulkdata/{prefix}{key}"}
+            continue
+        elem = ds[tag]
+        if elem.VR == "SQ":
+            items = [
+                _dataset_json(item, f"{prefix}{key}/{i}/") for i, item in enumerate(elem.value)
+            ]
+            out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+            continue
+        if elem.VR in BULK_VRS and elem.value is not None and len(elem.value) > BULK_THRESHOLD:
+            out[key] = {"vr": elem.VR, "BulkDataURI": f"bulkdata/{prefix}{key}"}
+            continue
+        try:
+            out[key] = elem.to_json_dict(None, BULK_THRESHOLD)
+        except Exception:
+            # A value pydicom cannot express in JSON stays in the file, reachable as bulk data.
+            out[key] = {"vr": elem.VR, "BulkDataURI": f"bulkdata/{prefix}{key}"}
+    return out

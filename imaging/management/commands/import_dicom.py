@@ -1,0 +1,95 @@
+"""``manage.py import_dicom PATH...``: bring folders, ZIPs and DICOMDIR media into the archive.
+
+Every object goes through :func:`imaging.ingest.ingest`; the command only walks the input,
+spreads the files over worker processes, shows progress and sums up what was stored, what
+was already there and what was refused.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
+from tqdm import tqdm
+
+from imaging.ingest import IngestResult, Outcome, ingest
+from imaging.sources import Candidate, expand
+
+
+def ingest_candidate(candidate: Candidate) -> IngestResult:
+    try:
+        with candidate.open() as fp:
+            return ingest(fp, source=f"import:{candidate.name}"[:128])
+    except OSError as exc:
+        return IngestResult(Outcome.REJECTED, f"cannot read: {exc}")
+
+
+class Command(BaseCommand):
+    help = "Import DICOM files, folders (recursively), ZIP archives and DICOMDIR media."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("paths", nargs="+", type=Path)
+        parser.add_argument(
+            "--workers", type=int, default=os.cpu_count() or 1,
+            help="worker processes (default: one per CPU)",
+        )
+        parser.add_argument(
+            "--no-progress", action="store_true", help="do not draw a progress bar"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        paths: list[Path] = options["paths"]
+        for path in paths:
+            if not path.exists():
+                raise CommandError(f"{path}: no such file or folder")
+        try:
+            candidates = list(expand(paths))
+        except Exception as exc:
+            raise CommandError(f"cannot read the input: {exc}") from exc
+        total_bytes = sum(c.size for c in candidates)
+        counts: Counter[Outcome] = Counter()
+        problems: list[tuple[str, IngestResult]] = []
+
+        progress_stream: Any = self.stderr._out
+        with tqdm(
+            total=total_bytes, unit="B", unit_scale=True, desc="Importing",
+            disable=options["no_progress"], file=progress_stream,
+        ) as bar:
+            for candidate, result in self._run(candidates, max(1, options["workers"])):
+                counts[result.outcome] += 1
+                if not result.accepted:
+                    problems.append((candidate.name, result))
+                bar.update(candidate.size)
+                bar.set_postfix(stored=counts[Outcome.STORED], refused=len(problems))
+
+        for name, result in problems:
+            self.stderr.write(f"{result.outcome.value}: {name}: {result.reason}")
+        self.stdout.write(
+            f"{len(candidates)} files: {counts[Outcome.STORED]} stored, "
+            f"{counts[Outcome.DUPLICATE]} duplicate, {counts[Outcome.CONFLICT]} conflict, "
+            f"{counts[Outcome.REJECTED]} rejected"
+        )
+        if candidates and not counts[Outcome.STORED] + counts[Outcome.DUPLICATE]:
+            raise CommandError("nothing was imported")
+
+    @staticmethod
+    def _run(
+        candidates: list[Candidate], workers: int
+    ) -> Iterator[tuple[Candidate, IngestResult]]:
+        if workers == 1 or len(candidates) < 2 * workers:
+            for candidate in candidates:
+                yield candidate, ingest_candidate(candidate)
+            return
+        # Forked workers inherit the configured Django; each opens its own DB connection.
+        connections.close_all()
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            results = pool.map(ingest_candidate, candidates, chunksize=4)
+            yield from zip(candidates, results, strict=True)

@@ -1,0 +1,134 @@
+"""Where objects to ingest come from: files, folders, ZIP archives and DICOMDIR media.
+
+Each source yields :class:`Candidate` items that open as seekable binary files, so the
+import command and the browser upload feed :func:`imaging.ingest.ingest` the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from pydicom import dcmread
+from pydicom.fileset import FileSet
+
+# ZIP members up to this size are unpacked in memory; larger ones spill to a temporary file.
+SPOOL_MAX = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A file, or a member of a ZIP file; plain data, so worker processes can take it."""
+
+    path: str
+    member: str = ""
+    size: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.path}!{self.member}" if self.member else self.path
+
+    @contextmanager
+    def open(self) -> Iterator[IO[bytes]]:
+        if not self.member:
+            with open(self.path, "rb") as fp:
+                yield fp
+            return
+        with _zipfile(self.path).open(self.member) as src, _spool(src) as fp:
+            yield fp
+
+
+@functools.lru_cache(maxsize=4)
+def _zipfile(path: str) -> zipfile.ZipFile:
+    # One open archive per process, so a ZIP of thousands of files is indexed once.
+    return zipfile.ZipFile(path)
+
+
+def is_dicomdir(name: str) -> bool:
+    return os.path.basename(name.rstrip("/")).upper() == "DICOMDIR"
+
+
+def expand(paths: list[Path]) -> Iterator[Candidate]:
+    """Every candidate object under ``paths``: folders recursively, ZIPs, DICOMDIRs.
+
+    A DICOMDIR names the media's files; inside a folder walk it is skipped, since the walk
+    finds the same files.
+    """
+    for path in paths:
+        if path.is_dir():
+            yield from _walk(path)
+        elif is_dicomdir(path.name):
+            yield from from_dicomdir(path)
+        elif zipfile.is_zipfile(path):
+            yield from from_zip(path)
+        elif path.is_file():
+            yield _file(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+
+
+def _walk(root: Path) -> Iterator[Candidate]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            path = Path(dirpath) / filename
+            if is_dicomdir(filename) or filename.startswith("."):
+                continue
+            if path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
+                yield from from_zip(path)
+            else:
+                yield _file(path)
+
+
+def _file(path: Path) -> Candidate:
+    return Candidate(str(path), size=path.stat().st_size)
+
+
+def from_dicomdir(path: Path) -> Iterator[Candidate]:
+    """The files a DICOMDIR references, resolved against the media's root folder."""
+    fileset = FileSet(dcmread(path))
+    for instance in fileset:
+        yield _file(Path(instance.path))
+
+
+def from_zip(path: Path) -> Iterator[Candidate]:
+    for info in _zipfile(str(path)).infolist():
+        if not _skipped_member(info):
+            yield Candidate(str(path), info.filename, info.file_size)
+
+
+def _skipped_member(info: zipfile.ZipInfo) -> bool:
+    name = info.filename
+    return info.is_dir() or is_dicomdir(name) or os.path.basename(name).startswith(".")
+
+
+@contextmanager
+def open_zip_members(fp: IO[bytes]) -> Iterator[Iterator[tuple[str, IO[bytes]]]]:
+    """The members of an already open ZIP (a browser upload), each as a seekable file."""
+    with zipfile.ZipFile(fp) as archive:
+
+        def members() -> Iterator[tuple[str, IO[bytes]]]:
+            for info in archive.infolist():
+                if _skipped_member(info):
+                    continue
+                with archive.open(info) as src, _spool(src) as spooled:
+                    yield info.filename, spooled
+
+        yield members()
+
+
+@contextmanager
+def _spool(src: IO[bytes]) -> Iterator[IO[bytes]]:
+    """A seekable copy of a stream: in memory when small, on disk when large."""
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX) as spooled:
+        shutil.copyfileobj(src, spooled, 1024 * 1024)
+        spooled.seek(0)
+        yield spooled

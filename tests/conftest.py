@@ -1,0 +1,120 @@
+"""Shared fixtures: a private DICOM storage per test, personas, real DICOM files.
+
+Personas follow one story: alice is the clinic admin, tina a technician, dora a doctor,
+paula a patient with records in the archive, and charlie an outsider patient who must
+never see paula's exams.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from accounts.models import Role, User
+from imaging.synthetic import PatientSpec, SeriesSpec, write_study
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def dicom_storage(settings, tmp_path: Path) -> Path:
+    """Each test gets an empty blob store on disk (S3 tests override this)."""
+    location = tmp_path / "dicom-storage"
+    settings.STORAGES = {
+        **django_settings.STORAGES,
+        "dicom": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(location)},
+        },
+    }
+    return location
+
+
+def stored_files(location: Path) -> list[Path]:
+    return [p for p in location.rglob("*") if p.is_file()] if location.exists() else []
+
+
+def _user(username: str, role: Role, **extra: object) -> User:
+    return User.objects.create_user(
+        username=username, password=PASSWORD, email=f"{username}@example.org", role=role,
+        **extra,
+    )
+
+
+@pytest.fixture
+def alice(db) -> User:
+    return _user("alice", Role.ADMIN, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def tina(db) -> User:
+    return _user("tina", Role.TECHNICIAN)
+
+
+@pytest.fixture
+def dora(db) -> User:
+    return _user("dora", Role.DOCTOR)
+
+
+@pytest.fixture
+def paula(db) -> User:
+    return _user("paula", Role.PATIENT)
+
+
+@pytest.fixture
+def charlie(db) -> User:
+    return _user("charlie", Role.PATIENT)
+
+
+PAULA = PatientSpec("PAULA-001", "Pereira^Paula", datetime.date(1975, 4, 12), "F")
+CHARLIE = PatientSpec("CHARLIE-002", "Costa^Charlie", datetime.date(1990, 9, 30), "M")
+
+
+@pytest.fixture(scope="session")
+def ct_study(tmp_path_factory) -> tuple[str, list[Path]]:
+    """A small CT study of paula: 2 series of 6 slices, 128x128 (real Part 10 files)."""
+    folder = tmp_path_factory.mktemp("ct-study")
+    return write_study(
+        folder, PAULA, [SeriesSpec("CT", 6, size=128), SeriesSpec("CT", 6, size=128)],
+        study_date=datetime.date(2026, 3, 2), accession="ACC-PAULA-1", description="CT tórax",
+    )
+
+
+@pytest.fixture(scope="session")
+def other_study(tmp_path_factory) -> tuple[str, list[Path]]:
+    """charlie's MR study."""
+    folder = tmp_path_factory.mktemp("mr-study")
+    return write_study(
+        folder, CHARLIE, [SeriesSpec("MR", 4, size=64, body_part="HEAD")],
+        study_date=datetime.date(2025, 11, 20), accession="ACC-CHARLIE-1",
+        description="RM crânio",
+    )
+
+
+@pytest.fixture(scope="session")
+def pydicom_test_files() -> list[Path]:
+    """The DICOM files pydicom ships, awkward ones included."""
+    from pydicom.data import get_testdata_files
+
+    return sorted(Path(p) for p in get_testdata_files("*") if Path(p).is_file())
+
+
+@pytest.fixture
+def logged_in(client, alice) -> Iterator[object]:
+    client.force_login(alice)
+    yield client
+
+
+@pytest.fixture(autouse=True)
+def celery_in_process() -> Iterator[None]:
+    """Tasks run in-process unless a test starts a real worker (see test_celery_redis)."""
+    from portal.celery import app
+
+    before = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
