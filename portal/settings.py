@@ -142,7 +142,10 @@ if S3_BUCKET:
 else:
     DICOM_STORAGE = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(DATA_DIR / "dicom"), "base_url": None},
+        "OPTIONS": {
+            "location": env.str("DICOM_STORAGE_DIR", default=str(DATA_DIR / "dicom")),
+            "base_url": None,
+        },
     }
 STORAGES = {
     "default": {
