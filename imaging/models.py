@@ -24,6 +24,10 @@ class Patient(models.Model):
         related_name="patient_records",
         verbose_name=_("portal user"),
     )
+    clinic = models.ForeignKey(
+        "accounts.Clinic", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="patients", verbose_name=_("clinic"),
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

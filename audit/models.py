@@ -1,0 +1,91 @@
+"""The access audit trail: append-only, each entry hash-chained to the one before."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class AuditAction(models.TextChoices):
+    VIEW = "view", _("view")
+    SEARCH = "search", _("search")
+    DOWNLOAD = "download", _("download")
+    RETRIEVE = "retrieve", _("retrieve")
+    STORE = "store", _("store")
+    SHARE = "share", _("share")
+    EXPORT = "export", _("export")
+    DELETE = "delete", _("delete")
+    BREAK_GLASS = "break_glass", _("break the glass")
+    ASSOCIATION = "association", _("DICOM association")
+    LOGIN = "login", _("login")
+
+
+class Outcome(models.TextChoices):
+    ALLOWED = "allowed", _("allowed")
+    DENIED = "denied", _("denied")
+    FAILED = "failed", _("failed")
+
+
+class AuditEvent(models.Model):
+    """One access to patient data (or an attempt). Never updated or deleted.
+
+    ``entry_hash`` is SHA-256 over the previous entry's hash and this entry's canonical
+    fields (see ``audit.chain``), so any change to a past entry breaks every link after it.
+    """
+
+    seq = models.PositiveBigIntegerField(_("sequence"), unique=True)
+    at = models.DateTimeField(_("when"), db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+", db_constraint=False, verbose_name=_("user"),
+    )
+    username = models.CharField(_("who"), max_length=150, blank=True)
+    role = models.CharField(_("role"), max_length=32, blank=True)
+    peer_ae = models.CharField(_("peer AE title"), max_length=16, blank=True)
+    ip = models.CharField(_("from (IP)"), max_length=64, blank=True)
+    client = models.CharField(_("user agent or host"), max_length=256, blank=True)
+    action = models.CharField(_("action"), max_length=16, choices=AuditAction.choices,
+                              db_index=True)
+    outcome = models.CharField(_("outcome"), max_length=8, choices=Outcome.choices)
+    level = models.CharField(_("object level"), max_length=16, blank=True)
+    object_uid = models.CharField(_("object"), max_length=128, blank=True, db_index=True)
+    # Kept as plain values, not foreign keys: the trail outlives purged patients.
+    patient_pk = models.BigIntegerField(_("patient"), null=True, blank=True, db_index=True)
+    patient_ref = models.CharField(_("patient ID"), max_length=140, blank=True)
+    study_uid = models.CharField(_("study"), max_length=64, blank=True, db_index=True)
+    break_glass = models.BooleanField(_("break the glass"), default=False, db_index=True)
+    reason = models.TextField(_("reason"), blank=True)
+    detail: models.JSONField[Any, Any] = models.JSONField(_("detail"), default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    entry_hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
+        ordering = ["-seq"]
+        indexes = [models.Index(fields=["patient_pk", "at"])]
+
+    def __str__(self) -> str:
+        who = self.username or self.peer_ae
+        return f"#{self.seq} {self.at:%Y-%m-%d %H:%M:%S} {who} {self.action}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise PermissionError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError("audit events are append-only")
+
+
+class ChainHead(models.Model):
+    """One row: the last sequence number and hash, locked while an entry is appended."""
+
+    seq = models.PositiveBigIntegerField(default=0)
+    entry_hash = models.CharField(max_length=64, default="0" * 64)
+
+    def __str__(self) -> str:
+        return f"audit chain head at {self.seq}"

@@ -1,0 +1,161 @@
+"""The one audit call: :func:`record`. Every read and write of patient data ends here.
+
+Entries are appended under a lock on the chain head, so the hash chain has one order even
+with many web workers, DICOM associations and Celery workers writing at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import chain
+from .models import AuditAction, AuditEvent, ChainHead, Outcome
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+    from imaging.models import Instance, Patient, Series, Study
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acted: a portal user (with where from) or a DICOM peer."""
+
+    user_id: int | None = None
+    username: str = ""
+    role: str = ""
+    peer_ae: str = ""
+    ip: str = ""
+    client: str = ""
+
+    @classmethod
+    def from_request(cls, request: HttpRequest) -> Actor:
+        user = getattr(request, "user", None)
+        authenticated = bool(user is not None and user.is_authenticated)
+        return cls(
+            user_id=user.pk if authenticated and user is not None else None,
+            username=user.get_username() if authenticated and user is not None else "",
+            role=str(getattr(user, "role", "")) if authenticated else "",
+            ip=str(request.META.get("REMOTE_ADDR", ""))[:64],
+            client=str(request.META.get("HTTP_USER_AGENT", ""))[:256],
+        )
+
+    @classmethod
+    def for_user(cls, user: Any, *, ip: str = "", client: str = "") -> Actor:
+        return cls(user_id=user.pk, username=user.get_username(),
+                   role=str(getattr(user, "role", "")), ip=ip, client=client)
+
+    @classmethod
+    def peer(cls, ae_title: str, host: str, port: int | None = None) -> Actor:
+        return cls(peer_ae=ae_title.strip()[:16], ip=host[:64], client=f"{host}:{port or ''}",
+                   role="peer")
+
+    @classmethod
+    def system(cls, name: str) -> Actor:
+        return cls(username=name, role="system")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What was touched, as plain values that outlive the rows."""
+
+    level: str = ""
+    uid: str = ""
+    patient_pk: int | None = None
+    patient_ref: str = ""
+    study_uid: str = ""
+
+    @classmethod
+    def patient(cls, patient: Patient) -> Target:
+        return cls("patient", patient.patient_id, patient.pk, _ref(patient))
+
+    @classmethod
+    def study(cls, study: Study) -> Target:
+        return cls("study", study.study_instance_uid, study.patient_id, _ref(study.patient),
+                   study.study_instance_uid)
+
+    @classmethod
+    def series(cls, series: Series) -> Target:
+        study = series.study
+        return cls("series", series.series_instance_uid, study.patient_id, _ref(study.patient),
+                   study.study_instance_uid)
+
+    @classmethod
+    def instance(cls, instance: Instance) -> Target:
+        study = instance.series.study
+        return cls("instance", instance.sop_instance_uid, study.patient_id,
+                   _ref(study.patient), study.study_instance_uid)
+
+
+def _ref(patient: Patient) -> str:
+    return f"{patient.patient_id}^{patient.issuer}" if patient.issuer else patient.patient_id
+
+
+def record(
+    action: AuditAction | str,
+    actor: Actor,
+    targets: Target | Sequence[Target] | None = None,
+    outcome: Outcome | str = Outcome.ALLOWED,
+    *,
+    reason: str = "",
+    break_glass: bool = False,
+    detail: dict[str, Any] | None = None,
+) -> list[AuditEvent]:
+    """Append one entry per target (one entry when there is none) to the audit trail."""
+    if targets is None:
+        target_list: Sequence[Target] = [Target()]
+    elif isinstance(targets, Target):
+        target_list = [targets]
+    else:
+        target_list = targets or [Target()]
+    now = timezone.now()
+    with transaction.atomic():
+        head, _ = ChainHead.objects.select_for_update().get_or_create(pk=1)
+        events = []
+        for target in target_list:
+            fields: dict[str, Any] = {
+                "seq": head.seq + 1,
+                "at": now,
+                "user_id": actor.user_id,
+                "username": actor.username[:150],
+                "role": actor.role[:32],
+                "peer_ae": actor.peer_ae,
+                "ip": actor.ip,
+                "client": actor.client,
+                "action": str(action),
+                "outcome": str(outcome),
+                "level": target.level,
+                "object_uid": target.uid[:128],
+                "patient_pk": target.patient_pk,
+                "patient_ref": target.patient_ref[:140],
+                "study_uid": target.study_uid,
+                "break_glass": break_glass,
+                "reason": reason,
+                "detail": detail or {},
+            }
+            digest = chain.entry_hash(head.entry_hash, fields)
+            events.append(AuditEvent(**fields, prev_hash=head.entry_hash, entry_hash=digest))
+            head.seq, head.entry_hash = fields["seq"], digest
+        AuditEvent.objects.bulk_create(events)
+        ChainHead.objects.filter(pk=1).update(seq=head.seq, entry_hash=head.entry_hash)
+    return events
+
+
+def first_broken_link() -> chain.BrokenLink | None:
+    """Walk the whole trail; also catch entries cut off its end."""
+    fields = (*chain.CHAINED_FIELDS, "prev_hash", "entry_hash")
+    entries = AuditEvent.objects.order_by("seq").values(*fields).iterator(chunk_size=2000)
+    broken = chain.verify(entries)
+    if broken is not None:
+        return broken
+    head, _ = ChainHead.objects.get_or_create(pk=1)
+    last = AuditEvent.objects.order_by("-seq").values_list("seq", "entry_hash").first()
+    last_seq, last_hash = last if last else (0, chain.GENESIS)
+    if (head.seq, head.entry_hash) != (last_seq, last_hash):
+        return chain.BrokenLink(last_seq + 1, "entries after this point were removed")
+    return None

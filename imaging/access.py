@@ -1,0 +1,106 @@
+"""Policy plus audit, for every read path: pages, DICOMweb, downloads.
+
+``authorize`` asks :mod:`imaging.policies` and writes the one audit entry; callers turn a
+refusal into a 404 so that existence never leaks. Searches record one entry per patient
+whose studies were returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from django.http import Http404
+
+from audit.models import AuditAction, Outcome
+from audit.trail import Actor, Target, record
+
+from . import policies
+from .models import Instance, Patient, Series, Study
+
+if TYPE_CHECKING:
+    from .policies import AnyUser
+
+ArchiveObject = Patient | Study | Series | Instance
+
+
+def _patient_of(obj: ArchiveObject) -> Patient:
+    if isinstance(obj, Patient):
+        return obj
+    if isinstance(obj, Study):
+        return obj.patient
+    if isinstance(obj, Series):
+        return obj.study.patient
+    return obj.series.study.patient
+
+
+def target_of(obj: ArchiveObject) -> Target:
+    if isinstance(obj, Patient):
+        return Target.patient(obj)
+    if isinstance(obj, Study):
+        return Target.study(obj)
+    if isinstance(obj, Series):
+        return Target.series(obj)
+    return Target.instance(obj)
+
+
+def authorize(
+    user: AnyUser, actor: Actor, action: AuditAction, obj: ArchiveObject,
+    *, detail: dict[str, Any] | None = None,
+) -> policies.Decision:
+    """Decide and record. The caller must refuse (404) when the decision says no."""
+    decision = policies.decide(user, action, _patient_of(obj))
+    record(
+        action, actor, target_of(obj),
+        Outcome.ALLOWED if decision.allowed else Outcome.DENIED,
+        reason=decision.why, break_glass=decision.break_glass, detail=detail,
+    )
+    return decision
+
+
+def get_or_404(
+    user: AnyUser, actor: Actor, action: AuditAction, level: str, uid: str,
+) -> ArchiveObject:
+    """The study, series or instance with ``uid`` if ``user`` may ``action`` it, else 404.
+
+    Unknown UIDs and refused ones look the same to the caller; both are on the record.
+    """
+    obj: ArchiveObject | None
+    if level == "study":
+        obj = Study.objects.select_related("patient").filter(study_instance_uid=uid).first()
+    elif level == "series":
+        obj = (Series.objects.select_related("study__patient")
+               .filter(series_instance_uid=uid).first())
+    elif level == "instance":
+        obj = (Instance.objects.select_related("series__study__patient")
+               .filter(sop_instance_uid=uid).first())
+    else:
+        raise ValueError(level)
+    if obj is None:
+        record(action, actor, Target(level=level, uid=uid), Outcome.FAILED,
+               reason="no such object")
+        raise Http404
+    if not authorize(user, actor, action, obj):
+        raise Http404
+    return obj
+
+
+def record_search(
+    actor: Actor, studies: Iterable[Study], *, query: dict[str, Any] | None = None,
+    action: AuditAction = AuditAction.SEARCH,
+) -> None:
+    """One entry per patient whose studies a search returned (none when nothing matched)."""
+    by_patient: dict[int, tuple[Study, list[str]]] = {}
+    for study in studies:
+        entry = by_patient.setdefault(study.patient_id, (study, []))
+        entry[1].append(study.study_instance_uid)
+    targets = [
+        Target("patient", study.patient.patient_id, study.patient_id,
+               Target.study(study).patient_ref)
+        for study, _ in by_patient.values()
+    ]
+    if not targets:
+        record(action, actor, None, Outcome.ALLOWED, detail={"query": query or {}, "hits": 0})
+        return
+    record(action, actor, targets, Outcome.ALLOWED,
+           detail={"query": query or {}, "hits": sum(len(u) for _, u in by_patient.values())})
