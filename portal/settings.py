@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "accounts",
     "audit",
     "imaging",
+    "dicomweb",
+    "dimse",
 ]
 
 MIDDLEWARE = [

@@ -10,4 +10,5 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("imaging/", include("imaging.urls")),
+    path("dicomweb/", include("dicomweb.urls")),
 ]
