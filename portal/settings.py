@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "imaging",
     "dicomweb",
     "dimse",
+    "privacy",
 ]
 
 MIDDLEWARE = [
