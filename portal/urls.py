@@ -3,11 +3,14 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from accounts import two_factor
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="imaging:study_list"), name="home"),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/2fa/", two_factor.two_factor, name="two_factor"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("imaging/", include("imaging.urls")),
     path("dicomweb/", include("dicomweb.urls")),

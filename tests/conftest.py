@@ -118,3 +118,10 @@ def celery_in_process() -> Iterator[None]:
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = before
+
+
+@pytest.fixture(autouse=True)
+def second_factor_off_unless_tested(settings, request) -> None:
+    """Most tests sign in with force_login; test_login_security turns TOTP enforcement on."""
+    if "two_factor" not in request.keywords:
+        settings.REQUIRE_2FA = False
