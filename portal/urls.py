@@ -14,4 +14,5 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("imaging/", include("imaging.urls")),
     path("dicomweb/", include("dicomweb.urls")),
+    path("audit/", include("audit.urls")),
 ]
