@@ -104,3 +104,41 @@ def record_search(
         return
     record(action, actor, targets, Outcome.ALLOWED,
            detail={"query": query or {}, "hits": sum(len(u) for _, u in by_patient.values())})
+
+
+class BreakGlassRefused(ValueError):
+    """Why an emergency access could not be opened, in words for the doctor."""
+
+
+BREAK_GLASS_HOURS = 4
+MIN_REASON_LENGTH = 15
+
+
+def break_the_glass(user: AnyUser, actor: Actor, patient: Patient, reason: str) -> None:
+    """Open an emergency access to ``patient`` for a doctor, with a written reason.
+
+    The access is allowed for a few hours, every use is marked in the trail, and the
+    admin reviews it (accounts.BreakGlassAccess in admin).
+    """
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts.models import BreakGlassAccess, Role
+
+    reason = reason.strip()
+    if not user.is_authenticated or getattr(user, "role", "") != Role.DOCTOR:
+        record(AuditAction.BREAK_GLASS, actor, Target.patient(patient), Outcome.DENIED,
+               reason="only doctors may break the glass")
+        raise BreakGlassRefused("only doctors may break the glass")
+    if len(reason) < MIN_REASON_LENGTH:
+        raise BreakGlassRefused(
+            f"write the clinical reason (at least {MIN_REASON_LENGTH} characters)"
+        )
+    now = timezone.now()
+    BreakGlassAccess.objects.create(
+        doctor_id=user.pk, patient=patient, reason=reason, opened=now,
+        expires=now + timedelta(hours=BREAK_GLASS_HOURS),
+    )
+    record(AuditAction.BREAK_GLASS, actor, Target.patient(patient), Outcome.ALLOWED,
+           reason=reason, break_glass=True)

@@ -6,6 +6,7 @@ With nothing set, the portal runs on the embedded default: SQLite and DICOM file
 ``S3_BUCKET`` (S3-compatible object storage). Every variable is documented in README.md.
 """
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +97,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
-    # A file, not memory, so servers and workers that tests start share the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-portal.sqlite3")}
+    # A file, not memory, so servers and workers that tests start share the test database
+    # (they are given its path); one per test run, so parallel runs never collide.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(DATA_DIR / f"test-portal-{os.getpid()}.sqlite3")
+    }
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
