@@ -1,0 +1,181 @@
+"""Fixity: re-read stored blobs and check them against the SHA-256 taken at ingest.
+
+A blob whose bytes no longer match, or that is gone, is marked failed and logged; it is never
+"repaired" from anywhere, because the index cannot tell which copy is the true one. A storage
+that cannot be read right now (network, permissions, an S3 outage) is not a failed check:
+:class:`StorageUnavailable` is raised instead and the instance keeps its previous state, so
+the Celery task can retry and an outage never marks the whole archive as damaged.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import blobs
+from .models import Instance
+
+log = logging.getLogger(__name__)
+
+# Overridable in settings; see README ("FIXITY_*").
+DEFAULT_MAX_AGE = datetime.timedelta(days=30)
+DEFAULT_BATCH_SIZE = 5000
+
+
+class StorageUnavailable(Exception):
+    """The blob could not be read for a reason other than its absence; try again later."""
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError]
+    try:  # only with S3 storage installed
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        errors += [BotoCoreError, ClientError]
+    return tuple(errors)
+
+
+@dataclass(frozen=True)
+class FixityResult:
+    instance_id: int
+    sop_instance_uid: str
+    blob_key: str
+    ok: bool
+    reason: str = ""
+
+
+@dataclass
+class FixityReport:
+    checked: int = 0
+    skipped: int = 0
+    failures: list[FixityResult] = field(default_factory=list)
+    # Could not be read now (not a failed check): (instance id, error).
+    unreadable: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.unreadable
+
+
+def max_age() -> datetime.timedelta:
+    days = getattr(settings, "FIXITY_MAX_AGE_DAYS", None)
+    return DEFAULT_MAX_AGE if days is None else datetime.timedelta(days=float(days))
+
+
+def batch_size() -> int:
+    return int(getattr(settings, "FIXITY_BATCH_SIZE", DEFAULT_BATCH_SIZE))
+
+
+def _digest(key: str) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    for chunk in blobs.iter_chunks(key):
+        h.update(chunk)
+        size += len(chunk)
+    return h.hexdigest(), size
+
+
+def check_instance(instance_id: int) -> FixityResult:
+    """Re-hash one instance's blob, record the outcome on the row and return it.
+
+    Raises ``Instance.DoesNotExist`` if the row is gone and :class:`StorageUnavailable` if
+    the storage cannot be read now (the row is then left as it was).
+    """
+    row = Instance.objects.values("sop_instance_uid", "blob_key", "sha256", "size_bytes").get(
+        pk=instance_id
+    )
+    key = row["blob_key"]
+    try:
+        digest, size = _digest(key)
+    except FileNotFoundError:
+        ok, reason = False, "the stored file is missing"
+    except _transient_errors() as exc:
+        raise StorageUnavailable(f"cannot read {key}: {exc}") from exc
+    else:
+        ok = digest == row["sha256"] and size == row["size_bytes"]
+        reason = "" if ok else (
+            f"content changed: SHA-256 {digest} ({size} bytes), "
+            f"expected {row['sha256']} ({row['size_bytes']} bytes)"
+        )
+    Instance.objects.filter(pk=instance_id).update(fixity_ok=ok, fixity_checked=timezone.now())
+    if not ok:
+        log.error(
+            "fixity check FAILED for instance %s (SOP Instance UID %s, key %s): %s",
+            instance_id, row["sop_instance_uid"], key, reason,
+        )
+    return FixityResult(instance_id, row["sop_instance_uid"], key, ok, reason)
+
+
+def verify_instance(instance_id: int) -> bool:
+    """Whether the stored blob still has the bytes it was ingested with (and record it)."""
+    return check_instance(instance_id).ok
+
+
+def verify_if_due(instance_id: int, due_before: datetime.datetime) -> bool | None:
+    """Verify unless someone verified the instance at or after ``due_before``.
+
+    Lets the same batch be dispatched twice (overlapping beats, redelivered messages)
+    without doing the work twice. ``None`` means skipped (or the instance is gone).
+    """
+    result = _check_if_due(instance_id, due_before)
+    return None if result is None else result.ok
+
+
+def _is_due(due_before: datetime.datetime) -> Q:
+    return Q(fixity_checked__isnull=True) | Q(fixity_checked__lt=due_before)
+
+
+def _check_if_due(instance_id: int, due_before: datetime.datetime) -> FixityResult | None:
+    if not Instance.objects.filter(_is_due(due_before), pk=instance_id).exists():
+        return None
+    try:
+        return check_instance(instance_id)
+    except Instance.DoesNotExist:  # deleted meanwhile
+        return None
+
+
+def due_instances(
+    batch: int | None = None, *, older_than: datetime.timedelta | None = None,
+    now: datetime.datetime | None = None,
+) -> list[int]:
+    """Up to ``batch`` instances never checked or not checked within ``older_than``.
+
+    Never-checked first, then the longest unchecked, so repeated runs cover the archive.
+    """
+    cutoff = (now or timezone.now()) - (max_age() if older_than is None else older_than)
+    return list(
+        Instance.objects.filter(_is_due(cutoff))
+        .order_by(F("fixity_checked").asc(nulls_first=True), "pk")
+        .values_list("pk", flat=True)[: batch_size() if batch is None else batch]
+    )
+
+
+def verify_due(
+    batch: int | None = None, *, older_than: datetime.timedelta | None = None
+) -> FixityReport:
+    """Verify, here and now, the instances that are due (see :func:`due_instances`)."""
+    now = timezone.now()
+    cutoff = now - (max_age() if older_than is None else older_than)
+    report = FixityReport()
+    for pk in due_instances(batch, older_than=older_than, now=now):
+        try:
+            result = _check_if_due(pk, cutoff)
+        except StorageUnavailable as exc:
+            log.warning("fixity check of instance %s postponed: %s", pk, exc)
+            report.unreadable.append((pk, str(exc)))
+            continue
+        if result is None:
+            report.skipped += 1  # checked meanwhile by a worker, or deleted
+            continue
+        report.checked += 1
+        if not result.ok:
+            report.failures.append(result)
+    return report
