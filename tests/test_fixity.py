@@ -26,6 +26,7 @@ def _store(path: Path) -> Instance:
     with path.open("rb") as fp:
         result = ingest(fp, source="test")
     assert result.outcome == Outcome.STORED
+    assert result.instance_id is not None
     return Instance.objects.get(pk=result.instance_id)
 
 
