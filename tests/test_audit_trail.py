@@ -162,3 +162,19 @@ def test_a_patient_sees_who_accessed_their_exams_and_nothing_about_others(client
     page = client.get("/audit/my-access/").content.decode()
     assert "dora" in page and "1.2.3" in page
     assert "9.9.9" not in page
+
+
+def test_changes_to_grants_and_patients_are_recorded_by_auditlog(alice, dora):
+    from auditlog.models import LogEntry
+
+    from accounts.models import AccessGrant, Clinic
+
+    clinic = Clinic.objects.create(name="Clínica Norte")
+    patient = Patient.objects.create(patient_id="P-1", name="Alves^Bia")
+    grant = AccessGrant.objects.create(doctor=dora, patient=patient, clinic=clinic)
+    grant.reason = "segunda opinião"
+    grant.save()
+    entries = LogEntry.objects.get_for_object(grant)
+    assert [e.action for e in entries.order_by("timestamp")] == [
+        LogEntry.Action.CREATE, LogEntry.Action.UPDATE]
+    assert "segunda opinião" in str(entries.order_by("timestamp").last().changes)
