@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+from datetime import datetime
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
@@ -154,3 +158,54 @@ class Consent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.patient} {self.get_purpose_display()} v{self.text_version}"
+
+
+class ApiToken(models.Model):
+    """A bearer token for DICOMweb clients, issued per user and revocable.
+
+    Only the SHA-256 of the secret is kept; the secret is shown once, when it is created.
+    ``prefix`` (the first characters of the secret) tells tokens apart in lists.
+    """
+
+    PREFIX_LENGTH = 8
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="api_tokens", verbose_name=_("user"))
+    name = models.CharField(_("name"), max_length=100)
+    token_hash = models.CharField(_("token hash (SHA-256)"), max_length=64, unique=True,
+                                  editable=False)
+    prefix = models.CharField(_("prefix"), max_length=16, editable=False)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    last_used = models.DateTimeField(_("last used"), null=True, blank=True, editable=False)
+    expires = models.DateTimeField(_("expires"), null=True, blank=True)
+    revoked = models.DateTimeField(_("revoked"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(secret: str) -> str:
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user: User, name: str, expires: datetime | None = None
+              ) -> tuple[ApiToken, str]:
+        """Create a token; returns it and its secret, which is never stored or shown again."""
+        secret = secrets.token_urlsafe(32)
+        token = cls.objects.create(user=user, name=name, token_hash=cls.hash(secret),
+                                   prefix=secret[: cls.PREFIX_LENGTH], expires=expires)
+        return token, secret
+
+    @property
+    def active(self) -> bool:
+        return self.revoked is None and (self.expires is None or self.expires > timezone.now())
+
+    def revoke(self) -> None:
+        if self.revoked is None:
+            self.revoked = timezone.now()
+            self.save(update_fields=["revoked"])

@@ -10,6 +10,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", include("accounts.urls")),
     path("accounts/2fa/", two_factor.two_factor, name="two_factor"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("imaging/", include("imaging.urls")),
