@@ -4,6 +4,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from accounts import two_factor
+from imaging import emergency
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="imaging:study_list"), name="home"),
@@ -13,6 +14,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("accounts/2fa/", two_factor.two_factor, name="two_factor"),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("imaging/emergency/", emergency.break_the_glass, name="break_glass"),
     path("imaging/", include("imaging.urls")),
     path("dicomweb/", include("dicomweb.urls")),
     path("audit/", include("audit.urls")),

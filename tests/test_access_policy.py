@@ -153,3 +153,23 @@ def test_inactive_users_see_nothing(paula, paula_record):
     paula.is_active = False
     paula.save()
     assert not policies.decide(paula, AuditAction.VIEW, paula_record)
+
+
+def test_the_emergency_page_opens_access_with_a_reason_and_shows_the_patient(client, dora,
+                                                                           paula_study):
+    client.force_login(dora)
+    assert "Pereira^Paula" not in client.get("/imaging/?q=PAULA-001").content.decode()
+    refused = client.post("/imaging/emergency/", {"patient_id": "PAULA-001", "reason": "x"})
+    assert refused.status_code == 200 and not BreakGlassAccess.objects.exists()
+    response = client.post("/imaging/emergency/", {
+        "patient_id": "PAULA-001",
+        "reason": "Paciente em parada no pronto-socorro, sem médico assistente",
+    }, follow=True)
+    assert "Pereira^Paula" in response.content.decode()
+    assert AuditEvent.objects.filter(action="break_glass", break_glass=True).count() == 1
+
+
+def test_the_emergency_page_is_only_for_doctors(client, paula, tina):
+    for user in (paula, tina):
+        client.force_login(user)
+        assert client.get("/imaging/emergency/").status_code == 403

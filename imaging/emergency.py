@@ -1,0 +1,45 @@
+"""The break-the-glass page: a doctor opens a record outside her grants, with a reason."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+
+from accounts.models import Role
+from audit.trail import Actor
+
+from . import access
+from .models import Patient
+
+
+@login_required
+def break_the_glass(request: HttpRequest) -> HttpResponse:
+    if getattr(request.user, "role", "") != Role.DOCTOR:
+        raise PermissionDenied(_("Only doctors may open an emergency access."))
+    error = ""
+    patient_id = request.POST.get("patient_id", request.GET.get("patient_id", "")).strip()
+    reason = request.POST.get("reason", "")
+    if request.method == "POST":
+        patient = Patient.objects.filter(patient_id=patient_id).first() if patient_id else None
+        if patient is None:
+            error = _("No patient with this ID in the archive.")
+        else:
+            try:
+                access.break_the_glass(request.user, Actor.from_request(request), patient,
+                                       reason)
+            except access.BreakGlassRefused as exc:
+                error = str(exc)
+            else:
+                messages.warning(request, _(
+                    "Emergency access opened for %(hours)s hours. It is recorded and will be "
+                    "reviewed by the clinic's administrator."
+                ) % {"hours": access.BREAK_GLASS_HOURS})
+                return redirect(f"{reverse('imaging:study_list')}?q={patient.patient_id}")
+    return render(request, "imaging/break_glass.html",
+                  {"error": error, "patient_id": patient_id, "reason": reason,
+                   "min_length": access.MIN_REASON_LENGTH})
