@@ -4,6 +4,7 @@ Keys are random UUIDs fanned out over two directory levels; the index row is wha
 key to a patient or UID. Local disk by default, any S3-compatible store via django-storages.
 """
 
+import hashlib
 import uuid
 from collections.abc import Iterator
 from typing import IO
@@ -23,14 +24,90 @@ def new_key() -> str:
     return f"{hexkey[:2]}/{hexkey[2:4]}/{hexkey}.dcm"
 
 
-def write(fp: IO[bytes], key: str) -> str:
-    """Write ``fp`` from its start under ``key``, streaming; returns the stored key."""
+class _HashingReader:
+    """A read-only view of a seekable file that hashes each byte the first time it is read.
+
+    Storage backends read the file once, front to back, while they write it; hashing on the
+    way saves a second pass. A backend that seeks back and reads again (a retried upload)
+    does not hash anything twice, and one that skips ahead leaves a gap that ``finish``
+    notices.
+    """
+
+    def __init__(self, fp: IO[bytes]) -> None:
+        self._fp = fp
+        self._hash = hashlib.sha256()
+        self._hashed = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        start = self._fp.tell()
+        data = self._fp.read(-1 if size is None else size)
+        end = start + len(data)
+        if start <= self._hashed < end:
+            self._hash.update(data[self._hashed - start :])
+            self._hashed = end
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fp.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fp.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """The caller owns ``fp``; storage backends must not close it."""
+
+    def finish(self) -> tuple[str, int]:
+        size = self._fp.seek(0, 2)
+        if self._hashed != size:  # the backend skipped bytes: hash what is left
+            self._fp.seek(self._hashed)
+            while chunk := self._fp.read(CHUNK_SIZE):
+                self._hash.update(chunk)
+            self._hashed = size
+        return self._hash.hexdigest(), size
+
+
+def write(fp: IO[bytes], key: str) -> tuple[str, int]:
+    """Write ``fp`` from its start under ``key``, streaming, and hash it on the way.
+
+    Returns the SHA-256 (hex) and size of what was written. If the write fails, whatever
+    part of the blob reached the storage is deleted again.
+    """
     fp.seek(0)
-    saved = storage().save(key, File(fp, name=key))
+    reader = _HashingReader(fp)
+    try:
+        saved = storage().save(key, File(reader, name=key))  # type: ignore[arg-type]
+    except BaseException:
+        _delete_quietly(key)
+        raise
     if saved != key:  # a UUID collision would be a bug, never silently renamed
         storage().delete(saved)
         raise RuntimeError(f"storage renamed blob {key!r} to {saved!r}")
-    return saved
+    return reader.finish()
+
+
+def sha256(fp: IO[bytes]) -> tuple[str, int]:
+    """SHA-256 (hex) and size of ``fp`` from its start, read in chunks."""
+    fp.seek(0)
+    h = hashlib.sha256()
+    size = 0
+    while chunk := fp.read(CHUNK_SIZE):
+        h.update(chunk)
+        size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _delete_quietly(key: str) -> None:
+    try:
+        if storage().exists(key):
+            storage().delete(key)
+    except Exception:  # noqa: S110 - the original error matters more than this one
+        pass
 
 
 def delete(key: str) -> None:

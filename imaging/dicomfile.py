@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from pydicom import dcmread
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, MediaStorageDirectoryStorage
 
 # Values longer than this are read from the file only when needed (pixel data, overlays).
 DEFER_SIZE = 4096
@@ -23,6 +23,8 @@ BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 BULK_THRESHOLD = 1024
 PIXEL_DATA_TAGS = {Tag(0x7FE00010), Tag(0x7FE00008), Tag(0x7FE00009)}
 ENCAPSULATED_UNDEFINED_LENGTH = 0xFFFFFFFF
+# A bare dataset read with force=True must carry at least one of these to count as DICOM.
+IDENTIFYING_TAGS = {Tag(0x00080016), Tag(0x00080018), Tag(0x0020000D), Tag(0x0020000E)}
 
 
 class InvalidObject(ValueError):
@@ -64,10 +66,14 @@ def parse(fp: IO[bytes]) -> ParsedObject:
     start = fp.tell()
     try:
         ds = dcmread(fp, defer_size=DEFER_SIZE, force=False)
+    except EOFError as exc:
+        raise InvalidObject(f"file is truncated: {exc}") from exc
     except InvalidDicomError:
         fp.seek(start)
         try:
             ds = dcmread(fp, defer_size=DEFER_SIZE, force=True)
+        except EOFError as exc:
+            raise InvalidObject(f"file is truncated: {exc}") from exc
         except Exception as exc:  # pydicom raises many types on garbage
             raise InvalidObject(f"not a DICOM file: {exc}") from exc
         # force=True accepts nearly any bytes; require a plausible dataset.
@@ -79,6 +85,8 @@ def parse(fp: IO[bytes]) -> ParsedObject:
         raise InvalidObject(f"not a DICOM file: {exc}") from exc
 
     try:
+        end = fp.seek(0, 2)
+        check_complete(ds, end, deflated=_is_deflated(ds))
         return _extract(ds, fp)
     except InvalidObject:
         raise
@@ -87,11 +95,54 @@ def parse(fp: IO[bytes]) -> ParsedObject:
 
 
 def _looks_like_dataset(ds: Dataset) -> bool:
+    # Any identifying UID will do: a bare dataset that lacks only SOPInstanceUID should be
+    # refused for that, not as "not DICOM".
     try:
-        tags = list(ds.keys())
+        tags = set(ds.keys())
     except Exception:
         return False
-    return bool(tags) and Tag(0x00080018) in tags
+    return bool(tags & IDENTIFYING_TAGS)
+
+
+def _is_deflated(ds: Dataset) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    return meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+
+
+def check_complete(ds: Dataset, end: int, *, deflated: bool = False) -> None:
+    """Refuse a file that ends inside an element value.
+
+    pydicom reads a value cut short by the end of the file without complaint (and a
+    deferred value not at all), so a truncated upload would otherwise be stored.
+
+    Parameters
+    ----------
+    ds : Dataset
+        As read by ``dcmread`` with ``defer_size``, before any element is converted.
+    end : int
+        Offset of the end of the file, to check deferred values against.
+    deflated : bool
+        Value offsets count in the inflated stream, so only short reads can be checked.
+    """
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        if raw is None:
+            continue
+        if isinstance(raw, RawDataElement):
+            if raw.length == ENCAPSULATED_UNDEFINED_LENGTH:
+                continue  # pydicom raises EOFError when the delimiter is missing
+            if raw.value is None:
+                short = not deflated and raw.value_tell + raw.length > end
+            else:
+                short = len(raw.value) < raw.length
+            if short:
+                raise InvalidObject(
+                    f"file is truncated: element {tag} needs {raw.length} bytes "
+                    f"but the file ends first"
+                )
+        elif raw.VR == "SQ" and raw.value:
+            for item in raw.value:
+                check_complete(item, end, deflated=deflated)
 
 
 def _text(ds: Dataset, keyword: str, limit: int = 64) -> str:
@@ -149,9 +200,15 @@ def expected_pixel_bytes(ds: Dataset) -> int | None:
 
 
 def check_pixel_data(ds: Dataset, transfer_syntax: str) -> None:
-    """Refuse native pixel data shorter than its attributes say; encapsulated is left as is."""
+    """Refuse native pixel data shorter than its attributes say, or missing from an image.
+
+    Encapsulated pixel data is left as is: its fragments carry their own lengths.
+    """
     raw = ds.get_item(0x7FE00010) if Tag(0x7FE00010) in ds else None
     if raw is None:
+        if expected_pixel_bytes(ds) and not any(tag in ds for tag in PIXEL_DATA_TAGS):
+            # Image attributes but no pixels: most likely a file cut off before them.
+            raise InvalidObject("pixel data is missing although Rows and Columns are given")
         return
     length = raw.length if not isinstance(raw, DataElement) else len(raw.value or b"")
     if length == ENCAPSULATED_UNDEFINED_LENGTH:
@@ -177,6 +234,11 @@ def _extract(ds: Dataset, fp: IO[bytes]) -> ParsedObject:
         if not ds.is_little_endian:
             transfer_syntax = "1.2.840.10008.1.2.2"
 
+    if meta is not None and meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+        raise InvalidObject(
+            "a DICOMDIR is an index of media files, not an object to store; "
+            "import the DICOMDIR path or its folder instead"
+        )
     sop_instance_uid = _uid(ds, "SOPInstanceUID")
     sop_class_uid = _text(ds, "SOPClassUID") or (
         str(meta.get("MediaStorageSOPClassUID", "")) if meta else ""

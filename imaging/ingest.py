@@ -10,7 +10,6 @@ the same bytes are a duplicate, different bytes a conflict, and the original is 
 from __future__ import annotations
 
 import enum
-import hashlib
 import logging
 from dataclasses import dataclass
 from typing import IO, Any
@@ -57,14 +56,13 @@ def ingest(fp: IO[bytes], *, source: str = "") -> IngestResult:
         parsed = parse(fp)
     except InvalidObject as exc:
         return IngestResult(Outcome.REJECTED, str(exc))
-    digest, size = _sha256(fp)
 
-    known = _already_stored(parsed, digest)
-    if known is not None:
-        return known
+    stored = _stored_sha256(parsed.sop_instance_uid)
+    if stored is not None:
+        return _compare(parsed, stored, blobs.sha256(fp)[0])
 
     key = blobs.new_key()
-    blobs.write(fp, key)
+    digest, size = blobs.write(fp, key)  # hashed while it streams to the storage
     try:
         with transaction.atomic():
             instance = _index(parsed, key=key, sha256=digest, size=size, source=source)
@@ -74,9 +72,9 @@ def ingest(fp: IO[bytes], *, source: str = "") -> IngestResult:
     except IntegrityError:
         blobs.delete(key)
         # Another ingest stored the same SOP Instance UID between our check and our insert.
-        known = _already_stored(parsed, digest)
-        if known is not None:
-            return known
+        stored = _stored_sha256(parsed.sop_instance_uid)
+        if stored is not None:
+            return _compare(parsed, stored, digest)
         raise
     except BaseException:
         blobs.delete(key)
@@ -89,31 +87,24 @@ def ingest(fp: IO[bytes], *, source: str = "") -> IngestResult:
     )
 
 
-def _sha256(fp: IO[bytes]) -> tuple[str, int]:
-    fp.seek(0)
-    h = hashlib.sha256()
-    size = 0
-    while chunk := fp.read(blobs.CHUNK_SIZE):
-        h.update(chunk)
-        size += len(chunk)
-    return h.hexdigest(), size
-
-
-def _already_stored(parsed: ParsedObject, digest: str) -> IngestResult | None:
+def _stored_sha256(sop_instance_uid: str) -> tuple[int, str] | None:
     row = (
-        Instance.objects.filter(sop_instance_uid=parsed.sop_instance_uid)
-        .values("pk", "sha256")
+        Instance.objects.filter(sop_instance_uid=sop_instance_uid)
+        .values_list("pk", "sha256")
         .first()
     )
-    if row is None:
-        return None
-    if row["sha256"] == digest:
+    return (row[0], row[1]) if row is not None else None
+
+
+def _compare(parsed: ParsedObject, stored: tuple[int, str], digest: str) -> IngestResult:
+    pk, stored_digest = stored
+    if stored_digest == digest:
         return IngestResult(
             Outcome.DUPLICATE,
             "already stored with the same content",
             parsed.sop_instance_uid,
             parsed.study_instance_uid,
-            row["pk"],
+            pk,
         )
     return IngestResult(
         Outcome.CONFLICT,
@@ -121,7 +112,7 @@ def _already_stored(parsed: ParsedObject, digest: str) -> IngestResult | None:
         "the stored original is kept",
         parsed.sop_instance_uid,
         parsed.study_instance_uid,
-        row["pk"],
+        pk,
     )
 
 
@@ -142,13 +133,7 @@ def _index(parsed: ParsedObject, *, key: str, sha256: str, size: int, source: st
             .filter(study_instance_uid=parsed.study_instance_uid)
             .first()
         )
-        if study_or_none is None:
-            study, _ = Study.objects.select_related("patient").get_or_create(
-                study_instance_uid=parsed.study_instance_uid,
-                defaults={"patient": _patient(parsed.patient), **parsed.study},
-            )
-        else:
-            study = study_or_none
+        study = study_or_none if study_or_none is not None else _new_study(parsed)
         series, series_created = Series.objects.get_or_create(
             series_instance_uid=parsed.series_instance_uid,
             defaults={"study": study, **parsed.series},
@@ -201,6 +186,22 @@ def _index(parsed: ParsedObject, *, key: str, sha256: str, size: int, source: st
             "patient demographics differ for %s: %s", instance.sop_instance_uid, differences
         )
     return instance
+
+
+def _new_study(parsed: ParsedObject) -> Study:
+    # The patient is created in the same savepoint as the study, so losing the race to
+    # another ingest of the same study leaves no stray patient behind.
+    try:
+        with transaction.atomic():
+            return Study.objects.create(
+                study_instance_uid=parsed.study_instance_uid,
+                patient=_patient(parsed.patient),
+                **parsed.study,
+            )
+    except IntegrityError:
+        return Study.objects.select_related("patient").get(
+            study_instance_uid=parsed.study_instance_uid
+        )
 
 
 def _patient(fields: dict[str, Any]) -> Patient:
