@@ -18,4 +18,5 @@ urlpatterns = [
     path("imaging/", include("imaging.urls")),
     path("dicomweb/", include("dicomweb.urls")),
     path("audit/", include("audit.urls")),
+    path("privacy/", include("privacy.urls")),
 ]
