@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import zipfile
+import zlib
+from http import HTTPStatus
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -10,82 +12,125 @@ from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import UploadedFile
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
-from . import policies
+from audit.trail import Actor
+
+from . import access, policies
 from .ingest import IngestResult, Outcome, ingest
 from .sources import open_zip_members
+
+# What a broken or unsupported ZIP raises while its members are read.
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError,
+              NotImplementedError, RuntimeError)
 
 
 @login_required
 def study_list(request: HttpRequest) -> HttpResponse:
-    studies = policies.visible_studies(request.user)
+    user = request.user
+    if not policies.may_browse(user) and policies.may_ingest(user):
+        # Technicians bring images in but have no archive to browse.
+        return redirect("imaging:upload")
+    studies = policies.visible_studies(user)
     query = request.GET.get("q", "").strip()
     if query:
         studies = studies.filter(patient__name__icontains=query) | studies.filter(
             patient__patient_id=query
         ) | studies.filter(accession_number=query)
     page = Paginator(studies.order_by("-study_date", "-pk"), 50).get_page(request.GET.get("page"))
+    access.record_search(Actor.from_request(request), page.object_list,
+                         query={"q": query, "page": page.number})
     return render(
         request,
         "imaging/study_list.html",
-        {"page": page, "query": query, "may_ingest": policies.may_ingest(request.user)},
+        {"page": page, "query": query, "may_ingest": policies.may_ingest(user)},
     )
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request: HttpRequest) -> HttpResponse:
-    """Staff upload: the page sends one request per file and shows each file's result."""
+    """Staff upload: the page sends one request per file and shows each file's result.
+
+    The answer is JSON with one result per DICOM object (a ZIP gives one per member).
+    It is 200 when at least one object is now in the archive, 422 when none is, and 400
+    when the request carries no file at all.
+    """
     if not policies.may_ingest(request.user):
         raise PermissionDenied(_("You may not upload images."))
     if request.method == "GET":
         return render(request, "imaging/upload.html", {"upload_texts": _upload_texts()})
     files = request.FILES.getlist("file")
     if not files:
-        return JsonResponse({"error": _("No file was sent.")}, status=400)
+        return JsonResponse(
+            {"error": _("No file was sent. Send each file in a form field named “file”.")},
+            status=HTTPStatus.BAD_REQUEST,
+        )
     results: list[dict[str, Any]] = []
     for uploaded in files:
         results.extend(_ingest_upload(uploaded, request.user.get_username()))
     accepted = any(r["outcome"] in (Outcome.STORED, Outcome.DUPLICATE) for r in results)
-    return JsonResponse({"results": results}, status=200 if accepted else 422)
+    return JsonResponse(
+        {"results": results},
+        status=HTTPStatus.OK if accepted else HTTPStatus.UNPROCESSABLE_ENTITY,
+    )
 
 
 def _upload_texts() -> dict[str, str]:
     """Strings the upload script shows, translated here so the script needs no catalogue."""
     return {
-        "summary": _("%(done)s of %(total)s files sent: %(stored)s stored, %(other)s not stored"),
-        "failed": _("failed"),
-        "uploading": _("uploading"),
+        "summary": _("%(done)s of %(total)s files sent: %(stored)s in the archive, "
+                     "%(other)s not stored"),
+        "failed": _("upload failed"),
+        "session": _("your session has ended; log in again and resend this file"),
+        "skipped": _("skipped (not an image: hidden file or DICOMDIR index)"),
+        "waiting": _("waiting"),
     }
 
 
 def _ingest_upload(uploaded: UploadedFile, username: str) -> list[dict[str, Any]]:
+    """Ingest one uploaded file, or every member of an uploaded ZIP, through ``ingest``."""
     name = uploaded.name or "upload"
     source = f"upload:{username}"
     with uploaded.open("rb") as fp:
-        if name.lower().endswith(".zip") and zipfile.is_zipfile(fp):
+        if not (name.lower().endswith(".zip") and zipfile.is_zipfile(fp)):
+            return [_describe(name, ingest(fp, source=source))]
+        fp.seek(0)
+        results: list[dict[str, Any]] = []
+        try:
             with open_zip_members(fp) as members:
-                return [
-                    _describe(f"{name}!{member_name}", ingest(member, source=source))
-                    for member_name, member in members
-                ]
-        return [_describe(name, ingest(fp, source=source))]
+                for member_name, member in members:
+                    results.append(_describe(f"{name}!{member_name}",
+                                             ingest(member, source=source)))
+        except ZIP_ERRORS as exc:
+            results.append(_rejected(name, _("the ZIP archive could not be read: %(error)s")
+                                     % {"error": exc}))
+        if not results:
+            results.append(_rejected(name, _("the ZIP archive holds no files")))
+        return results
 
 
 def _describe(name: str, result: IngestResult) -> dict[str, Any]:
     messages = {
         Outcome.STORED: _("stored"),
         Outcome.DUPLICATE: _("already in the archive"),
-        Outcome.CONFLICT: _("conflict: a different object with this UID is already stored"),
+        Outcome.CONFLICT: _("conflict: a different object with this UID is already stored; "
+                            "the stored one was kept"),
         Outcome.REJECTED: _("rejected"),
     }
     return {
         "name": name,
         "outcome": result.outcome.value,
         "message": messages[result.outcome],
-        "reason": result.reason,
+        # The message already says all a duplicate or conflict needs; a rejection's reason
+        # (from the DICOM parser, in English) tells the user what is wrong with the file.
+        "reason": result.reason if result.outcome == Outcome.REJECTED else "",
         "sop_instance_uid": result.sop_instance_uid,
     }
+
+
+def _rejected(name: str, reason: str) -> dict[str, Any]:
+    return {"name": name, "outcome": Outcome.REJECTED.value, "message": _("rejected"),
+            "reason": reason, "sop_instance_uid": ""}
