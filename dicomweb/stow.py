@@ -1,0 +1,246 @@
+"""STOW-RS (PS3.18 10.5): store instances sent as ``multipart/related; type="application/dicom"``.
+
+Each part is streamed to a spool file and handed to the one ingest path
+(:func:`imaging.ingest.ingest`); a bad part is refused with a reason while the good parts of
+the same request are stored. The answer is the PS3.18 store response: 200 when every
+instance is stored, 202 when some failed or carry warnings, 409 when none was stored.
+
+Re-sending an instance already held with the same bytes succeeds (STOW is idempotent); the
+same SOP Instance UID with other bytes is refused as a duplicate and the original kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import IO, Any
+
+from django.db import close_old_connections
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.urls import reverse
+from pydicom import dcmread
+
+from audit.models import AuditAction, Outcome
+from audit.trail import Actor, Target, record
+from imaging import policies
+from imaging.ingest import IngestResult, ingest
+from imaging.ingest import Outcome as IngestOutcome
+from imaging.models import Instance
+
+from . import auth
+from .multipart import ContentType, MultipartError, Part, iter_parts
+from .renderers import dicom_json_response, problem
+
+log = logging.getLogger(__name__)
+
+DICOM = "application/dicom"
+
+# FailureReason (0008,1197) values, PS3.4 C.4.2.1.4 and PS3.7 C.
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH = 0xA900  # also: does not belong to the study in the target URL
+CANNOT_UNDERSTAND = 0xC000
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_SOP_INSTANCE = 0x0111
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+
+# Tags of the store response (PS3.18 Table 10.5.3-2).
+RETRIEVE_URL = "00081190"
+FAILED_SOP_SEQUENCE = "00081198"
+REFERENCED_SOP_SEQUENCE = "00081199"
+REFERENCED_SOP_CLASS_UID = "00081150"
+REFERENCED_SOP_INSTANCE_UID = "00081155"
+FAILURE_REASON = "00081197"
+WARNING_REASON = "00081196"
+ERROR_COMMENT = "00000902"
+
+
+def store(request: HttpRequest, study: str | None) -> HttpResponse:
+    """``POST /studies`` and ``POST /studies/{study}``."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    refused = auth.authenticate(request)
+    if refused is not None:
+        return refused
+    actor = Actor.from_request(request)
+    if not policies.may_ingest(request.user):
+        record(AuditAction.STORE, actor, Target("study", study or ""), Outcome.DENIED,
+               reason="may not store")
+        return problem(HTTPStatus.FORBIDDEN, "this account may not store instances")
+
+    content_type = ContentType.parse(request.META.get("CONTENT_TYPE", ""))
+    if content_type.media_type != "multipart/related":
+        return problem(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                       'send multipart/related; type="application/dicom"')
+    root_type = content_type.params.get("type", DICOM).lower()
+    if root_type != DICOM:
+        return problem(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            f"parts of type {root_type} (metadata and bulk data) are not accepted; "
+            'send the instances as multipart/related; type="application/dicom"',
+        )
+    boundary = content_type.params.get("boundary", "")
+    if not boundary:
+        return problem(HTTPStatus.BAD_REQUEST, "multipart/related without a boundary")
+    if request.META.get("CONTENT_LENGTH", "") in ("0",) or not _has_body(request):
+        return problem(HTTPStatus.BAD_REQUEST, "empty body: no instances to store")
+
+    base = request.build_absolute_uri(reverse("dicomweb:studies"))
+    referenced: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    study_uids: set[str] = set()
+    source = f"stow:{request.user.get_username()}"
+    parts = 0
+    try:
+        for part in iter_parts(_reader(request), boundary):
+            parts += 1
+            with part.file:
+                _store_part(part, study, source, actor, base, referenced, failed, study_uids)
+    except MultipartError as exc:
+        if not referenced and not failed:
+            return problem(HTTPStatus.BAD_REQUEST, f"malformed multipart body: {exc}")
+        # A body cut off after some parts: keep what arrived whole, report the rest.
+        failed.append(_failed("", "", CANNOT_UNDERSTAND, f"malformed multipart body: {exc}"))
+    if parts == 0:
+        return problem(HTTPStatus.BAD_REQUEST, "the body holds no parts: no instances to store")
+
+    response: dict[str, Any] = {}
+    target_study = study or (next(iter(study_uids)) if len(study_uids) == 1 else None)
+    if target_study:
+        response[RETRIEVE_URL] = {"vr": "UR", "Value": [f"{base}/{target_study}"]}
+    if failed:
+        response[FAILED_SOP_SEQUENCE] = {"vr": "SQ", "Value": failed}
+    if referenced:
+        response[REFERENCED_SOP_SEQUENCE] = {"vr": "SQ", "Value": referenced}
+    if not referenced:
+        status = HTTPStatus.CONFLICT
+    elif failed or any(WARNING_REASON in item for item in referenced):
+        status = HTTPStatus.ACCEPTED
+    else:
+        status = HTTPStatus.OK
+    return dicom_json_response(request, response, status=status)
+
+
+def _has_body(request: HttpRequest) -> bool:
+    if request.META.get("CONTENT_LENGTH"):
+        return True
+    return _chunked(request)
+
+
+def _chunked(request: HttpRequest) -> bool:
+    """A chunked body the server has de-chunked for us (gunicorn sets input_terminated)."""
+    return bool(
+        not request.META.get("CONTENT_LENGTH")
+        and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+        and request.META.get("wsgi.input_terminated")
+    )
+
+
+def _reader(request: HttpRequest) -> Any:
+    if _chunked(request):
+        stream: IO[bytes] = request.META["wsgi.input"]
+        return stream.read
+    return request.read
+
+
+def _peek(fp: IO[bytes]) -> tuple[str, str, str]:
+    """SOP Class, SOP Instance and Study Instance UIDs, read from the header only."""
+    try:
+        ds = dcmread(fp, stop_before_pixels=True, force=True,
+                     specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
+        found = tuple(str(ds.get(k, "") or "").strip() for k in
+                      ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"))
+        sop_class = found[0] or str(
+            getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "") or ""
+        )
+        return sop_class, found[1], found[2]
+    except Exception:  # pydicom raises many types on garbage; ingest gives the reason
+        return "", "", ""
+    finally:
+        fp.seek(0)
+
+
+def _store_part(
+    part: Part, study: str | None, source: str, actor: Actor, base: str,
+    referenced: list[dict[str, Any]], failed: list[dict[str, Any]], study_uids: set[str],
+) -> None:
+    part_type = ContentType.parse(part.content_type or DICOM).media_type
+    if part_type != DICOM:
+        failed.append(_failed("", "", CANNOT_UNDERSTAND,
+                              f"part of type {part_type}, expected {DICOM}"))
+        return
+    if part.size == 0:
+        failed.append(_failed("", "", CANNOT_UNDERSTAND, "empty part"))
+        return
+    sop_class, sop_uid, part_study = _peek(part.file)
+    if study is not None and part_study and part_study != study:
+        failed.append(_failed(
+            sop_class, sop_uid, DATASET_DOES_NOT_MATCH,
+            f"StudyInstanceUID {part_study} is not the study {study} of the request URL",
+        ))
+        record(AuditAction.STORE, actor, Target("instance", sop_uid, study_uid=part_study),
+               Outcome.FAILED, reason="study of the request URL differs")
+        return
+    try:
+        result = ingest(part.file, source=source)
+    except OSError as exc:
+        log.exception("STOW part could not be stored")
+        failed.append(_failed(sop_class, sop_uid, OUT_OF_RESOURCES, f"storage error: {exc}"))
+        return
+    except Exception:
+        log.exception("STOW part failed")
+        close_old_connections()
+        failed.append(_failed(sop_class, sop_uid, PROCESSING_FAILURE,
+                              "processing failure while storing"))
+        return
+
+    instance = _audit(actor, result)
+    if result.accepted and instance is not None:
+        study_uids.add(result.study_instance_uid)
+        url = (f"{base}/{result.study_instance_uid}/series/"
+               f"{instance.series.series_instance_uid}/instances/{result.sop_instance_uid}")
+        referenced.append({
+            REFERENCED_SOP_CLASS_UID: _ui(sop_class),
+            REFERENCED_SOP_INSTANCE_UID: _ui(result.sop_instance_uid),
+            RETRIEVE_URL: {"vr": "UR", "Value": [url]},
+        })
+    elif result.outcome == IngestOutcome.CONFLICT:
+        failed.append(_failed(sop_class, result.sop_instance_uid, DUPLICATE_SOP_INSTANCE,
+                              result.reason))
+    else:
+        failed.append(_failed(sop_class, result.sop_instance_uid or sop_uid,
+                              _rejection_code(result.reason), result.reason))
+
+
+def _rejection_code(reason: str) -> int:
+    """Objects ingest could read but whose content is inconsistent, versus unreadable ones."""
+    if reason.startswith("pixel data") or "already belongs to another study" in reason:
+        return DATASET_DOES_NOT_MATCH
+    return CANNOT_UNDERSTAND
+
+
+def _audit(actor: Actor, result: IngestResult) -> Instance | None:
+    if result.instance_id is None:
+        record(AuditAction.STORE, actor,
+               Target("instance", result.sop_instance_uid, study_uid=result.study_instance_uid),
+               Outcome.FAILED, reason=result.reason)
+        return None
+    instance = (Instance.objects.select_related("series__study__patient")
+                .get(pk=result.instance_id))
+    outcome = Outcome.ALLOWED if result.accepted else Outcome.FAILED
+    record(AuditAction.STORE, actor, Target.instance(instance), outcome,
+           reason=result.reason, detail={"ingest": str(result.outcome), "via": "stow-rs"})
+    return instance
+
+
+def _ui(value: str) -> dict[str, Any]:
+    return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
+
+
+def _failed(sop_class: str, sop_uid: str, reason: int, comment: str) -> dict[str, Any]:
+    return {
+        ERROR_COMMENT: {"vr": "LO", "Value": [comment]},
+        REFERENCED_SOP_CLASS_UID: _ui(sop_class),
+        REFERENCED_SOP_INSTANCE_UID: _ui(sop_uid),
+        FAILURE_REASON: {"vr": "US", "Value": [reason]},
+    }
+
