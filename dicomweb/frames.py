@@ -1,0 +1,314 @@
+"""Pixel data and whole objects in the representations WADO-RS gives (pydicom only, no ORM).
+
+Frames are read from the stored file without loading its pixel data: the header is parsed
+up to (not into) the Pixel Data element, then only the bytes of the wanted frame are read,
+by offset for native pixel data, through the Basic (or Extended) Offset Table or a fragment
+scan for encapsulated pixel data. Decoding happens only when a client cannot take the
+stored encoding.
+
+The same module transcodes whole objects for ``transfer-syntax=`` requests and writes the
+Part 10 header that bare datasets (stored as a C-STORE body arrived) need to be served as
+``application/dicom``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from io import BytesIO
+from typing import IO, TYPE_CHECKING, BinaryIO, cast
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import get_frame
+from pydicom.filewriter import write_file_meta_info
+from pydicom.pixels.utils import pixel_array
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+PIXEL_DATA = 0x7FE00010
+EXTENDED_OFFSET_TABLE = 0x7FE00001
+EXTENDED_OFFSET_TABLE_LENGTHS = 0x7FE00002
+UNDEFINED_LENGTH = 0xFFFFFFFF
+_LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR",
+                    b"UT", b"SV", b"UV"}
+
+# The media type of a stored bitstream, per transfer syntax (PS3.18 Table 8.7.3-5).
+BITSTREAM_MEDIA_TYPES: dict[str, str] = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.92": "image/jpx",
+    "1.2.840.10008.1.2.4.93": "image/jpx",
+    "1.2.840.10008.1.2.4.201": "image/jphc",
+    "1.2.840.10008.1.2.4.202": "image/jphc",
+    "1.2.840.10008.1.2.4.203": "image/jphc",
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+}
+OCTET_STREAM = "application/octet-stream"
+
+# What ``transfer-syntax=`` may ask for on whole objects. Lossy targets are refused on
+# purpose: the archive does not degrade diagnostic images on a client's request.
+NATIVE_TARGETS = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                            DeflatedExplicitVRLittleEndian})
+COMPRESSED_TARGETS = frozenset({RLELossless, JPEGLSLossless, JPEG2000Lossless})
+TRANSCODE_TARGETS = NATIVE_TARGETS | COMPRESSED_TARGETS
+
+
+class FrameError(ValueError):
+    """A frame list that cannot be served (malformed, or beyond the object's frames)."""
+
+
+class CannotTranscode(ValueError):
+    """The object cannot be given in the asked transfer syntax."""
+
+
+def parse_frame_numbers(text: str) -> list[int]:
+    """``"1,3,5"`` as ``[1, 3, 5]`` (1-based, as in the URL); :class:`FrameError` if bad."""
+    numbers: list[int] = []
+    for piece in text.replace("%2C", ",").replace("%2c", ",").split(","):
+        piece = piece.strip()
+        if not piece.isdigit() or int(piece) < 1:
+            raise FrameError(f"frame numbers are positive integers, got {piece!r}")
+        numbers.append(int(piece))
+    return numbers
+
+
+def media_type_of(transfer_syntax: str) -> str:
+    """The part media type for frames stored in ``transfer_syntax``."""
+    return BITSTREAM_MEDIA_TYPES.get(transfer_syntax, OCTET_STREAM)
+
+
+@dataclass(frozen=True)
+class PixelLocation:
+    """Where the Pixel Data value is in the stored file and how its frames are laid out."""
+
+    transfer_syntax: UID
+    value_offset: int  # file offset of the first byte of the value
+    value_length: int | None  # None for encapsulated (undefined length)
+    number_of_frames: int
+    frame_length: int  # bytes per native frame (0 when encapsulated or bit-packed)
+    bits_allocated: int
+    little_endian: bool
+    extended_offsets: tuple[bytes, bytes] | None
+
+    @property
+    def encapsulated(self) -> bool:
+        return self.value_length is None
+
+
+def _int(ds: Dataset, keyword: str, default: int) -> int:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def native_frame_length(ds: Dataset) -> int:
+    """Bytes per native frame (0 when frames are bit-packed and not byte aligned)."""
+    rows, cols = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
+    samples, bits = _int(ds, "SamplesPerPixel", 1), _int(ds, "BitsAllocated", 8)
+    pixels = rows * cols * samples
+    if bits == 1:
+        return pixels // 8 if pixels % 8 == 0 else 0
+    length = pixels * bits // 8
+    if str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
+        length = length // 3 * 2
+    return length
+
+
+def read_header(fp: IO[bytes]) -> tuple[Dataset, PixelLocation | None]:
+    """Parse the dataset up to its Pixel Data and locate that value in the file.
+
+    ``fp`` must be seekable and positioned at the start of the stored object. Returns the
+    dataset without pixel data and the location, or ``None`` when there is no Pixel Data
+    or the file cannot be addressed by offset (deflated).
+    """
+    start = fp.tell()
+    ds = dcmread(fp, stop_before_pixels=True, force=True)
+    meta = getattr(ds, "file_meta", None)
+    tsyntax = UID(str(meta.TransferSyntaxUID)) if meta and "TransferSyntaxUID" in meta else None
+    implicit, little = ds.original_encoding
+    if implicit is None or little is None:
+        return ds, None
+    if tsyntax is None:
+        tsyntax = UID(ImplicitVRLittleEndian if implicit else (
+            ExplicitVRLittleEndian if little else ExplicitVRBigEndian))
+    if tsyntax == DeflatedExplicitVRLittleEndian:
+        return ds, None
+    position = fp.tell()
+    header = fp.read(8)
+    if len(header) < 8:
+        return ds, None
+    endian = "<" if little else ">"
+    group, elem = struct.unpack(f"{endian}HH", header[:4])
+    if (group << 16 | elem) != PIXEL_DATA:
+        return ds, None  # float pixel data, or the end of the dataset
+    if implicit:
+        (length,) = struct.unpack(f"{endian}L", header[4:8])
+        value_offset = position + 8
+    elif header[4:6] in _LONG_LENGTH_VRS:
+        (length,) = struct.unpack(f"{endian}L", fp.read(4))
+        value_offset = position + 12
+    else:
+        (length,) = struct.unpack(f"{endian}H", header[6:8])
+        value_offset = position + 8
+    fp.seek(start)
+    extended: tuple[bytes, bytes] | None = None
+    if EXTENDED_OFFSET_TABLE in ds and EXTENDED_OFFSET_TABLE_LENGTHS in ds:
+        extended = (bytes(ds[EXTENDED_OFFSET_TABLE].value),
+                    bytes(ds[EXTENDED_OFFSET_TABLE_LENGTHS].value))
+    encapsulated = length == UNDEFINED_LENGTH
+    return ds, PixelLocation(
+        transfer_syntax=tsyntax,
+        value_offset=value_offset - start,
+        value_length=None if encapsulated else length,
+        number_of_frames=max(_int(ds, "NumberOfFrames", 1), 1),
+        frame_length=0 if encapsulated else native_frame_length(ds),
+        bits_allocated=_int(ds, "BitsAllocated", 8),
+        little_endian=little,
+        extended_offsets=extended,
+    )
+
+
+def check_frames(numbers: list[int], number_of_frames: int) -> None:
+    beyond = [n for n in numbers if n > number_of_frames]
+    if beyond:
+        raise FrameError(
+            f"frame {beyond[0]} does not exist: the instance has {number_of_frames} frame"
+            f"{'s' if number_of_frames != 1 else ''}"
+        )
+
+
+def stored_frame(fp: IO[bytes], location: PixelLocation, index: int) -> bytes:
+    """Frame ``index`` (0-based) exactly as stored: a native slice or the encoded bitstream.
+
+    ``fp`` is positioned anywhere; offsets are relative to the object's start at 0.
+    """
+    if location.encapsulated:
+        fp.seek(location.value_offset)
+        return get_frame(fp, index, number_of_frames=location.number_of_frames,
+                         extended_offsets=location.extended_offsets)
+    if location.frame_length:
+        fp.seek(location.value_offset + index * location.frame_length)
+        data = fp.read(location.frame_length)
+        if len(data) != location.frame_length:
+            raise FrameError(f"frame {index + 1} is cut short in the stored file")
+        return data
+    # Bit-packed frames that do not start on a byte boundary (BitsAllocated 1).
+    import numpy as np
+
+    fp.seek(location.value_offset)
+    assert location.value_length is not None
+    bits = np.unpackbits(np.frombuffer(fp.read(location.value_length), np.uint8),
+                         bitorder="little")
+    per_frame = len(bits) // location.number_of_frames if location.number_of_frames else 0
+    return np.packbits(bits[index * per_frame:(index + 1) * per_frame],
+                       bitorder="little").tobytes()
+
+
+def native_frame(fp: IO[bytes], header: Dataset, location: PixelLocation | None,
+                 index: int) -> bytes:
+    """Frame ``index`` as uncompressed little endian bytes (Explicit VR Little Endian).
+
+    Native little endian frames are sliced from the file; anything else is decoded.
+    """
+    if location and not location.encapsulated and location.little_endian:
+        return stored_frame(fp, location, index)
+    return decoded_frame(fp, index).tobytes()
+
+
+def decoded_frame(fp: IO[bytes], index: int) -> np.ndarray:
+    """Frame ``index`` decoded to an array (YCbCr converted to RGB), as pydicom gives it."""
+    fp.seek(0)
+    arr = pixel_array(cast(BinaryIO, fp), index=index)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return arr
+
+
+def part10_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> bytes:
+    """Preamble, ``DICM`` and a File Meta Information group for a bare stored dataset.
+
+    PS3.18 defines ``application/dicom`` as the PS3.10 file format, so a dataset stored as
+    it came over DIMSE (without meta) is served with this header in front of its
+    unchanged bytes. The stored bytes and their checksum are never rewritten.
+    """
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    buffer = BytesIO()
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def can_transcode(source: str, target: str) -> bool:
+    """Whether :func:`transcode` may be asked to go from ``source`` to ``target``."""
+    return target == source or target in TRANSCODE_TARGETS
+
+
+def transcode(fp: IO[bytes], target: str) -> bytes:
+    """The object read from ``fp`` re-encoded as a Part 10 file in ``target``.
+
+    Encapsulated pixel data is decoded with the installed plugins (pylibjpeg, pyjpegls)
+    and re-encoded for compressed targets (RLE, JPEG-LS and JPEG 2000, lossless only).
+    The SOP Instance UID is kept: the object is the same, only its encoding differs.
+    Raises :class:`CannotTranscode`.
+    """
+    target_uid = UID(target)
+    if target_uid not in TRANSCODE_TARGETS:
+        raise CannotTranscode(f"transcoding to {target} is not offered")
+    fp.seek(0)
+    try:
+        ds = dcmread(fp, force=True)
+        if not hasattr(ds, "file_meta") or "TransferSyntaxUID" not in ds.file_meta:
+            implicit, little = ds.original_encoding
+            ds.file_meta = ds.get("file_meta") or FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = UID(
+                ImplicitVRLittleEndian if implicit else
+                ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        source = UID(str(ds.file_meta.TransferSyntaxUID))
+        has_pixels = "PixelData" in ds
+        if has_pixels and source.is_compressed and source != target_uid:
+            ds.decompress(generate_instance_uid=False)
+        elif has_pixels and not source.is_little_endian:
+            # Native byte order arrays on a little endian machine; the values stay as stored.
+            ds.PixelData = pixel_array(ds, raw=True).astype("<u2" if ds.BitsAllocated == 16
+                                                            else None).tobytes()
+        if target_uid.is_compressed and source != target_uid:
+            if not has_pixels:
+                raise CannotTranscode("an object without pixel data cannot be compressed")
+            ds.compress(target_uid, generate_instance_uid=False)
+        ds.file_meta.TransferSyntaxUID = target_uid
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        out = BytesIO()
+        ds.save_as(out, enforce_file_format=True,
+                   implicit_vr=target_uid.is_implicit_VR, little_endian=True)
+    except CannotTranscode:
+        raise
+    except Exception as exc:  # plugins raise many types on unsupported images
+        raise CannotTranscode(f"cannot transcode to {target}: {exc}") from exc
+    return out.getvalue()
