@@ -1,0 +1,130 @@
+"""The Redis path for real: a ``celery -A portal worker`` process takes the fixity task from
+the broker and updates the shared database and reads the shared blob store.
+
+Needs ``REDIS_URL``; skipped without it. The worker gets the test database and the test's
+DICOM storage folder through its environment, as a deployment would configure it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from imaging import tasks
+from imaging.ingest import Outcome, ingest
+from imaging.models import Instance
+from portal.celery import app
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+pytestmark = [
+    pytest.mark.skipif(not REDIS_URL, reason="needs REDIS_URL pointing at a Redis server"),
+    pytest.mark.slow,
+]
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def _database_url() -> str:
+    """The test database (not the configured one) as a URL the worker's settings can read."""
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{Path(db['NAME']).resolve()}"
+    assert db["ENGINE"] == "django.db.backends.postgresql", db["ENGINE"]
+    auth = quote(db["USER"] or "", safe="")
+    if db["PASSWORD"]:
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    host = db["HOST"] or "localhost"
+    port = f":{db['PORT']}" if db["PORT"] else ""
+    return f"postgres://{auth}@{host}{port}/{quote(db['NAME'], safe='')}"
+
+
+@pytest.fixture
+def queue() -> str:
+    """A queue of our own, so workers of other test runs on the same Redis never take it."""
+    return f"test-fixity-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def worker(transactional_db, dicom_storage: Path, queue: str, tmp_path: Path) -> Iterator[Path]:
+    """A real Celery worker process on the test database and blob store; yields its log."""
+    dicom_storage.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DATABASE_URL": _database_url(),
+        "DATA_DIR": str(settings.DATA_DIR),
+        "REDIS_URL": REDIS_URL,
+        "CELERY_BROKER_URL": REDIS_URL,
+        "DICOM_STORAGE_DIR": str(dicom_storage),
+        "DATABASE_CONN_MAX_AGE": "0",
+    }
+    env.pop("S3_BUCKET", None)
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool=solo",
+             "--without-heartbeat", "--without-gossip", "--without-mingle",
+             "-Q", queue, "-n", f"{queue}@%h", "--loglevel=INFO"],
+            cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        yield log
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def through_broker() -> Iterator[None]:
+    """Undo conftest's in-process default for this test: tasks go through Redis."""
+    app.conf.task_always_eager = False
+    yield
+
+
+def _store(path: Path) -> Instance:
+    with path.open("rb") as fp:
+        result = ingest(fp, source="test")
+    assert result.outcome == Outcome.STORED and result.instance_id is not None
+    return Instance.objects.get(pk=result.instance_id)
+
+
+def test_a_worker_takes_the_fixity_task_from_redis_and_records_the_outcome(
+    worker, through_broker, queue, ct_study, dicom_storage
+):
+    _, paths = ct_study
+    intact, damaged = _store(paths[0]), _store(paths[1])
+    blob = dicom_storage / damaged.blob_key
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(data)
+
+    results = [
+        tasks.verify_instance_fixity.apply_async((instance.pk,), queue=queue)
+        for instance in (intact, damaged)
+    ]
+    try:
+        outcomes = [r.get(timeout=120) for r in results]
+    except Exception as exc:
+        raise AssertionError(f"worker failed: {exc}\n{worker.read_text()}") from exc
+    assert outcomes == [True, False]
+
+    intact.refresh_from_db()
+    damaged.refresh_from_db()
+    assert intact.fixity_ok is True and intact.fixity_checked is not None
+    assert damaged.fixity_ok is False and damaged.fixity_checked is not None
+    assert blob.read_bytes() == bytes(data)  # reported, not repaired
+    assert "fixity check FAILED" in worker.read_text()
