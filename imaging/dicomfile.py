@@ -60,8 +60,8 @@ def parse(fp: IO[bytes]) -> ParsedObject:
     Raises
     ------
     InvalidObject
-        With a reason a user can act on: not DICOM, a required UID missing, pixel data
-        shorter than its attributes promise.
+        With a reason a user can act on: not DICOM, truncated, a required UID missing,
+        pixel data shorter than its attributes promise.
     """
     start = fp.tell()
     try:
@@ -84,8 +84,16 @@ def parse(fp: IO[bytes]) -> ParsedObject:
     except Exception as exc:
         raise InvalidObject(f"not a DICOM file: {exc}") from exc
 
+    # pydicom stops quietly (a warning) when the file ends inside a value of undefined
+    # length; a complete file is always read to its last byte.
+    stopped = fp.tell()
+    end = fp.seek(0, 2)
+    if stopped < end:
+        raise InvalidObject(
+            f"file is truncated: a value of undefined length starting before byte {stopped} "
+            "has no end"
+        )
     try:
-        end = fp.seek(0, 2)
         check_complete(ds, end, deflated=_is_deflated(ds))
         return _extract(ds, fp)
     except InvalidObject:

@@ -139,7 +139,7 @@ def test_each_pydicom_file_is_stored_byte_identical_or_rejected_for_its_reason(
 
     assert result.outcome == Outcome.STORED, result.reason
     original = path.read_bytes()
-    instance = Instance.objects.get(pk=result.instance_id)
+    instance = Instance.objects.get(sop_instance_uid=result.sop_instance_uid)
     with blobs.open_blob(instance.blob_key) as blob:
         assert blob.read() == original
     assert instance.sha256 == hashlib.sha256(original).hexdigest()
@@ -192,7 +192,7 @@ def test_jpeg_ls_near_lossless_is_stored_unchanged_once_it_has_a_study(
         result = ingest(fp)
 
     assert result.outcome == Outcome.STORED
-    instance = Instance.objects.get(pk=result.instance_id)
+    instance = Instance.objects.get(sop_instance_uid=result.sop_instance_uid)
     assert instance.transfer_syntax_uid == JPEG_LS_NEAR_LOSSLESS
     with blobs.open_blob(instance.blob_key) as blob:
         assert blob.read() == repaired.read_bytes()
