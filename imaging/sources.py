@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import IO
 
 from pydicom import dcmread
-from pydicom.fileset import FileSet
 
 # ZIP members up to this size are unpacked in memory; larger ones spill to a temporary file.
 SPOOL_MAX = 16 * 1024 * 1024
@@ -50,6 +49,15 @@ class Candidate:
 def _zipfile(path: str) -> zipfile.ZipFile:
     # One open archive per process, so a ZIP of thousands of files is indexed once.
     return zipfile.ZipFile(path)
+
+
+def forget_open_archives() -> None:
+    """Drop the archives this process has open; a forked worker calls it first.
+
+    A forked process shares its parent's file offsets: two workers reading through the
+    inherited handle of one ZIP would move each other's position and read garbage.
+    """
+    _zipfile.cache_clear()
 
 
 def is_dicomdir(name: str) -> bool:
@@ -89,14 +97,32 @@ def _walk(root: Path) -> Iterator[Candidate]:
 
 
 def _file(path: Path) -> Candidate:
-    return Candidate(str(path), size=path.stat().st_size)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # reported as unreadable when it is opened, with the reason
+    return Candidate(str(path), size=size)
 
 
 def from_dicomdir(path: Path) -> Iterator[Candidate]:
-    """The files a DICOMDIR references, resolved against the media's root folder."""
-    fileset = FileSet(dcmread(path))
-    for instance in fileset:
-        yield _file(Path(instance.path))
+    """The files a DICOMDIR references, resolved against the media's root folder.
+
+    The directory records are read directly rather than through pydicom's ``FileSet``,
+    which quietly drops records whose file is missing and refuses a whole DICOMDIR for one
+    malformed record: a missing file should be reported, and the rest imported.
+    """
+    ds = dcmread(path)
+    root = path.parent
+    seen: set[Path] = set()
+    for record in ds.get("DirectoryRecordSequence", []):
+        file_id = record.get("ReferencedFileID")
+        if not file_id:
+            continue
+        parts = [file_id] if isinstance(file_id, str) else [str(p) for p in file_id]
+        referenced = root.joinpath(*(p.strip() for p in parts))
+        if referenced not in seen:
+            seen.add(referenced)
+            yield _file(referenced)
 
 
 def from_zip(path: Path) -> Iterator[Candidate]:

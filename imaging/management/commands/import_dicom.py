@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -20,14 +22,15 @@ from django.db import connections
 from tqdm import tqdm
 
 from imaging.ingest import IngestResult, Outcome, ingest
-from imaging.sources import Candidate, expand
+from imaging.sources import Candidate, expand, forget_open_archives
 
 
 def ingest_candidate(candidate: Candidate) -> IngestResult:
     try:
         with candidate.open() as fp:
             return ingest(fp, source=f"import:{candidate.name}"[:128])
-    except OSError as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        # One unreadable file or damaged ZIP member must not end the whole import.
         return IngestResult(Outcome.REJECTED, f"cannot read: {exc}")
 
 
@@ -90,6 +93,8 @@ class Command(BaseCommand):
         # Forked workers inherit the configured Django; each opens its own DB connection.
         connections.close_all()
         context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=forget_open_archives
+        ) as pool:
             results = pool.map(ingest_candidate, candidates, chunksize=4)
             yield from zip(candidates, results, strict=True)
