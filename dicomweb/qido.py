@@ -5,7 +5,8 @@ scopes it with the access policy, records the search in the audit trail and rend
 JSON. Decisions worth knowing:
 
 - Query values are percent-decoded once, and ``%2A`` ``%3F`` ``%5E`` ``%2C`` ``%5C`` left
-  over from clients that encode twice are decoded again. ``+`` is a plus sign, not a space.
+  over from clients that encode twice are decoded again. ``+`` is a space, as clients
+  (requests, dicomweb-client) encode one; a plus sign arrives as ``%2B``.
 - ``includefield`` may repeat and may hold a comma-separated list; ``all`` returns every
   attribute of the level (see ``imaging.query``).
 - ``fuzzymatching=true`` is honoured for person names: every word of the value must begin
@@ -23,7 +24,7 @@ import re
 from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_plus
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.urls import reverse
@@ -49,7 +50,7 @@ class BadQuery(ValueError):
 
 
 def _decode(text: str) -> str:
-    once = unquote(text)
+    once = unquote_plus(text)
     return _LEFTOVER.sub(lambda m: chr(int(m.group(1), 16)), once)
 
 
