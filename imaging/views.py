@@ -68,9 +68,13 @@ def upload(request: HttpRequest) -> HttpResponse:
             {"error": _("No file was sent. Send each file in a form field named “file”.")},
             status=HTTPStatus.BAD_REQUEST,
         )
+    # Browsers send only a file's base name; the page sends the path inside a chosen or
+    # dropped folder alongside, so results can say which file of which folder they are.
+    paths = request.POST.getlist("path")
+    names = paths if len(paths) == len(files) else [f.name or "upload" for f in files]
     results: list[dict[str, Any]] = []
-    for uploaded in files:
-        results.extend(_ingest_upload(uploaded, request.user.get_username()))
+    for uploaded, name in zip(files, names, strict=True):
+        results.extend(_ingest_upload(uploaded, name[:1000], request.user.get_username()))
     accepted = any(r["outcome"] in (Outcome.STORED, Outcome.DUPLICATE) for r in results)
     return JsonResponse(
         {"results": results},
@@ -90,9 +94,8 @@ def _upload_texts() -> dict[str, str]:
     }
 
 
-def _ingest_upload(uploaded: UploadedFile, username: str) -> list[dict[str, Any]]:
+def _ingest_upload(uploaded: UploadedFile, name: str, username: str) -> list[dict[str, Any]]:
     """Ingest one uploaded file, or every member of an uploaded ZIP, through ``ingest``."""
-    name = uploaded.name or "upload"
     source = f"upload:{username}"
     with uploaded.open("rb") as fp:
         if not (name.lower().endswith(".zip") and zipfile.is_zipfile(fp)):

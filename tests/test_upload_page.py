@@ -137,6 +137,14 @@ def test_a_file_that_is_not_dicom_gets_422_with_a_reason_and_nothing_is_stored(
     assert stored_files(dicom_storage) == []
 
 
+def test_the_path_sent_with_a_file_names_it_in_the_result(tina_client, ct_study):
+    _, paths = ct_study
+    upload = io.BytesIO(paths[0].read_bytes())
+    upload.name = paths[0].name
+    response = tina_client.post(UPLOAD, {"file": upload, "path": f"exam/CT/{paths[0].name}"})
+    assert response.json()["results"][0]["name"] == f"exam/CT/{paths[0].name}"
+
+
 def test_a_request_without_a_file_is_a_400_with_an_error(tina_client):
     response = tina_client.post(UPLOAD, {})
     assert response.status_code == 400

@@ -116,6 +116,7 @@
         resolve();
       };
       const data = new FormData();
+      data.append("path", item.name);
       data.append("file", item.file, item.name);
       xhr.open("POST", url);
       xhr.setRequestHeader("X-CSRFToken", csrf);
