@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "dicomweb",
     "dimse",
     "privacy",
+    "sharing",
 ]
 
 MIDDLEWARE = [
@@ -207,6 +208,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("FIXITY_INTERVAL_SECONDS", default=24 * 3600.0),
     },
 }
+
+# --- Fixity: stored files are re-hashed periodically and compared with their SHA-256 -------
+FIXITY_MAX_AGE_DAYS = env.float("FIXITY_MAX_AGE_DAYS", default=30.0)
+FIXITY_BATCH_SIZE = env.int("FIXITY_BATCH_SIZE", default=5000)
 
 # --- DICOM ----------------------------------------------------------------------------------
 DICOM_AE_TITLE = env.str("DICOM_AE_TITLE", default="PORTAL")
