@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import gettext
 import io
 import zipfile
 from pathlib import Path
@@ -235,7 +237,42 @@ def test_the_page_follows_the_language_chosen_in_the_switcher(
     assert result["message"] == stored
 
 
-def test_every_language_has_a_compiled_catalogue():
-    locale = Path(__file__).resolve().parent.parent / "locale"
-    for code in ("pt_BR", "es", "en"):
-        assert (locale / code / "LC_MESSAGES" / "django.mo").is_file()
+LOCALE = Path(__file__).resolve().parent.parent / "locale"
+
+
+def _po_entries(path: Path) -> list[dict[str, str]]:
+    """The entries of a .po file: field name to its joined, unescaped text, plus flags."""
+    entries = []
+    for block in path.read_text(encoding="utf-8").strip().split("\n\n"):
+        entry: dict[str, str] = {"flags": ""}
+        field = ""
+        for line in block.splitlines():
+            if line.startswith("#,"):
+                entry["flags"] += line
+            elif line.startswith("#"):
+                continue
+            elif line.startswith('"'):
+                entry[field] += ast.literal_eval(line)
+            else:
+                field, _, rest = line.partition(" ")
+                entry[field] = ast.literal_eval(rest)
+        if entry.get("msgid"):
+            entries.append(entry)
+    return entries
+
+
+@pytest.mark.parametrize("code", ["pt_BR", "es", "en"])
+def test_every_string_is_translated_and_compiled(code):
+    messages = LOCALE / code / "LC_MESSAGES"
+    entries = _po_entries(messages / "django.po")
+    assert entries
+    with open(messages / "django.mo", "rb") as fp:
+        compiled = gettext.GNUTranslations(fp)
+    for entry in entries:
+        assert "fuzzy" not in entry["flags"], entry["msgid"]
+        if "msgid_plural" in entry:
+            assert entry["msgstr[0]"] and entry["msgstr[1]"], entry["msgid"]
+            assert compiled.ngettext(entry["msgid"], entry["msgid_plural"], 1) == entry["msgstr[0]"]
+        else:
+            assert entry["msgstr"], entry["msgid"]
+            assert compiled.gettext(entry["msgid"]) == entry["msgstr"], "recompile the catalogue"
