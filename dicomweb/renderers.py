@@ -1,7 +1,8 @@
 """Media types of DICOMweb responses, as DRF-style renderers, and the responses built on them.
 
-DICOM JSON (PS3.18 F.2) is rendered compactly; it is gzip-compressed when the client accepts
-it and the body is big enough for compression to pay.
+DICOM JSON (PS3.18 F.2) is rendered compactly, always UTF-8 and so without a charset
+parameter (some clients compare the media type exactly); it is gzip-compressed when the
+client accepts it and the body is big enough for compression to pay.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def dicom_json_response(
 ) -> HttpResponse:
     body = DicomJSONRenderer().render(data)
     response = HttpResponse(
-        status=status, content_type=f"{DICOM_JSON}; charset=utf-8", headers=headers
+        status=status, content_type=DICOM_JSON, headers=headers
     )
     if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request):
         body = compress_string(body)
@@ -75,5 +76,5 @@ def problem(status: int, message: str, *, headers: Mapping[str, str] | None = No
     """An error response: the status by name at the call site, and a message saying why."""
     return HttpResponse(
         ProblemRenderer().render({"error": message}), status=status,
-        content_type="application/json; charset=utf-8", headers=headers,
+        content_type="application/json", headers=headers,
     )
