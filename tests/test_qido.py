@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from typing import Any
 
 import pytest
 import requests
@@ -49,7 +50,7 @@ def uids(response_or_list, tag: str = "0020000D") -> set[str]:
     return {item[tag]["Value"][0] for item in items}
 
 
-def value(item: dict, tag: str):
+def value(item: dict[str, Any], tag: str) -> Any:
     return item[tag].get("Value", [None])[0]
 
 
@@ -81,9 +82,9 @@ def test_series_and_instances_are_found_at_every_level_and_nested(live_server, a
                                             series_instance_uid=series_uid)
     assert [value(i, "00200013") for i in instances] == [1, 2, 3, 4, 5, 6]
     assert {value(i, "00280010") for i in instances} == {128}
+    sop_uid = value(instances[0], "00080018")
     assert value(instances[0], "00081190").endswith(
-        f"/studies/{archive['paula']}/series/{series_uid}/instances/{value(instances[0], '00080018')}"
-    )
+        f"/studies/{archive['paula']}/series/{series_uid}/instances/{sop_uid}")
     assert len(client.search_for_instances(study_instance_uid=archive["paula"])) == 12
     every = client.search_for_instances()
     assert len(every) == 16

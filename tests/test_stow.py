@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -58,8 +59,9 @@ def studies_url(live_server, study: str | None = None) -> str:
     return f"{live_server.url}/dicomweb/studies" + (f"/{study}" if study else "")
 
 
-def items(response: requests.Response, tag: str) -> list[dict]:
-    return response.json().get(tag, {}).get("Value", [])
+def items(response: requests.Response, tag: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = response.json().get(tag, {}).get("Value", [])
+    return found
 
 
 def stored_bytes(sop_uid: str) -> bytes:
