@@ -1,0 +1,151 @@
+"""Association life cycle and C-ECHO: who is calling, may they associate, and clean-up.
+
+Every handler gets the :class:`Listener` bound by :mod:`dimse.server`, never a global. The
+association handlers run in the association's own thread (pynetdicom runs one per
+association), so that is where stale database connections are closed: when the peer is
+recognised and when the association ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
+
+from django.conf import settings
+from django.db import close_old_connections, connections
+
+from audit.models import AuditAction, Outcome
+from audit.trail import Actor, record
+
+from .models import Peer
+from .peers import recognise
+from .policies import decide_peer
+from .statuses import Status
+from .store import StoredLog, flush
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+    from pynetdicom.events import Event
+
+log = logging.getLogger(__name__)
+
+# A-ASSOCIATE-RJ (PS3.8 9.3.4): result, source and reason.
+REJECTED_PERMANENT = 0x01
+REJECTED_TRANSIENT = 0x02
+SOURCE_SERVICE_USER = 0x01
+REASON_NO_REASON = 0x01
+REASON_CALLING_AE_NOT_RECOGNISED = 0x03
+
+
+@dataclass(frozen=True)
+class Session:
+    """The accepted peer of one association, as the operations on it need it."""
+
+    peer: Peer | None
+    actor: Actor
+    calling_ae: str
+    stored: StoredLog = field(default_factory=StoredLog)
+
+
+@dataclass
+class Listener:
+    """What the handlers share: configuration, and the session of each live association."""
+
+    ae_title: str
+    network_timeout: float | None = 60.0
+    sessions: WeakKeyDictionary[Association, Session] = field(default_factory=WeakKeyDictionary)
+
+    @property
+    def allow_unknown_peers(self) -> bool:
+        return bool(getattr(settings, "DICOM_ALLOW_UNKNOWN_PEERS", False))
+
+    def session(self, assoc: Association) -> Session | None:
+        return self.sessions.get(assoc)
+
+
+def tune_socket(event: Event, listener: Listener) -> None:
+    """EVT_CONN_OPEN: no Nagle delay, and no send that blocks forever on a peer that never
+    reads (the timeout turns a stalled peer into a closed connection)."""
+    sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
+    if sock is None:
+        return
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(listener.network_timeout)
+
+
+def on_requested(event: Event, listener: Listener) -> None:
+    """EVT_REQUESTED: accept known peers, reject the others with "calling AE not recognised"."""
+    assoc = event.assoc
+    request = assoc.requestor.primitive
+    calling = str(request.calling_ae_title if request else "").strip()
+    address, port = assoc.requestor.address, assoc.requestor.port
+    actor = Actor.peer(calling, address, port)
+    try:
+        close_old_connections()
+        peer = recognise(calling, address)
+        decision = decide_peer(peer, AuditAction.ASSOCIATION,
+                               allow_unknown=listener.allow_unknown_peers)
+        record(
+            AuditAction.ASSOCIATION, actor, None,
+            Outcome.ALLOWED if decision else Outcome.DENIED, reason=decision.why,
+            detail={"event": "request", "called_ae": str(request.called_ae_title).strip()
+                    if request else ""},
+        )
+    except Exception:
+        log.exception("cannot decide on the association from %s at %s", calling, address)
+        _reject(assoc, REJECTED_TRANSIENT, REASON_NO_REASON)
+        return
+    if not decision:
+        log.warning("refused association from %r at %s: %s", calling, address, decision.why)
+        _reject(assoc, REJECTED_PERMANENT, REASON_CALLING_AE_NOT_RECOGNISED)
+        return
+    listener.sessions[assoc] = Session(peer=peer, actor=actor, calling_ae=calling)
+
+
+def _reject(assoc: Association, result: int, reason: int) -> None:
+    """Send an A-ASSOCIATE-RJ and wait until it is on the wire, as pynetdicom does when it
+    rejects by itself; otherwise the socket closes first and the peer sees an abort."""
+    assoc.acse.send_reject(result, SOURCE_SERVICE_USER, reason)
+    assoc.kill()
+
+
+def _end(listener: Listener, assoc: Association, *, aborted: bool) -> None:
+    """Write what is still unwritten for the association, then give this thread's database
+    connection back. Runs once per association, in whichever thread sees its end first."""
+    session = listener.sessions.pop(assoc, None)
+    try:
+        if session is not None:
+            flush(session.actor, session.stored)
+            if aborted:
+                record(AuditAction.ASSOCIATION, session.actor, None, Outcome.FAILED,
+                       reason="association aborted or connection lost",
+                       detail={"event": "abort"})
+    except Exception:
+        log.exception("cannot write the end of an association to the audit trail")
+    finally:
+        connections.close_all()
+
+
+def on_released(event: Event, listener: Listener) -> None:
+    """EVT_RELEASED: the peer is done."""
+    _end(listener, event.assoc, aborted=False)
+
+
+def on_aborted(event: Event, listener: Listener) -> None:
+    """EVT_ABORTED: on the record (an abort can cut a transfer short)."""
+    _end(listener, event.assoc, aborted=True)
+
+
+def on_conn_close(event: Event, listener: Listener) -> None:
+    """EVT_CONN_CLOSE: a peer that drops the connection without a release or an abort
+    still gets its association closed on the record."""
+    if event.assoc in listener.sessions:
+        _end(listener, event.assoc, aborted=not event.assoc.is_released)
+
+
+def handle_echo(event: Event, listener: Listener) -> int:
+    """EVT_C_ECHO: any accepted peer may verify the connection."""
+    return Status.SUCCESS if listener.session(event.assoc) else Status.NOT_AUTHORISED

@@ -1,0 +1,48 @@
+"""``manage.py dicom_listener``: the DICOM listener, run beside the web server.
+
+AE title and port come from ``DICOM_AE_TITLE`` and ``DICOM_PORT`` (default 11112), as the
+settings read them from the environment; ``--port`` and ``--ae-title`` override them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from dimse.handlers import Listener
+from dimse.server import start
+
+log = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Run the DICOM listener (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--ae-title", default=settings.DICOM_AE_TITLE)
+        parser.add_argument("--port", type=int, default=settings.DICOM_PORT)
+        parser.add_argument(
+            "--host", default=getattr(settings, "DICOM_BIND_ADDRESS", "0.0.0.0"),  # noqa: S104
+            help="address to listen on (default: all interfaces; peers are checked anyway)",
+        )
+        parser.add_argument(
+            "--network-timeout", type=float,
+            default=getattr(settings, "DICOM_NETWORK_TIMEOUT", 60.0),
+            help="seconds a peer may stay silent, or not read, before it is disconnected",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        listener = Listener(ae_title=options["ae_title"],
+                            network_timeout=options["network_timeout"])
+        if getattr(settings, "DICOM_ALLOW_UNKNOWN_PEERS", False):
+            self.stderr.write(self.style.WARNING(
+                "DICOM_ALLOW_UNKNOWN_PEERS is set: any AE title from any host is accepted. "
+                "Configure the peers (manage.py dicom_peers add) and unset it."
+            ))
+        self.stdout.write(
+            f"DICOM listener {listener.ae_title} on {options['host']}:{options['port']}"
+        )
+        start(listener, options["host"], options["port"], block=True)

@@ -1,0 +1,244 @@
+"""C-GET and C-MOVE SCPs: send stored objects back, one at a time, as they were received.
+
+Both select instances by the unique keys of the Query/Retrieve information model (PS3.4
+C.4.2.2.1: one or a list of UIDs at the requested level, plus the unique keys above it) and
+yield them to pynetdicom, which runs the C-STORE sub-operations and keeps the pending,
+completed, warning and failed counts. A dataset is read from its blob without decoding
+values (pydicom keeps them raw), so what goes out is what came in; only one instance is in
+memory at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from django.db.models import QuerySet
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import build_context, evt
+from pynetdicom.presentation import PresentationContext
+
+from audit.models import AuditAction, Outcome
+from audit.trail import Target, record
+from imaging import blobs
+from imaging.models import Instance
+
+from . import handlers
+from .peers import destination as find_destination
+from .policies import decide_peer, may_receive
+from .sop_classes import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE
+from .statuses import Status
+
+if TYPE_CHECKING:
+    from pynetdicom.events import Event
+
+    from .handlers import Listener, Session
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+PATIENT_ROOT = {PATIENT_ROOT_GET, PATIENT_ROOT_MOVE}
+# Unique key of each level, and the Instance field it selects on.
+UNIQUE_KEYS = {
+    "PATIENT": ("PatientID", "series__study__patient__patient_id"),
+    "STUDY": ("StudyInstanceUID", "series__study__study_instance_uid"),
+    "SERIES": ("SeriesInstanceUID", "series__series_instance_uid"),
+    "IMAGE": ("SOPInstanceUID", "sop_instance_uid"),
+}
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
+MAX_REQUESTED_CONTEXTS = 128  # PS3.8: odd presentation context IDs 1 to 255
+
+
+class IdentifierError(ValueError):
+    """The retrieve identifier does not say what to retrieve in this information model."""
+
+
+def _values(identifier: Dataset, keyword: str) -> list[str]:
+    value = identifier.get(keyword)
+    if value is None or value == "":
+        return []
+    items = list(value) if not isinstance(value, str | bytes) and hasattr(value, "__iter__") \
+        else [value]
+    return [str(v).strip() for v in items if str(v).strip()]
+
+
+def matching_instances(identifier: Dataset, model: str) -> QuerySet[Instance]:
+    """The instances a C-GET or C-MOVE identifier names (hierarchical retrieve)."""
+    level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    if level not in LEVELS:
+        raise IdentifierError(f"QueryRetrieveLevel {level!r} is not one of {LEVELS}")
+    if level == "PATIENT" and model not in PATIENT_ROOT:
+        raise IdentifierError("the Study Root model has no PATIENT level")
+    own_key, _ = UNIQUE_KEYS[level]
+    if not _values(identifier, own_key):
+        raise IdentifierError(f"{own_key} is required at the {level} level")
+    instances = Instance.objects.all()
+    for lvl in LEVELS[: LEVELS.index(level) + 1]:
+        keyword, field = UNIQUE_KEYS[lvl]
+        values = _values(identifier, keyword)
+        if lvl == "PATIENT" and len(values) > 1:
+            raise IdentifierError("PatientID takes one value")
+        if values:
+            instances = instances.filter(**{f"{field}__in": values})
+    return instances.select_related("series__study__patient").order_by(
+        "series__study_id", "series__series_number", "series_id", "instance_number", "pk"
+    )
+
+
+def _read(instance: Instance) -> Dataset:
+    """The stored object as a dataset whose elements stay raw (re-encoded byte for byte)."""
+    with blobs.open_blob(instance.blob_key) as fp:
+        ds = dcmread(fp, force=not instance.has_file_meta)
+    if not instance.has_file_meta:
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = UID(instance.transfer_syntax_uid)
+    return ds
+
+
+def _unsendable(instance: Instance) -> Dataset:
+    """A stand-in with no transfer syntax: pynetdicom's C-STORE sub-operation fails on it
+    and counts it, with its SOP Instance UID, among the failed sub-operations."""
+    ds = Dataset()
+    ds.SOPClassUID = instance.sop_class_uid
+    ds.SOPInstanceUID = instance.sop_instance_uid
+    return ds
+
+
+def _failed(uids: list[str] | None = None) -> Dataset:
+    ds = Dataset()
+    ds.FailedSOPInstanceUIDList = uids or []
+    return ds
+
+
+def _sub_operations(
+    event: Event, instances: QuerySet[Instance],
+) -> Iterator[tuple[int, Dataset | None]]:
+    for instance in instances.iterator(chunk_size=200):
+        if event.is_cancelled:
+            yield Status.CANCEL, None
+            return
+        try:
+            dataset = _read(instance)
+        except Exception:
+            log.exception("cannot read the blob of %s", instance.sop_instance_uid)
+            dataset = _unsendable(instance)
+        yield Status.PENDING, dataset
+
+
+def _audit(session: Session, operation: str, instances: QuerySet[Instance],
+           detail: dict[str, Any]) -> int:
+    """One entry per study about to be sent; returns how many instances match."""
+    per_study: dict[int, tuple[Target, int]] = {}
+    for instance in instances.only(
+        "pk", "series__study__study_instance_uid", "series__study__patient__patient_id",
+        "series__study__patient__issuer",
+    ).iterator(chunk_size=2000):
+        study = instance.series.study
+        target, n = per_study.get(study.pk, (Target.study(study), 0))
+        per_study[study.pk] = (target, n + 1)
+    total = sum(n for _, n in per_study.values())
+    targets = [t for t, _ in per_study.values()]
+    record(AuditAction.RETRIEVE, session.actor, targets or None, Outcome.ALLOWED,
+           detail={"operation": operation, "instances": total, **detail})
+    return total
+
+
+def _identifier(event: Event) -> Dataset:
+    try:
+        return event.identifier
+    except Exception as exc:
+        raise IdentifierError(f"the identifier cannot be decoded: {exc}") from exc
+
+
+def handle_get(event: Event, listener: Listener) -> Iterator[Any]:
+    """EVT_C_GET: the matches go back over the peer's own association."""
+    session = listener.session(event.assoc)
+    decision = decide_peer(session.peer if session else None, AuditAction.RETRIEVE,
+                           allow_unknown=listener.allow_unknown_peers)
+    if session is None or not decision:
+        if session is not None:
+            record(AuditAction.RETRIEVE, session.actor, None, Outcome.DENIED,
+                   reason=decision.why, detail={"operation": "C-GET"})
+        yield 1
+        yield Status.NOT_AUTHORISED, _failed()
+        return
+    try:
+        identifier = _identifier(event)
+        instances = matching_instances(identifier, str(event.request.AffectedSOPClassUID))
+    except IdentifierError as exc:
+        record(AuditAction.RETRIEVE, session.actor, None, Outcome.FAILED, reason=str(exc),
+               detail={"operation": "C-GET"})
+        yield 1
+        yield Status.RETRIEVE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, _failed()
+        return
+    total = _audit(session, "C-GET", instances,
+                   {"level": str(identifier.QueryRetrieveLevel)})
+    yield total
+    yield from _sub_operations(event, instances)
+
+
+def _contexts(instances: QuerySet[Instance]) -> list[PresentationContext]:
+    """One presentation context per stored SOP class and transfer syntax, so every object
+    can go out in the syntax it was stored in; uncompressed ones may also go as another
+    uncompressed syntax if the destination prefers."""
+    pairs = sorted(set(instances.order_by().values_list("sop_class_uid", "transfer_syntax_uid")))
+    contexts = []
+    for sop_class, syntax in pairs[:MAX_REQUESTED_CONTEXTS]:
+        stored = UID(syntax or ExplicitVRLittleEndian)
+        syntaxes: list[str | UID] = [stored]
+        if stored in UNCOMPRESSED:
+            syntaxes += [s for s in UNCOMPRESSED if s != stored]
+        contexts.append(build_context(sop_class, syntaxes))
+    return contexts
+
+
+class Refused(Exception):
+    """The peer may not move; pynetdicom answers with a failure before any sub-operation."""
+
+
+def handle_move(event: Event, listener: Listener) -> Iterator[Any]:
+    """EVT_C_MOVE: the matches go to a configured peer over a new association."""
+    session = listener.session(event.assoc)
+    move_destination = str(event.move_destination or "").strip()
+    detail: dict[str, Any] = {"operation": "C-MOVE", "destination": move_destination}
+    decision = decide_peer(session.peer if session else None, AuditAction.RETRIEVE,
+                           allow_unknown=listener.allow_unknown_peers)
+    if session is None or not decision:
+        if session is not None:
+            record(AuditAction.RETRIEVE, session.actor, None, Outcome.DENIED,
+                   reason=decision.why, detail=detail)
+        # pynetdicom has no way to yield a refusal before the destination: an exception
+        # here makes it answer with a failure status (0xC514) and send nothing.
+        raise Refused(decision.why or "no session")
+    target = find_destination(move_destination)
+    if not may_receive(target):
+        record(AuditAction.RETRIEVE, session.actor, None, Outcome.DENIED,
+               reason="move destination is not a known peer with a port", detail=detail)
+        yield None, None  # pynetdicom answers Move Destination Unknown (0xA801)
+        return
+    assert target is not None and target.port is not None
+    try:
+        identifier = _identifier(event)
+        instances = matching_instances(identifier, str(event.request.AffectedSOPClassUID))
+    except IdentifierError as exc:
+        record(AuditAction.RETRIEVE, session.actor, None, Outcome.FAILED, reason=str(exc),
+               detail=detail)
+        yield target.host, target.port
+        yield 1
+        yield Status.RETRIEVE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, _failed()
+        return
+    yield target.host, target.port, {
+        "contexts": _contexts(instances),
+        "evt_handlers": [(evt.EVT_CONN_OPEN, handlers.tune_socket, [listener])],
+    }
+    yield _audit(session, "C-MOVE", instances,
+                 {**detail, "level": str(identifier.QueryRetrieveLevel)})
+    yield from _sub_operations(event, instances)

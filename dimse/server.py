@@ -1,0 +1,125 @@
+"""The DICOM listener: one pynetdicom AE with every handler bound to one :class:`Listener`.
+
+Services: Verification; Storage for every storage SOP class in the common transfer syntaxes
+(stored as received, never transcoded); Patient Root and Study Root Query/Retrieve with
+FIND, MOVE and GET. Each association runs in its own thread, so several peers are served
+at once.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.transport import ThreadedAssociationServer
+
+from . import handlers, retrieve, store
+from .handlers import Listener
+from .sop_classes import QUERY_RETRIEVE, VERIFICATION
+
+_UNCOMPRESSED_LAST = (
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian
+)
+# pynetdicom accepts, of the syntaxes a peer proposes, the first in this order. Explicit VR
+# Little Endian first, then every compressed syntax (a peer proposing one has such files),
+# then the other uncompressed ones: so objects arrive, and leave by C-GET, as they are.
+STORAGE_SYNTAXES = [
+    "1.2.840.10008.1.2.1",
+    *(ts for ts in ALL_TRANSFER_SYNTAXES if ts not in ("1.2.840.10008.1.2.1", *_UNCOMPRESSED_LAST)),
+    *_UNCOMPRESSED_LAST,
+]
+DEFAULT_SYNTAXES = [
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian
+]
+
+# Peers may send us PDUs this large: fewer, larger reads for every C-STORE.
+MAXIMUM_PDU_SIZE = 128 * 1024  # DCMTK sends at most this much a PDU anyway
+MAXIMUM_ASSOCIATIONS = 64
+
+# pynetdicom's documented switch: C-STORE bodies are streamed to a temporary Part 10 file
+# (``event.dataset_path``) instead of being decoded in memory.
+_config.STORE_RECV_CHUNKED_DATASET = True
+
+
+class SupportedContext(PresentationContext):
+    """A presentation context that is cheap to copy.
+
+    pynetdicom deep-copies every supported context for each new association; with ~170
+    storage SOP classes in ~45 transfer syntaxes that took a quarter of a second per
+    association. UIDs are immutable strings, so a copy of the list is a full copy.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SupportedContext:
+        clone = copy.copy(self)
+        clone._transfer_syntax = list(self._transfer_syntax)
+        return clone
+
+
+def _context(
+    abstract_syntax: str, transfer_syntaxes: list[str], *, roles: bool = False
+) -> SupportedContext:
+    cx = SupportedContext()
+    cx.abstract_syntax = abstract_syntax
+    cx.transfer_syntax = transfer_syntaxes  # type: ignore[assignment]
+    if roles:
+        cx.scu_role = True
+        cx.scp_role = True
+    return cx
+
+
+def supported_contexts() -> list[PresentationContext]:
+    """Verification, Storage for every storage SOP class in every transfer syntax pynetdicom
+    knows (stored as received, never transcoded), and Query/Retrieve."""
+    contexts: list[PresentationContext] = [_context(VERIFICATION, DEFAULT_SYNTAXES)]
+    for cx in AllStoragePresentationContexts:
+        assert cx.abstract_syntax is not None
+        # Both roles: peers send us objects (C-STORE) and take them back by C-GET, where we
+        # are the Storage SCU on their association.
+        contexts.append(_context(cx.abstract_syntax, STORAGE_SYNTAXES, roles=True))
+    contexts += [_context(uid, DEFAULT_SYNTAXES) for uid in QUERY_RETRIEVE]
+    return contexts
+
+
+def build_ae(listener: Listener) -> AE:
+    ae = AE(ae_title=listener.ae_title)
+    ae.require_called_aet = True
+    ae.maximum_pdu_size = MAXIMUM_PDU_SIZE
+    ae.maximum_associations = MAXIMUM_ASSOCIATIONS
+    ae.network_timeout = listener.network_timeout
+    ae.acse_timeout = 30
+    ae.dimse_timeout = listener.network_timeout
+    return ae
+
+
+def event_handlers(listener: Listener) -> list[Any]:
+    from . import find
+
+    return [
+        (evt.EVT_CONN_OPEN, handlers.tune_socket, [listener]),
+        (evt.EVT_REQUESTED, handlers.on_requested, [listener]),
+        (evt.EVT_RELEASED, handlers.on_released, [listener]),
+        (evt.EVT_ABORTED, handlers.on_aborted, [listener]),
+        (evt.EVT_CONN_CLOSE, handlers.on_conn_close, [listener]),
+        (evt.EVT_C_ECHO, handlers.handle_echo, [listener]),
+        (evt.EVT_C_STORE, store.handle_store, [listener]),
+        (evt.EVT_C_FIND, find.handle_find, [listener]),
+        (evt.EVT_C_GET, retrieve.handle_get, [listener]),
+        (evt.EVT_C_MOVE, retrieve.handle_move, [listener]),
+    ]
+
+
+def start(
+    listener: Listener, host: str, port: int, *, block: bool = True,
+) -> ThreadedAssociationServer | None:
+    """Listen on ``host:port``. Blocking, until interrupted; or in a thread, returning the
+    server (stop it with ``server.shutdown()``)."""
+    ae = build_ae(listener)
+    return ae.start_server((host, port), block=block, evt_handlers=event_handlers(listener),
+                           contexts=supported_contexts())

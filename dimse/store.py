@@ -1,0 +1,138 @@
+"""C-STORE SCP: every received object goes through :func:`imaging.ingest.ingest`, unchanged.
+
+pynetdicom writes the received dataset, as it came off the wire, behind a File Meta
+header into a temporary Part 10 file (``STORE_RECV_CHUNKED_DATASET``); the handler hands
+that file to ingest, which checks it, stores it under an opaque key and indexes it, or
+refuses it whole. The answer maps ingest's outcome to a Storage Service Class status.
+
+Audit: a modality sends a series as hundreds of C-STOREs on one association, so accepted
+objects are written to the trail as one entry per study and batch (at most
+:data:`AUDIT_BATCH` objects, and whatever is left when the association ends), listing their
+SOP Instance UIDs; refusals and failures are written at once, one entry each.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
+
+from django.db import close_old_connections
+
+from audit.models import AuditAction, Outcome
+from audit.trail import Actor, Target, record
+from imaging.ingest import IngestResult, ingest
+from imaging.ingest import Outcome as IngestOutcome
+from imaging.models import Study
+
+from .policies import decide_peer
+from .statuses import Status
+
+if TYPE_CHECKING:
+    from pynetdicom.dimse_primitives import C_STORE
+    from pynetdicom.events import Event
+
+    from .handlers import Listener
+
+log = logging.getLogger(__name__)
+
+AUDIT_BATCH = 100
+
+_STATUS = {
+    IngestOutcome.STORED: Status.SUCCESS,
+    # The same bytes are already held: the sender may forget them, as after a success.
+    IngestOutcome.DUPLICATE: Status.SUCCESS,
+    IngestOutcome.CONFLICT: Status.DUPLICATE_SOP_INSTANCE,
+    IngestOutcome.REJECTED: Status.STORE_CANNOT_UNDERSTAND,
+}
+
+
+@dataclass
+class StoredLog:
+    """Accepted objects of one association not yet on the audit trail."""
+
+    by_study: dict[str, dict[str, list[str]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+    count: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, result: IngestResult) -> int:
+        with self.lock:
+            self.by_study[result.study_instance_uid][result.outcome.value].append(
+                result.sop_instance_uid
+            )
+            self.count += 1
+            return self.count
+
+    def take(self) -> dict[str, dict[str, list[str]]]:
+        with self.lock:
+            taken, self.by_study, self.count = self.by_study, defaultdict(
+                lambda: defaultdict(list)
+            ), 0
+            return taken
+
+
+def flush(actor: Actor, stored: StoredLog) -> None:
+    """Write the accepted objects collected so far: one entry per study."""
+    taken = stored.take()
+    if not taken:
+        return
+    studies = {
+        s.study_instance_uid: s
+        for s in Study.objects.select_related("patient").filter(study_instance_uid__in=taken)
+    }
+    for study_uid, outcomes in taken.items():
+        study = studies.get(study_uid)
+        target = Target.study(study) if study else Target("study", study_uid,
+                                                          study_uid=study_uid)
+        record(AuditAction.STORE, actor, target, Outcome.ALLOWED, detail={
+            "operation": "C-STORE",
+            "instances": sum(len(uids) for uids in outcomes.values()),
+            **{outcome: uids for outcome, uids in outcomes.items()},
+        })
+
+
+def handle_store(event: Event, listener: Listener) -> int:
+    """EVT_C_STORE: check the peer may store, ingest the received file, answer by name."""
+    session = listener.session(event.assoc)
+    if session is None:
+        return Status.NOT_AUTHORISED
+    request = cast("C_STORE", event.request)
+    announced = str(request.AffectedSOPInstanceUID or "")
+    decision = decide_peer(session.peer, AuditAction.STORE,
+                           allow_unknown=listener.allow_unknown_peers)
+    if not decision:
+        record(AuditAction.STORE, session.actor, Target("instance", announced), Outcome.DENIED,
+               reason=decision.why, detail={"operation": "C-STORE"})
+        return Status.NOT_AUTHORISED
+    try:
+        with open(event.dataset_path, "rb") as fp:
+            result = ingest(fp, source=f"cstore:{session.calling_ae}")
+    except Exception:
+        # The database or the blob store failed: nothing half-stored (ingest cleans up), and
+        # the sender is told to try again rather than that its object is bad.
+        log.exception("C-STORE of %s from %s failed", announced, session.calling_ae)
+        close_old_connections()  # a broken connection is replaced before the next object
+        try:
+            record(AuditAction.STORE, session.actor, Target("instance", announced),
+                   Outcome.FAILED, reason="the archive could not store the object",
+                   detail={"operation": "C-STORE"})
+        except Exception:
+            log.exception("cannot record the failed C-STORE of %s", announced)
+        return Status.STORE_OUT_OF_RESOURCES
+    if result.accepted:
+        if result.sop_instance_uid != announced:
+            log.warning("C-STORE announced %s but the dataset is %s", announced,
+                        result.sop_instance_uid)
+        if session.stored.add(result) >= AUDIT_BATCH:
+            flush(session.actor, session.stored)
+    else:
+        record(AuditAction.STORE, session.actor,
+               Target("instance", result.sop_instance_uid or announced,
+                      study_uid=result.study_instance_uid),
+               Outcome.FAILED, reason=result.reason,
+               detail={"operation": "C-STORE", "result": result.outcome.value})
+    return _STATUS[result.outcome]
