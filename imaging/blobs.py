@@ -59,6 +59,10 @@ class _HashingReader:
     def readable(self) -> bool:
         return True
 
+    @property
+    def closed(self) -> bool:
+        return self._fp.closed
+
     def close(self) -> None:
         """The caller owns ``fp``; storage backends must not close it."""
 
