@@ -235,7 +235,7 @@ def purge(request_id: int, approved_by: User, reason: str,
             return Tombstone.objects.get(request=request)
         if request.status != PurgeRequest.Status.APPROVED:
             raise PurgeRefused(f"purge request {request_id} is {request.status}, not approved")
-        patient = (Patient.objects.select_for_update().select_related("clinic")
+        patient = (Patient.objects.select_for_update(of=("self",)).select_related("clinic")
                    .filter(pk=request.patient_pk).first())
         refused = _refusal(request, patient, today)
         if refused is not None or patient is None:

@@ -183,6 +183,7 @@ def test_a_damaged_blob_fails_the_export_instead_of_delivering_it(
     paulas_record, paula, dicom_storage, django_capture_on_commit_callbacks
 ):
     instance = Instance.objects.filter(series__study__patient=paulas_record).first()
+    assert instance is not None
     blob = dicom_storage / instance.blob_key
     blob.write_bytes(blob.read_bytes()[:-10] + b"0123456789")
     with django_capture_on_commit_callbacks(execute=True):
