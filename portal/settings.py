@@ -53,6 +53,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "dicomweb.cors.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -213,6 +214,15 @@ CELERY_BEAT_SCHEDULE = {
 FIXITY_MAX_AGE_DAYS = env.float("FIXITY_MAX_AGE_DAYS", default=30.0)
 FIXITY_BATCH_SIZE = env.int("FIXITY_BATCH_SIZE", default=5000)
 
+# --- DICOMweb ---------------------------------------------------------------------------------
+# Origins allowed to call /dicomweb/ from a browser (a viewer on another host); ["*"] allows
+# any origin without credentials. Empty: same-origin only.
+DICOMWEB_CORS_ORIGINS = env.list("DICOMWEB_CORS_ORIGINS", default=[])
+# Behind a reverse proxy: trust X-Forwarded-Host/-Proto so BulkDataURIs and links are right.
+USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)
+if env.bool("TRUST_X_FORWARDED_PROTO", default=PRODUCTION):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 # --- DICOM ----------------------------------------------------------------------------------
 DICOM_AE_TITLE = env.str("DICOM_AE_TITLE", default="PORTAL")
 DICOM_PORT = env.int("DICOM_PORT", default=11112)
@@ -232,7 +242,6 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 EMAIL_BACKEND = env.str(
     "EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"

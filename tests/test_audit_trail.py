@@ -20,7 +20,7 @@ def _three_entries() -> list[AuditEvent]:
     return [record(AuditAction.VIEW, actor, Target("study", f"1.2.{i}"))[0] for i in range(3)]
 
 
-def _without_append_only_trigger(sql: str, params: list[object]) -> None:
+def _without_append_only_trigger(sql: str, params: list[str | int]) -> None:
     """Tamper the way someone with database access would: around the trigger."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
