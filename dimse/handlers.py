@@ -115,7 +115,7 @@ def _reject(assoc: Association, result: int, reason: int) -> None:
 def _end(listener: Listener, assoc: Association, *, aborted: bool) -> None:
     """Write what is still unwritten for the association, then give this thread's database
     connection back. Runs once per association, in whichever thread sees its end first."""
-    session = listener.sessions.pop(assoc, None)
+    session = listener.sessions.get(assoc)
     try:
         if session is not None:
             flush(session.actor, session.stored)
@@ -126,6 +126,8 @@ def _end(listener: Listener, assoc: Association, *, aborted: bool) -> None:
     except Exception:
         log.exception("cannot write the end of an association to the audit trail")
     finally:
+        # Gone from the live sessions only once all is written (tests wait for this).
+        listener.sessions.pop(assoc, None)
         connections.close_all()
 
 
