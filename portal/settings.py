@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "dimse",
     "privacy",
     "sharing",
+    "viewer",
 ]
 
 MIDDLEWARE = [
@@ -222,6 +223,11 @@ DICOMWEB_CORS_ORIGINS = env.list("DICOMWEB_CORS_ORIGINS", default=[])
 USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)
 if env.bool("TRUST_X_FORWARDED_PROTO", default=PRODUCTION):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# OHIF's prebuilt viewer (bin/fetch-ohif) served at /viewer/ when present; cross-origin
+# isolation (COOP/COEP on the viewer) lets OHIF use SharedArrayBuffer for MPR.
+OHIF_DIST = Path(env.str("OHIF_DIST", default=str(BASE_DIR / ".cache" / "ohif" / "dist")))
+OHIF_CROSS_ORIGIN_ISOLATED = env.bool("OHIF_CROSS_ORIGIN_ISOLATED", default=False)
 
 # --- DICOM ----------------------------------------------------------------------------------
 DICOM_AE_TITLE = env.str("DICOM_AE_TITLE", default="PORTAL")

@@ -19,4 +19,5 @@ urlpatterns = [
     path("dicomweb/", include("dicomweb.urls")),
     path("audit/", include("audit.urls")),
     path("privacy/", include("privacy.urls")),
+    path("viewer/", include("viewer.urls")),
 ]

@@ -1,0 +1,160 @@
+"""OHIF's prebuilt ``dist/`` (npm ``@ohif/app``, fetched by ``bin/fetch-ohif``) served under a
+path prefix, and the ``app-config.js`` that points it at this archive's DICOMweb.
+
+The prebuilt bundle assumes it lives at ``/``: ``index.html`` names its files with absolute
+paths and sets ``window.PUBLIC_URL = "/"``, the webpack runtime in the main bundle and in
+each worker bundle is compiled with ``__webpack_require__.p = "/"`` (the public path chunks,
+workers and images are loaded from; OHIF never sets ``__webpack_public_path__`` from
+``PUBLIC_URL`` at run time), and the main stylesheet loads its font from ``url(/...)``.
+Those few strings are rewritten as the files are served, so the same unmodified package
+works under any prefix; ``routerBasename`` in the generated config does the same for
+OHIF's routes. Nothing here touches patient data: DICOMweb does, with its own policy.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DICOMWEB_SOURCE = "dicomweb"
+# The main bundle and every worker bundle carry webpack's compiled public path.
+_PUBLIC_PATH = b'__webpack_require__.p = "/";'
+_CSS_ROOT_URL = re.compile(rb"url\(/(?!/)")
+_HTML_ROOT_REF = re.compile(r'(\s(?:href|src)=")/(?!/)')
+_HTML_PUBLIC_URL = 'window.PUBLIC_URL="/"'
+# Files whose names carry a content hash may be cached for good.
+_HASHED = re.compile(r"(\.bundle\.[0-9a-f]{8,}\.js|^[0-9a-f]{16}\.(wasm|woff2?))$")
+
+CONTENT_TYPES = {
+    ".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
+    ".html": "text/html; charset=utf-8", ".json": "application/json",
+    ".wasm": "application/wasm", ".svg": "image/svg+xml", ".png": "image/png",
+    ".ico": "image/x-icon", ".woff2": "font/woff2", ".woff": "font/woff",
+    ".xml": "application/xml", ".map": "application/json", ".txt": "text/plain",
+}
+
+
+class NotInstalled(Exception):
+    """OHIF_DIST has no OHIF build (run bin/fetch-ohif)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A file to send: ``data`` when rewritten for the prefix, else ``path`` as is."""
+
+    path: Path
+    content_type: str
+    data: bytes | None
+    immutable: bool
+
+
+def index_path(dist: Path) -> Path:
+    index = dist / "index.html"
+    if not index.is_file():
+        raise NotInstalled(f"no OHIF build in {dist}: run bin/fetch-ohif")
+    return index
+
+
+def index_html(dist: Path, prefix: str) -> bytes:
+    """OHIF's index.html with its public URL and every root-relative reference under
+    ``prefix`` (which starts and ends with ``/``)."""
+    path = index_path(dist)
+    stat = path.stat()
+    return _index_html(str(path), stat.st_mtime_ns, prefix)
+
+
+@functools.lru_cache(maxsize=8)
+def _index_html(path: str, _mtime_ns: int, prefix: str) -> bytes:
+    html = Path(path).read_text(encoding="utf-8")
+    public = (f"window.PUBLIC_URL={json.dumps(prefix)};"
+              f"window.PUBLIC_LIB_URL={json.dumps(prefix + '${component}/')}")
+    html = html.replace(_HTML_PUBLIC_URL, public)
+    html = _HTML_ROOT_REF.sub(lambda m: m.group(1) + prefix, html)
+    return html.encode("utf-8")
+
+
+def prepare(dist: Path, relative: str, prefix: str) -> Prepared | None:
+    """The file at ``relative`` inside ``dist`` ready to send, or None if there is none.
+
+    Refuses anything that resolves outside ``dist`` (``..``, symlinks out).
+    """
+    root = dist.resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    immutable = bool(_HASHED.search(path.name))
+    if path.suffix in (".js", ".css"):
+        stat = path.stat()
+        data = _rewritten(str(path), stat.st_mtime_ns, prefix)
+        return Prepared(path, content_type, data, immutable)
+    return Prepared(path, content_type, None, immutable)
+
+
+@functools.lru_cache(maxsize=256)
+def _rewritten(path: str, _mtime_ns: int, prefix: str) -> bytes | None:
+    """The file with its root-relative public path moved under ``prefix``; None when it
+    has none (most files), so only the few rewritten ones are kept in memory."""
+    data = Path(path).read_bytes()
+    encoded = prefix.encode()
+    if path.endswith(".js"):
+        if _PUBLIC_PATH not in data:
+            return None
+        return data.replace(_PUBLIC_PATH, b'__webpack_require__.p = "' + encoded + b'";')
+    if _CSS_ROOT_URL.search(data) is None:
+        return None
+    return _CSS_ROOT_URL.sub(b"url(" + encoded, data)
+
+
+def app_config(*, dicomweb_root: str, router_basename: str,
+               shared_array_buffer: bool) -> str:
+    """``window.config`` for OHIF: one DICOMweb data source, this archive.
+
+    ``useSharedArrayBuffer`` is ``'FALSE'`` unless the viewer page is cross-origin isolated
+    (COOP ``same-origin`` and COEP ``require-corp``); without it OHIF's volume viewports
+    (MPR) wait forever for a SharedArrayBuffer the browser will not give.
+    """
+    config: dict[str, Any] = {
+        "name": "imaging-portal",
+        "routerBasename": router_basename,
+        "extensions": [],
+        "modes": [],
+        "customizationService": {},
+        "showStudyList": True,
+        "maxNumberOfWebWorkers": 3,
+        "showWarningMessageForCrossOrigin": False,
+        "showCPUFallbackMessage": True,
+        "showLoadingIndicator": True,
+        "strictZSpacingForVolumeViewport": True,
+        "useSharedArrayBuffer": "AUTO" if shared_array_buffer else "FALSE",
+        "investigationalUseDialog": {"option": "never"},
+        "maxNumRequests": {"interaction": 100, "thumbnail": 5, "prefetch": 25},
+        "showErrorDetails": "always",
+        "defaultDataSourceName": DICOMWEB_SOURCE,
+        "dataSources": [{
+            "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
+            "sourceName": DICOMWEB_SOURCE,
+            "configuration": {
+                "friendlyName": "Imaging portal",
+                "name": DICOMWEB_SOURCE,
+                "qidoRoot": dicomweb_root,
+                "wadoRoot": dicomweb_root,
+                "wadoUriRoot": dicomweb_root,
+                "qidoSupportsIncludeField": True,
+                "imageRendering": "wadors",
+                "thumbnailRendering": "wadors",
+                "enableStudyLazyLoad": True,
+                "supportsFuzzyMatching": False,
+                "supportsWildcard": True,
+                "staticWado": False,
+                "singlepart": "bulkdata,video",
+                "bulkDataURI": {"enabled": True, "relativeResolution": "studies"},
+            },
+        }],
+    }
+    return ("/** Generated by the portal (viewer.ohif.app_config). */\n"
+            f"window.config = {json.dumps(config, indent=2)};\n")

@@ -1,0 +1,99 @@
+"""The OHIF viewer for signed-in portal users, same origin as DICOMweb.
+
+Same origin means the portal session authenticates OHIF's DICOMweb requests (no token in
+the browser, no CORS), and the access policy and audit of ``dicomweb`` apply as to any
+client. OHIF's pages and its configuration need a signed-in user; its script, style and
+wasm files are the public OHIF build and are served to anyone, so workers and wasm loads
+never meet a login redirect.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from django.urls import reverse
+from django.views.decorators.http import require_safe
+
+from . import ohif
+
+# Paths with one of these endings are files: missing ones are 404, not the SPA page.
+_FILE_SUFFIXES = set(ohif.CONTENT_TYPES)
+
+
+def _dist() -> Path:
+    return Path(settings.OHIF_DIST)
+
+
+def _isolated() -> bool:
+    return bool(getattr(settings, "OHIF_CROSS_ORIGIN_ISOLATED", False))
+
+
+def _isolation_headers(response: HttpResponseBase) -> HttpResponseBase:
+    """COOP/COEP so OHIF may use SharedArrayBuffer (volume viewports, MPR), when enabled."""
+    if _isolated():
+        response["Cross-Origin-Opener-Policy"] = "same-origin"
+        response["Cross-Origin-Embedder-Policy"] = "require-corp"
+        response["Cross-Origin-Resource-Policy"] = "same-origin"
+    return response
+
+
+def _not_installed(exc: ohif.NotInstalled) -> HttpResponse:
+    return HttpResponse(f"The OHIF viewer is not installed here. {exc}\n", status=404,
+                        content_type="text/plain; charset=utf-8")
+
+
+@require_safe
+def page(request: HttpRequest, path: str) -> HttpResponseBase:
+    """OHIF's files, and its one page for every route it handles (study list, viewer)."""
+    prefix = reverse("viewer:index")
+    if path and path != "index.html":
+        found = ohif.prepare(_dist(), path, prefix)
+        if found is not None:
+            return _isolation_headers(_file_response(found))
+        if Path(path).suffix.lower() in _FILE_SUFFIXES:
+            raise Http404("no such file in the OHIF build")
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    try:
+        html = ohif.index_html(_dist(), prefix)
+    except ohif.NotInstalled as exc:
+        return _not_installed(exc)
+    response = HttpResponse(html, content_type="text/html; charset=utf-8")
+    response["Cache-Control"] = "no-cache, private"
+    return _isolation_headers(response)
+
+
+def _file_response(found: ohif.Prepared) -> HttpResponseBase:
+    response: HttpResponseBase
+    if found.data is not None:
+        response = HttpResponse(found.data, content_type=found.content_type)
+    else:
+        response = FileResponse(found.path.open("rb"), content_type=found.content_type)
+    response["Cache-Control"] = ("public, max-age=31536000, immutable" if found.immutable
+                                 else "no-cache")
+    return response
+
+
+@require_safe
+@login_required
+def app_config(request: HttpRequest) -> HttpResponseBase:
+    """``window.config`` pointing OHIF at this server's DICOMweb, from the request's host."""
+    try:
+        ohif.index_path(_dist())
+    except ohif.NotInstalled as exc:
+        return _not_installed(exc)
+    studies = request.build_absolute_uri(reverse("dicomweb:studies"))
+    root = studies.removesuffix("/studies")
+    script = ohif.app_config(
+        dicomweb_root=root,
+        router_basename=reverse("viewer:index").rstrip("/") or "/",
+        shared_array_buffer=_isolated(),
+    )
+    response = HttpResponse(script, content_type="text/javascript; charset=utf-8")
+    response["Cache-Control"] = "no-cache, private"
+    return _isolation_headers(response)
