@@ -20,4 +20,5 @@ urlpatterns = [
     path("audit/", include("audit.urls")),
     path("privacy/", include("privacy.urls")),
     path("viewer/", include("viewer.urls")),
+    path("", include("sharing.urls")),
 ]
