@@ -188,3 +188,14 @@ def test_the_page_fits_a_phone_screen(page: Page):
         }"""
     )
     assert overflowing == 0
+
+
+def test_the_language_switcher_changes_the_page_language(page: Page):
+    assert page.inner_text("h1") == "Enviar imagens"
+    with page.expect_navigation():
+        page.select_option("select[name=language]", "es")
+    assert page.inner_text("h1") == "Subir imágenes"
+    assert page.get_attribute("html", "lang") == "es"
+    with page.expect_navigation():
+        page.select_option("select[name=language]", "en")
+    assert page.inner_text("h1") == "Upload images"
