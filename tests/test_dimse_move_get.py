@@ -1,0 +1,196 @@
+"""C-MOVE and C-GET: every object comes back byte for byte, with exact sub-operation counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from audit.models import AuditAction, AuditEvent, Outcome
+from dimse.models import Peer
+from dimse.statuses import Status
+from dimse.testing import dataset_bytes, dcmtk, free_port, running_listener, storescp
+from imaging.ingest import ingest
+from imaging.models import Instance
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def portal():
+    with running_listener() as running:
+        yield running
+
+
+@pytest.fixture
+def dest_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def workstation(transactional_db, dest_port) -> Peer:
+    """Queries and retrieves, and receives C-MOVE results on its own storescp."""
+    return Peer.objects.create(ae_title="DEST", host="127.0.0.1", port=dest_port,
+                               may_query=True, may_retrieve=True)
+
+
+@pytest.fixture
+def study(transactional_db, ct_study):
+    study_uid, paths = ct_study
+    for path in paths:
+        with open(path, "rb") as fp:
+            assert ingest(fp).accepted
+    return study_uid, paths
+
+
+def _by_uid(paths) -> dict[str, Path]:
+    return {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): Path(p) for p in paths}
+
+
+def _identifier(study_uid: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = study_uid
+    return ds
+
+
+def test_movescu_to_a_known_destination_sends_every_file_unchanged(
+    portal, workstation, study, tmp_path, dest_port
+):
+    study_uid, paths = study
+    with storescp(tmp_path / "dest", port=dest_port):
+        result = dcmtk("movescu", "-v", "-aet", "DEST", "-aec", "PORTAL", "-aem", "DEST", "-S",
+                       "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+                       *portal.address())
+    assert result.returncode == 0, result.stderr
+    received = _by_uid((tmp_path / "dest").iterdir())
+    sent = _by_uid(paths)
+    assert received.keys() == sent.keys()
+    for uid, path in sent.items():
+        assert dataset_bytes(received[uid]) == dataset_bytes(path)
+
+
+def test_getscu_brings_every_file_back_unchanged(portal, workstation, study, tmp_path):
+    study_uid, paths = study
+    out = tmp_path / "got"
+    out.mkdir()
+    result = dcmtk("getscu", "-v", "-aet", "DEST", "-aec", "PORTAL", "-S", "-od", str(out),
+                   "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+                   *portal.address(), cwd=out)
+    assert result.returncode == 0, result.stderr
+    received = _by_uid(out.iterdir())
+    sent = _by_uid(paths)
+    assert received.keys() == sent.keys()
+    for uid, path in sent.items():
+        assert dataset_bytes(received[uid]) == dataset_bytes(path)
+
+
+def _move(portal, identifier: Dataset, destination: str, aet: str = "DEST"):
+    ae = AE(ae_title=aet)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate(portal.host, portal.port, ae_title=portal.ae_title)
+    assert assoc.is_established
+    try:
+        return [status for status, _ in assoc.send_c_move(
+            identifier, destination, StudyRootQueryRetrieveInformationModelMove)]
+    finally:
+        assoc.release()
+
+
+def _get(portal, identifier: Dataset, aet: str = "DEST"):
+    received: list[str] = []
+
+    def on_store(event):
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return Status.SUCCESS
+
+    ae = AE(ae_title=aet)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate(portal.host, portal.port, ae_title=portal.ae_title,
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    try:
+        answers = [(status, ds) for status, ds in assoc.send_c_get(
+            identifier, StudyRootQueryRetrieveInformationModelGet)]
+    finally:
+        assoc.release()
+    return answers, received
+
+
+def test_move_reports_a_pending_response_per_object_then_success_with_the_counts(
+    portal, workstation, study, tmp_path, dest_port
+):
+    study_uid, paths = study
+    with storescp(tmp_path / "dest", port=dest_port):
+        statuses = _move(portal, _identifier(study_uid), "DEST")
+    pending, final = statuses[:-1], statuses[-1]
+    assert [s.Status for s in pending] == [Status.PENDING] * len(paths)
+    assert [s.NumberOfRemainingSuboperations for s in pending] == list(
+        range(len(paths) - 1, -1, -1))
+    assert final.Status == Status.SUCCESS
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations,
+            final.NumberOfWarningSuboperations) == (len(paths), 0, 0)
+
+
+def test_move_to_an_unknown_destination_answers_move_destination_unknown(
+    portal, workstation, study
+):
+    study_uid, _ = study
+    [final] = _move(portal, _identifier(study_uid), "NOWHERE")
+    assert final.Status == Status.MOVE_DESTINATION_UNKNOWN
+    entry = AuditEvent.objects.filter(action=AuditAction.RETRIEVE).get()
+    assert entry.outcome == Outcome.DENIED
+
+
+def test_get_of_a_study_with_an_unreadable_object_answers_a_warning_with_exact_counts(
+    portal, workstation, study, dicom_storage
+):
+    study_uid, paths = study
+    lost = Instance.objects.order_by("pk").first()
+    assert lost is not None
+    (dicom_storage / lost.blob_key).unlink()
+    answers, received = _get(portal, _identifier(study_uid))
+    final_status, final_identifier = answers[-1]
+    assert final_status.Status == 0xB000  # Warning: sub-operations complete, one or more failed
+    assert (final_status.NumberOfCompletedSuboperations,
+            final_status.NumberOfFailedSuboperations,
+            final_status.NumberOfWarningSuboperations) == (len(paths) - 1, 1, 0)
+    assert final_identifier.FailedSOPInstanceUIDList == lost.sop_instance_uid
+    assert lost.sop_instance_uid not in received and len(received) == len(paths) - 1
+
+
+def test_get_of_nothing_succeeds_with_zero_counts(portal, workstation, study):
+    answers, received = _get(portal, _identifier("1.2.3.4.5.6.7.8.9"))
+    [(final, _)] = answers
+    assert final.Status == Status.SUCCESS
+    assert final.NumberOfCompletedSuboperations == 0
+    assert received == []
+
+
+def test_a_peer_without_permission_to_retrieve_gets_nothing(portal, study):
+    Peer.objects.create(ae_title="MODALITY", host="127.0.0.1", may_store=True)
+    study_uid, _ = study
+    answers, received = _get(portal, _identifier(study_uid), aet="MODALITY")
+    assert answers[-1][0].Status == Status.NOT_AUTHORISED
+    assert received == []
+    assert AuditEvent.objects.get(action=AuditAction.RETRIEVE).outcome == Outcome.DENIED
+
+
+def test_a_retrieve_is_on_the_record_for_the_study(portal, workstation, study):
+    study_uid, paths = study
+    _get(portal, _identifier(study_uid))
+    portal.wait_idle()
+    entry = AuditEvent.objects.get(action=AuditAction.RETRIEVE)
+    assert (entry.peer_ae, entry.outcome, entry.study_uid) == ("DEST", Outcome.ALLOWED,
+                                                               study_uid)
+    assert entry.detail["instances"] == len(paths)
