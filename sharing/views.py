@@ -374,8 +374,9 @@ def share_image(request: HttpRequest, token: str, sop_uid: str) -> HttpResponse:
         with blobs.open_blob(instance.blob_key) as fp:
             header, _location = frames.read_header(fp)
             pixels = frames.decoded_frame(fp, 0)
-        image = rendering.render(header, pixels, rendering.JPEG,
-                                 rendering.RenderOptions(viewport=VIEWPORT, quality=85))
+        large = max(int(header.get("Rows", 0)), int(header.get("Columns", 0))) > VIEWPORT[0]
+        options = rendering.RenderOptions(viewport=VIEWPORT if large else None, quality=85)
+        image = rendering.render(header, pixels, rendering.JPEG, options)
     except Exception:  # no pixel data or no codec: the page shows the alt text
         raise Http404 from None
     response = HttpResponse(image, content_type=rendering.JPEG)

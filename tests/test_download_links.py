@@ -11,7 +11,9 @@ import subprocess
 import threading
 import tracemalloc
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import requests
@@ -69,8 +71,8 @@ def make_link(user, studies, **kwargs) -> tuple[DownloadLink, str]:
 
 def body(response) -> bytes:
     if isinstance(response, StreamingHttpResponse):
-        return b"".join(response.streaming_content)
-    return response.content
+        return b"".join(cast(Iterator[bytes], response.streaming_content))
+    return bytes(response.content)
 
 
 def download_url(token: str) -> str:
@@ -337,7 +339,7 @@ def test_downloading_streams_and_never_holds_the_study(client, paula, tmp_path_f
         response = client.get(download_url(token))
         assert isinstance(response, StreamingHttpResponse)
         total = 0
-        for chunk in response.streaming_content:
+        for chunk in cast(Iterator[bytes], response.streaming_content):
             total += len(chunk)
         _current, peak = tracemalloc.get_traced_memory()
     finally:

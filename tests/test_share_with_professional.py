@@ -1,0 +1,236 @@
+"""Sharing a study with an outside professional: a patient with the sharing consent, or a
+doctor with access, sends a view-only link by email; it shows the study's images, expires,
+can be revoked, and every step is on the audit trail."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+import requests
+from django.core import mail
+from django.core.cache import cache
+from django.urls import reverse
+from django.utils import timezone
+from PIL import Image
+
+from accounts.models import AccessGrant, Clinic, Consent, Purpose
+from audit.models import AuditAction, AuditEvent, Outcome
+from audit.trail import Actor
+from imaging.ingest import ingest
+from imaging.models import Instance, Patient, Study
+from privacy import consent as consents
+from sharing import services
+from sharing.models import Share
+
+LINK = re.compile(r"https?://\S+/v/[A-Za-z0-9_-]+")
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def _ingest(paths: list[Path]) -> None:
+    for path in paths:
+        with path.open("rb") as fp:
+            assert ingest(fp, source="test").accepted
+
+
+@pytest.fixture
+def paulas_study(paula, ct_study) -> Study:
+    _ingest(ct_study[1])
+    patient = Patient.objects.get(patient_id="PAULA-001")
+    patient.user = paula
+    patient.save()
+    return Study.objects.get(study_instance_uid=ct_study[0])
+
+
+@pytest.fixture
+def charlies_study(charlie, other_study) -> Study:
+    _ingest(other_study[1])
+    patient = Patient.objects.get(patient_id="CHARLIE-002")
+    patient.user = charlie
+    patient.save()
+    return Study.objects.get(study_instance_uid=other_study[0])
+
+
+@pytest.fixture
+def paula_consents(paula, paulas_study) -> Consent:
+    return consents.give(paulas_study.patient, Purpose.SHARING, consents.CURRENT_TEXT_VERSION,
+                         Consent.Channel.PORTAL, paula)
+
+
+@pytest.fixture
+def doras_grant(dora, paulas_study) -> AccessGrant:
+    clinic = Clinic.objects.create(name="Clínica Central")
+    dora.clinics.add(clinic)
+    return AccessGrant.objects.create(doctor=dora, patient=paulas_study.patient, clinic=clinic)
+
+
+def share_form(client, study: Study, **fields: str):
+    data = {"study": study.study_instance_uid, "email": "dr.who@outside.example",
+            "name": "Dr. Who", "days": "7", **fields}
+    return client.post(reverse("sharing:share_new"), data)
+
+
+def share(user, study: Study, **kwargs) -> tuple[Share, str]:
+    return services.share_with_professional(
+        user, study, "dr.who@outside.example", actor=Actor.for_user(user),
+        link_url=lambda token: f"http://testserver/v/{token}", **kwargs)
+
+
+def token_in(message: mail.EmailMessage) -> str:
+    match = LINK.search(str(message.body))
+    assert match, message.body
+    return match[0].rsplit("/v/", 1)[1]
+
+
+def test_a_patient_without_the_sharing_consent_is_refused_with_a_clear_message(
+        client, paula, paulas_study):
+    client.force_login(paula)
+    response = share_form(client, paulas_study)
+    assert response.status_code == 403
+    assert response.context["consent_missing"]
+    assert reverse("privacy:overview") in response.content.decode()
+    assert not Share.objects.exists()
+    assert mail.outbox == []
+    denied = AuditEvent.objects.get(action=AuditAction.SHARE, outcome=Outcome.DENIED)
+    assert denied.reason == "no sharing consent"
+    assert denied.study_uid == paulas_study.study_instance_uid
+
+
+def test_with_consent_the_professional_gets_an_email_with_a_link_to_the_images(
+        client, paula, paulas_study, paula_consents):
+    client.force_login(paula)
+    response = share_form(client, paulas_study, message="Please look at the left lung.")
+    assert response.status_code == 302
+    assert len(mail.outbox) == 1
+    message = mail.outbox[0]
+    assert message.to == ["dr.who@outside.example"]
+    assert "Please look at the left lung." in message.body
+    token = token_in(message)
+
+    client.logout()
+    page = client.get(reverse("sharing:share_view", args=[token]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    images = re.findall(r'src="(/v/[^"]+\.jpg)"', html)
+    assert len(images) == paulas_study.num_instances == 12
+    assert reverse("sharing:share_download", args=[token]) not in html  # view only
+    picture = client.get(images[0])
+    assert picture.status_code == 200 and picture["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(picture.content)).size == (128, 128)
+
+    given = AuditEvent.objects.get(action=AuditAction.SHARE, outcome=Outcome.ALLOWED)
+    assert given.username == "paula" and given.detail["recipient"] == "dr.who@outside.example"
+    viewed = AuditEvent.objects.get(action=AuditAction.VIEW, outcome=Outcome.ALLOWED)
+    assert viewed.username == "share:dr.who@outside.example"
+    assert viewed.study_uid == paulas_study.study_instance_uid
+
+
+def test_consent_is_checked_at_the_moment_of_sharing(paula, paulas_study, paula_consents):
+    share(paula, paulas_study)
+    consents.revoke(paula_consents, paula)
+    with pytest.raises(consents.ConsentRequired):
+        share(paula, paulas_study)
+    assert Share.objects.count() == 1
+
+
+def test_a_share_shows_only_the_shared_study(client, paula, paulas_study, charlies_study,
+                                            paula_consents):
+    _share, token = share(paula, paulas_study)
+    charlies = Instance.objects.filter(series__study=charlies_study).first()
+    assert charlies is not None
+    url = reverse("sharing:share_image", args=[token, charlies.sop_instance_uid])
+    assert client.get(url).status_code == 404
+    assert "Costa" not in client.get(reverse("sharing:share_view", args=[token])).content \
+        .decode()
+
+
+def test_charlie_cannot_share_paulas_study(client, charlie, paulas_study):
+    consents.give(paulas_study.patient, Purpose.SHARING, consents.CURRENT_TEXT_VERSION,
+                  Consent.Channel.PORTAL, None)
+    client.force_login(charlie)
+    assert share_form(client, paulas_study).status_code == 404
+    with pytest.raises(services.NotAllowed):
+        share(charlie, paulas_study)
+    assert not Share.objects.exists() and mail.outbox == []
+
+
+def test_a_revoked_share_is_refused(client, paula, paulas_study, paula_consents):
+    shared, token = share(paula, paulas_study)
+    client.force_login(paula)
+    assert client.post(reverse("sharing:share_revoke", args=[shared.pk])).status_code == 302
+    client.logout()
+    response = client.get(reverse("sharing:share_view", args=[token]))
+    assert response.status_code == 410
+    assert response.context["reason"] == "revoked"
+    instance = Instance.objects.filter(series__study=paulas_study).first()
+    assert instance is not None
+    image = client.get(reverse("sharing:share_image", args=[token, instance.sop_instance_uid]))
+    assert image.status_code == 410
+    steps = [e.detail.get("step") for e in AuditEvent.objects.filter(
+        action=AuditAction.SHARE, outcome=Outcome.ALLOWED).order_by("seq")]
+    assert steps == ["share", "revoke_share"]
+    assert AuditEvent.objects.filter(action=AuditAction.VIEW, outcome=Outcome.DENIED,
+                                     reason="share revoked").exists()
+
+
+def test_an_expired_share_is_refused(client, paula, paulas_study, paula_consents):
+    shared, token = share(paula, paulas_study)
+    Share.objects.filter(pk=shared.pk).update(expires=timezone.now() - datetime.timedelta(1))
+    response = client.get(reverse("sharing:share_view", args=[token]))
+    assert response.status_code == 410
+    assert response.context["reason"] == "expired"
+
+
+def test_a_doctor_with_access_shares_without_the_patients_consent(dora, paulas_study,
+                                                                   doras_grant):
+    shared, _token = share(dora, paulas_study)
+    assert shared.created_by == dora
+    assert len(mail.outbox) == 1
+
+
+def test_a_doctor_without_access_cannot_share(client, dora, paulas_study):
+    client.force_login(dora)
+    assert share_form(client, paulas_study).status_code == 404
+    with pytest.raises(services.NotAllowed):
+        share(dora, paulas_study)
+
+
+def test_download_only_when_the_share_allows_it(client, paula, paulas_study, paula_consents):
+    _viewing, view_only = share(paula, paulas_study)
+    assert client.get(reverse("sharing:share_download", args=[view_only])).status_code == 404
+    _downloading, token = share(paula, paulas_study, allow_download=True)
+    assert "download" in mail.outbox[-1].body.lower()
+    response = client.get(reverse("sharing:share_download", args=[token]))
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    data = b"".join(cast(Iterator[bytes], response.streaming_content))
+    assert data[:4] == b"PK\x03\x04"
+    assert AuditEvent.objects.filter(action=AuditAction.DOWNLOAD, outcome=Outcome.ALLOWED,
+                                     username="share:dr.who@outside.example").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_professional_opens_the_link_over_http(live_server, paula, ct_study, settings):
+    _ingest(ct_study[1])
+    Patient.objects.filter(patient_id="PAULA-001").update(user=paula)
+    study = Study.objects.get(study_instance_uid=ct_study[0])
+    consents.give(study.patient, Purpose.SHARING, consents.CURRENT_TEXT_VERSION,
+                  Consent.Channel.PORTAL, paula)
+    _shared, token = share(paula, study)
+    page = requests.get(f"{live_server.url}/v/{token}", timeout=30)
+    assert page.status_code == 200
+    first = re.findall(r'src="(/v/[^"]+\.jpg)"', page.text)[0]
+    image = requests.get(f"{live_server.url}{first}", timeout=30)
+    assert image.status_code == 200 and image.headers["Content-Type"] == "image/jpeg"
+    wrong = requests.get(f"{live_server.url}/v/{token[:-2]}xx", timeout=30)
+    assert wrong.status_code == 404 and "Traceback" not in wrong.text
