@@ -5,7 +5,7 @@ from __future__ import annotations
 import zipfile
 import zlib
 from http import HTTPStatus
-from typing import Any
+from typing import IO, Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -73,8 +73,12 @@ def upload(request: HttpRequest) -> HttpResponse:
     paths = request.POST.getlist("path")
     names = paths if len(paths) == len(files) else [f.name or "upload" for f in files]
     results: list[dict[str, Any]] = []
+    ingested: list[IngestResult] = []
     for uploaded, name in zip(files, names, strict=True):
-        results.extend(_ingest_upload(uploaded, name[:1000], request.user.get_username()))
+        results.extend(
+            _ingest_upload(uploaded, name[:1000], request.user.get_username(), ingested)
+        )
+    access.record_stores(Actor.from_request(request), ingested, via="upload")
     accepted = any(r["outcome"] in (Outcome.STORED, Outcome.DUPLICATE) for r in results)
     return JsonResponse(
         {"results": results},
@@ -94,19 +98,29 @@ def _upload_texts() -> dict[str, str]:
     }
 
 
-def _ingest_upload(uploaded: UploadedFile, name: str, username: str) -> list[dict[str, Any]]:
-    """Ingest one uploaded file, or every member of an uploaded ZIP, through ``ingest``."""
+def _ingest_upload(
+    uploaded: UploadedFile, name: str, username: str, ingested: list[IngestResult]
+) -> list[dict[str, Any]]:
+    """Ingest one uploaded file, or every member of an uploaded ZIP, through ``ingest``.
+
+    Each result is also appended to ``ingested`` for the audit trail.
+    """
     source = f"upload:{username}"
+
+    def one(fp: IO[bytes]) -> IngestResult:
+        result = ingest(fp, source=source)
+        ingested.append(result)
+        return result
+
     with uploaded.open("rb") as fp:
         if not (name.lower().endswith(".zip") and zipfile.is_zipfile(fp)):
-            return [_describe(name, ingest(fp, source=source))]
+            return [_describe(name, one(fp))]
         fp.seek(0)
         results: list[dict[str, Any]] = []
         try:
             with open_zip_members(fp) as members:
                 for member_name, member in members:
-                    results.append(_describe(f"{name}!{member_name}",
-                                             ingest(member, source=source)))
+                    results.append(_describe(f"{name}!{member_name}", one(member)))
         except ZIP_ERRORS as exc:
             results.append(_rejected(name, _("the ZIP archive could not be read: %(error)s")
                                      % {"error": exc}))

@@ -7,6 +7,7 @@ was already there and what was refused.
 
 from __future__ import annotations
 
+import getpass
 import multiprocessing
 import os
 import zipfile
@@ -21,9 +22,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from tqdm import tqdm
 
+from audit.trail import Actor
+from imaging.access import record_stores
 from imaging.ingest import IngestResult, Outcome, ingest
 from imaging.sources import Candidate, expand, forget_open_archives
 
+AUDIT_BATCH = 500
 
 def ingest_candidate(candidate: Candidate) -> IngestResult:
     try:
@@ -60,6 +64,9 @@ class Command(BaseCommand):
         counts: Counter[Outcome] = Counter()
         problems: list[tuple[str, IngestResult]] = []
 
+        # The trail gets one entry per study (and per refusal), written in batches.
+        actor = Actor.system(f"import_dicom ({getpass.getuser()})")
+        batch: list[IngestResult] = []
         progress_stream: Any = self.stderr._out
         with tqdm(
             total=total_bytes, unit="B", unit_scale=True, desc="Importing",
@@ -67,10 +74,15 @@ class Command(BaseCommand):
         ) as bar:
             for candidate, result in self._run(candidates, max(1, options["workers"])):
                 counts[result.outcome] += 1
+                batch.append(result)
+                if len(batch) >= AUDIT_BATCH:
+                    record_stores(actor, batch, via="import")
+                    batch = []
                 if not result.accepted:
                     problems.append((candidate.name, result))
                 bar.update(candidate.size)
                 bar.set_postfix(stored=counts[Outcome.STORED], refused=len(problems))
+        record_stores(actor, batch, via="import")
 
         for name, result in problems:
             self.stderr.write(f"{result.outcome.value}: {name}: {result.reason}")
