@@ -1,8 +1,9 @@
 """Indexes for QIDO-RS and C-FIND (imaging.query) that Django's model indexes cannot say.
 
 PostgreSQL only: case-insensitive person-name matching compares UPPER(name), and wildcard
-matching with a literal prefix (``PERE*``, ``PAULA*``) is a LIKE that a B-tree serves only
-with the pattern operator class. SQLite (development) does without them.
+matching with a literal prefix (``PERE*``) is a LIKE that a B-tree serves only with the
+pattern operator class. (Django already adds ``_like`` pattern indexes for the indexed
+CharFields patient_id, accession_number and modalities.) SQLite does without them.
 """
 
 from django.db import migrations
@@ -11,12 +12,6 @@ INDEXES = [
     ("imaging_patient_name_upper_like",
      'CREATE INDEX IF NOT EXISTS imaging_patient_name_upper_like '
      'ON imaging_patient (UPPER("name") text_pattern_ops)'),
-    ("imaging_patient_id_like",
-     'CREATE INDEX IF NOT EXISTS imaging_patient_id_like '
-     'ON imaging_patient ("patient_id" varchar_pattern_ops)'),
-    ("imaging_study_accession_like",
-     'CREATE INDEX IF NOT EXISTS imaging_study_accession_like '
-     'ON imaging_study ("accession_number" varchar_pattern_ops)'),
     ("imaging_study_date_order",
      'CREATE INDEX IF NOT EXISTS imaging_study_date_order '
      'ON imaging_study ("study_date" DESC, "study_time" DESC, "id" DESC)'),
