@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import QuerySet
@@ -93,7 +94,25 @@ def matching_instances(identifier: Dataset, model: str) -> QuerySet[Instance]:
     )
 
 
-def _read(instance: Instance) -> Dataset:
+@dataclass(frozen=True)
+class Stored:
+    """What sending one instance needs: a row's few fields, not the row (no open cursor is
+    held across the yields, which can be cut short by an abort)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    blob_key: str
+    has_file_meta: bool
+
+
+def stored(instances: QuerySet[Instance]) -> list[Stored]:
+    return [Stored(*row) for row in instances.values_list(
+        "sop_class_uid", "sop_instance_uid", "transfer_syntax_uid", "blob_key", "has_file_meta",
+    )]
+
+
+def _read(instance: Stored) -> Dataset:
     """The stored object as a dataset whose elements stay raw (re-encoded byte for byte)."""
     with blobs.open_blob(instance.blob_key) as fp:
         ds = dcmread(fp, force=not instance.has_file_meta)
@@ -103,7 +122,7 @@ def _read(instance: Instance) -> Dataset:
     return ds
 
 
-def _unsendable(instance: Instance) -> Dataset:
+def _unsendable(instance: Stored) -> Dataset:
     """A stand-in with no transfer syntax: pynetdicom's C-STORE sub-operation fails on it
     and counts it, with its SOP Instance UID, among the failed sub-operations."""
     ds = Dataset()
@@ -119,9 +138,9 @@ def _failed(uids: list[str] | None = None) -> Dataset:
 
 
 def _sub_operations(
-    event: Event, instances: QuerySet[Instance],
+    event: Event, instances: list[Stored],
 ) -> Iterator[tuple[int, Dataset | None]]:
-    for instance in instances.iterator(chunk_size=200):
+    for instance in instances:
         if event.is_cancelled:
             yield Status.CANCEL, None
             return
@@ -179,10 +198,10 @@ def handle_get(event: Event, listener: Listener) -> Iterator[Any]:
         yield 1
         yield Status.RETRIEVE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, _failed()
         return
-    total = _audit(session, "C-GET", instances,
-                   {"level": str(identifier.QueryRetrieveLevel)})
-    yield total
-    yield from _sub_operations(event, instances)
+    to_send = stored(instances)
+    _audit(session, "C-GET", instances, {"level": str(identifier.QueryRetrieveLevel)})
+    yield len(to_send)
+    yield from _sub_operations(event, to_send)
 
 
 def _contexts(instances: QuerySet[Instance]) -> list[PresentationContext]:
@@ -239,6 +258,8 @@ def handle_move(event: Event, listener: Listener) -> Iterator[Any]:
         "contexts": _contexts(instances),
         "evt_handlers": [(evt.EVT_CONN_OPEN, handlers.tune_socket, [listener])],
     }
-    yield _audit(session, "C-MOVE", instances,
-                 {**detail, "level": str(identifier.QueryRetrieveLevel)})
-    yield from _sub_operations(event, instances)
+    to_send = stored(instances)
+    _audit(session, "C-MOVE", instances,
+           {**detail, "level": str(identifier.QueryRetrieveLevel)})
+    yield len(to_send)
+    yield from _sub_operations(event, to_send)

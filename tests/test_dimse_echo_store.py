@@ -108,7 +108,7 @@ def test_each_common_transfer_syntax_is_stored_as_received(
 ):
     """storescu re-encodes some files as it sends them (VRs, lengths, padding), so "as
     received" is checked against DCMTK's own storescp writing bit for bit what it got."""
-    path = Path(get_testdata_file(filename))
+    path = Path(str(get_testdata_file(filename)))
     sent_syntax = str(dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
     result = storescu(portal, propose, str(path))
     assert result.returncode == 0, result.stderr
