@@ -156,7 +156,8 @@ def place_hold(*, reason: str, by: Any, patient: Patient | None = None,
         raise ValueError("a legal hold needs a reason")
     owner_pk = patient.pk if patient is not None else study.patient_id  # type: ignore[union-attr]
     with transaction.atomic():
-        Patient.objects.select_for_update().filter(pk=owner_pk).first()
+        if Patient.objects.select_for_update().filter(pk=owner_pk).first() is None:
+            raise ValueError("the patient no longer exists (purged meanwhile?)")
         return LegalHold.objects.create(patient=patient, study=study, reason=reason,
                                         placed_by=by)
 

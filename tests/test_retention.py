@@ -4,6 +4,8 @@ admin-approved purge that removes rows and files together and leaves a tombstone
 from __future__ import annotations
 
 import datetime
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from auditlog.models import LogEntry
 from django.core.exceptions import PermissionDenied
 from django.core.files.storage import FileSystemStorage
 from django.core.management import call_command
+from django.db import connection, transaction
 
 from accounts.models import Clinic, Consent, Purpose
 from audit.models import AuditAction, AuditEvent, Outcome
@@ -383,3 +386,59 @@ def test_the_admin_places_and_lifts_holds_and_shows_tombstones_read_only(
     assert hold.lifted is not None and hold.lifted_by == alice
     assert logged_in.get("/admin/privacy/tombstone/").status_code == 200
     assert logged_in.get("/admin/privacy/tombstone/add/").status_code == 403
+
+
+def test_every_privacy_admin_page_opens_for_an_admin(paulas_record, paula, logged_in, alice,
+                                                     django_capture_on_commit_callbacks):
+    consent.give(paulas_record, Purpose.SHARING, "2026.1", Consent.Channel.PAPER, alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        exports.request_export(paulas_record, paula)
+    retention.place_hold(patient=paulas_record, reason="processo", by=alice)
+    _patient_with_exams("OLD-2", datetime.date(1950, 1, 1), datetime.date(1990, 1, 1))
+    retention.list_due()
+    for model in ("accounts/consent", "privacy/dataexport", "privacy/legalhold",
+                  "privacy/purgerequest", "privacy/tombstone", "privacy/pendingblobdeletion"):
+        assert logged_in.get(f"/admin/{model}/").status_code == 200, model
+    assert logged_in.get("/admin/accounts/consent/add/").status_code == 200
+    assert logged_in.get("/admin/privacy/legalhold/add/").status_code == 200
+    assert logged_in.get("/admin/privacy/purgerequest/add/").status_code == 403
+
+
+@pytest.mark.postgres
+def test_a_hold_placed_while_a_purge_starts_wins(transactional_db, alice):
+    """place_hold and purge take the same lock on the patient row, so a hold committed
+    while a purge waits for that lock is seen by the purge."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL's row locks")
+    patient = _patient_with_exams("RACE-1", datetime.date(1950, 1, 1), datetime.date(1990, 1, 1))
+    [request] = retention.list_due()
+    retention.approve(request.pk, alice, "vencido")
+    hold_placed = threading.Event()
+    outcome: dict[str, str] = {}
+
+    def hold() -> None:
+        with transaction.atomic():
+            # on a study: its row lock alone would not stop a purge of the patient
+            retention.place_hold(study=Study.objects.get(patient=patient),
+                                 reason="liminar", by=alice)
+            hold_placed.set()
+            time.sleep(1.0)  # the purge starts now and must wait for this commit
+        connection.close()
+
+    def purge() -> None:
+        hold_placed.wait(5)
+        try:
+            retention.purge(request.pk, alice, "vencido")
+            outcome["result"] = "purged"
+        except PurgeRefused as exc:
+            outcome["result"] = str(exc)
+        connection.close()
+
+    threads = [threading.Thread(target=hold), threading.Thread(target=purge)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert "legal hold" in outcome["result"]
+    assert Patient.objects.filter(pk=patient.pk).exists()
+    assert LegalHold.objects.filter(study__patient=patient, lifted__isnull=True).exists()
