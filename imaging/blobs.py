@@ -21,7 +21,8 @@ def storage() -> Storage:
 
 def new_key() -> str:
     hexkey = uuid.uuid4().hex
-    return f"{hexkey[:2]}/{hexkey[2:4]}/{hexkey}.dcm"
+    # One level of 4096 folders: few new folders per import, small folders at 10^7 files.
+    return f"{hexkey[:3]}/{hexkey}.dcm"
 
 
 class _HashingReader:

@@ -51,40 +51,112 @@ def ingest(fp: IO[bytes], *, source: str = "") -> IngestResult:
     ``source`` says where it came from (``import:<path>``, ``upload:<user>``,
     ``cstore:<AE>``) and is kept on the instance.
     """
-    fp.seek(0)
-    try:
-        parsed = parse(fp)
-    except InvalidObject as exc:
-        return IngestResult(Outcome.REJECTED, str(exc))
+    batch = IngestBatch()
+    batch.add(fp, source=source)
+    return batch.commit()[0]
 
-    stored = _stored_sha256(parsed.sop_instance_uid)
-    if stored is not None:
-        return _compare(parsed, stored, blobs.sha256(fp)[0])
 
-    key = blobs.new_key()
-    digest, size = blobs.write(fp, key)  # hashed while it streams to the storage
+@dataclass(frozen=True)
+class _Staged:
+    """An object parsed, checked and written to storage, waiting for its index rows."""
+
+    parsed: ParsedObject
+    key: str
+    sha256: str
+    size: int
+    source: str
+
+
+class IngestBatch:
+    """Several objects stored with one database transaction for all their index rows.
+
+    This is :func:`ingest` for many objects at once (the import command): each object is
+    parsed, checked and written to storage as it is added, and :meth:`commit` indexes them
+    together, so an import pays for one transaction per batch instead of one per object.
+    If that transaction fails (a UID stored meanwhile by someone else, a series that
+    belongs to another study), every staged object is indexed on its own, so one bad object
+    never costs the others; whatever is not indexed has its blob deleted.
+    """
+
+    def __init__(self) -> None:
+        self._slots: list[IngestResult | _Staged] = []
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def add(self, fp: IO[bytes], *, source: str = "") -> None:
+        fp.seek(0)
+        try:
+            parsed = parse(fp)
+        except InvalidObject as exc:
+            self._slots.append(IngestResult(Outcome.REJECTED, str(exc)))
+            return
+        stored = _stored_sha256(parsed.sop_instance_uid)
+        if stored is not None:
+            self._slots.append(_compare(parsed, stored, blobs.sha256(fp)[0]))
+            return
+        key = blobs.new_key()
+        digest, size = blobs.write(fp, key)  # hashed while it streams to the storage
+        self._slots.append(_Staged(parsed, key, digest, size, source))
+
+    def refuse(self, reason: str) -> None:
+        """Record an object that could not even be read, keeping the batch's order."""
+        self._slots.append(IngestResult(Outcome.REJECTED, reason))
+
+    def commit(self) -> list[IngestResult]:
+        """Index every staged object; the results are in the order objects were added."""
+        staged = [slot for slot in self._slots if isinstance(slot, _Staged)]
+        indexed: dict[str, IngestResult] = {}
+        try:
+            if len(staged) > 1:
+                try:
+                    with transaction.atomic():
+                        instances = _index(staged)
+                    indexed = {s.key: _stored(s, i) for s, i in zip(staged, instances,
+                                                                     strict=True)}
+                except (IntegrityError, InvalidObject):
+                    log.info("batch of %d fell back to one object at a time", len(staged))
+            for item in staged:
+                if item.key not in indexed:
+                    indexed[item.key] = _commit_one(item)
+        except BaseException:
+            for item in staged:
+                if item.key not in indexed:
+                    blobs.delete(item.key)
+            raise
+        finally:
+            self._slots, slots = [], self._slots
+        return [indexed[slot.key] if isinstance(slot, _Staged) else slot for slot in slots]
+
+
+def _stored(item: _Staged, instance: Instance) -> IngestResult:
+    return IngestResult(
+        Outcome.STORED,
+        sop_instance_uid=item.parsed.sop_instance_uid,
+        study_instance_uid=item.parsed.study_instance_uid,
+        instance_id=instance.pk,
+    )
+
+
+def _commit_one(item: _Staged) -> IngestResult:
+    parsed = item.parsed
     try:
         with transaction.atomic():
-            instance = _index(parsed, key=key, sha256=digest, size=size, source=source)
+            (instance,) = _index([item])
     except InvalidObject as exc:
-        blobs.delete(key)
+        blobs.delete(item.key)
         return IngestResult(Outcome.REJECTED, str(exc), parsed.sop_instance_uid)
     except IntegrityError:
-        blobs.delete(key)
+        blobs.delete(item.key)
         # Another ingest stored the same SOP Instance UID between our check and our insert.
         stored = _stored_sha256(parsed.sop_instance_uid)
         if stored is not None:
-            return _compare(parsed, stored, digest)
+            return _compare(parsed, stored, item.sha256)
         raise
     except BaseException:
-        blobs.delete(key)
+        blobs.delete(item.key)
         raise
-    return IngestResult(
-        Outcome.STORED,
-        sop_instance_uid=parsed.sop_instance_uid,
-        study_instance_uid=parsed.study_instance_uid,
-        instance_id=instance.pk,
-    )
+    return _stored(item, instance)
 
 
 def _stored_sha256(sop_instance_uid: str) -> tuple[int, str] | None:
@@ -116,76 +188,113 @@ def _compare(parsed: ParsedObject, stored: tuple[int, str], digest: str) -> Inge
     )
 
 
-def _index(parsed: ParsedObject, *, key: str, sha256: str, size: int, source: str) -> Instance:
-    """Create or update the index rows for one object. Runs inside a transaction."""
-    # The common case, a further object of a known series, costs one query here.
+def _index(staged: list[_Staged]) -> list[Instance]:
+    """Create or update the index rows for staged objects. Runs inside a transaction."""
+    known: dict[str, tuple[Series, Study, bool]] = {}
+    rows: list[Instance] = []
+    for item in staged:
+        parsed = item.parsed
+        if parsed.series_instance_uid not in known:
+            known[parsed.series_instance_uid] = _series(parsed)
+        series, study, _ = known[parsed.series_instance_uid]
+        if study.study_instance_uid != parsed.study_instance_uid:
+            raise InvalidObject(
+                f"SeriesInstanceUID {parsed.series_instance_uid} already belongs to another "
+                "study"
+            )
+        rows.append(Instance(
+            sop_instance_uid=parsed.sop_instance_uid,
+            series=series,
+            sop_class_uid=parsed.sop_class_uid,
+            transfer_syntax_uid=parsed.transfer_syntax_uid,
+            has_file_meta=parsed.has_file_meta,
+            blob_key=item.key,
+            sha256=item.sha256,
+            size_bytes=item.size,
+            metadata=parsed.metadata,
+            source=item.source[:128],
+            **parsed.instance,
+        ))
+    if len(rows) == 1:
+        rows[0].save(force_insert=True)
+    else:
+        Instance.objects.bulk_create(rows)
+    _count(staged, known)
+
+    conflicts = []
+    for item, instance in zip(staged, rows, strict=True):
+        patient = known[item.parsed.series_instance_uid][1].patient
+        differences = demographic_differences(patient, item.parsed.patient)
+        if differences:
+            log.warning("patient demographics differ for %s: %s",
+                        instance.sop_instance_uid, differences)
+            conflicts.append(PatientConflict(patient=patient, instance=instance,
+                                             differences=differences))
+    if conflicts:
+        PatientConflict.objects.bulk_create(conflicts)
+    return rows
+
+
+def _series(parsed: ParsedObject) -> tuple[Series, Study, bool]:
+    """The series (with its study and patient) an object belongs to, created if new."""
+    # The common case, a further object of a known series, costs one query.
     series = (
         Series.objects.select_related("study__patient")
         .filter(series_instance_uid=parsed.series_instance_uid)
         .first()
     )
-    series_created = False
     if series is not None:
-        study = series.study
-    else:
-        study_or_none = (
-            Study.objects.select_related("patient")
-            .filter(study_instance_uid=parsed.study_instance_uid)
-            .first()
-        )
-        study = study_or_none if study_or_none is not None else _new_study(parsed)
-        series, series_created = Series.objects.get_or_create(
-            series_instance_uid=parsed.series_instance_uid,
-            defaults={"study": study, **parsed.series},
-        )
-    patient = study.patient
-    if study.study_instance_uid != parsed.study_instance_uid or series.study_id != study.pk:
+        return series, series.study, False
+    study = (
+        Study.objects.select_related("patient")
+        .filter(study_instance_uid=parsed.study_instance_uid)
+        .first()
+    ) or _new_study(parsed)
+    series, created = Series.objects.get_or_create(
+        series_instance_uid=parsed.series_instance_uid,
+        defaults={"study": study, **parsed.series},
+    )
+    if series.study_id != study.pk:
         raise InvalidObject(
             f"SeriesInstanceUID {parsed.series_instance_uid} already belongs to another study"
         )
+    return series, study, created
 
-    instance = Instance.objects.create(
-        sop_instance_uid=parsed.sop_instance_uid,
-        series=series,
-        sop_class_uid=parsed.sop_class_uid,
-        transfer_syntax_uid=parsed.transfer_syntax_uid,
-        has_file_meta=parsed.has_file_meta,
-        blob_key=key,
-        sha256=sha256,
-        size_bytes=size,
-        metadata=parsed.metadata,
-        source=source[:128],
-        **parsed.instance,
-    )
-    Series.objects.filter(pk=series.pk).update(
-        num_instances=F("num_instances") + 1, size_bytes=F("size_bytes") + size
-    )
-    if series_created:
-        # Lock the study so concurrent new series each see the others' modality.
-        locked = Study.objects.select_for_update().get(pk=study.pk)
-        modalities = sorted(
-            {m for m in Series.objects.filter(study=locked).values_list("modality", flat=True) if m}
-        )
-        Study.objects.filter(pk=study.pk).update(
-            num_series=F("num_series") + 1,
-            num_instances=F("num_instances") + 1,
-            size_bytes=F("size_bytes") + size,
-            modalities="\\".join(modalities)[:64],
-        )
-    else:
-        Study.objects.filter(pk=study.pk).update(
-            num_instances=F("num_instances") + 1, size_bytes=F("size_bytes") + size
-        )
 
-    differences = demographic_differences(patient, parsed.patient)
-    if differences:
-        PatientConflict.objects.create(
-            patient=patient, instance=instance, differences=differences
+def _count(staged: list[_Staged], known: dict[str, tuple[Series, Study, bool]]) -> None:
+    """Add the new objects to their series' and studies' counters, once per row."""
+    per_series: dict[int, list[int]] = {}
+    per_study: dict[int, list[int]] = {}
+    for item in staged:
+        series, study, created = known[item.parsed.series_instance_uid]
+        per_series.setdefault(series.pk, [0, 0])
+        per_series[series.pk][0] += 1
+        per_series[series.pk][1] += item.size
+        totals = per_study.setdefault(study.pk, [0, 0, 0])
+        totals[0] += 1
+        totals[1] += item.size
+    for _, study, created in known.values():
+        if created:
+            per_study[study.pk][2] += 1
+    for pk, (count, size) in per_series.items():
+        Series.objects.filter(pk=pk).update(
+            num_instances=F("num_instances") + count, size_bytes=F("size_bytes") + size
         )
-        log.warning(
-            "patient demographics differ for %s: %s", instance.sop_instance_uid, differences
-        )
-    return instance
+    for pk, (count, size, new_series) in per_study.items():
+        changes: dict[str, Any] = {
+            "num_instances": F("num_instances") + count,
+            "size_bytes": F("size_bytes") + size,
+        }
+        if new_series:
+            # Lock the study so concurrent new series each see the others' modality.
+            locked = Study.objects.select_for_update().get(pk=pk)
+            modalities = sorted({
+                m for m in Series.objects.filter(study=locked).values_list("modality", flat=True)
+                if m
+            })
+            changes["num_series"] = F("num_series") + new_series
+            changes["modalities"] = "\\".join(modalities)[:64]
+        Study.objects.filter(pk=pk).update(**changes)
 
 
 def _new_study(parsed: ParsedObject) -> Study:

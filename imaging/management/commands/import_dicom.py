@@ -24,22 +24,29 @@ from tqdm import tqdm
 
 from audit.trail import Actor
 from imaging.access import record_stores
-from imaging.ingest import IngestResult, Outcome, ingest
+from imaging.ingest import IngestBatch, IngestResult, Outcome
 from imaging.sources import Candidate, expand, forget_open_archives
 
 AUDIT_BATCH = 500
+# Objects indexed per database transaction (see imaging.ingest.IngestBatch).
+INGEST_BATCH = 32
 
-def ingest_candidate(candidate: Candidate) -> IngestResult:
-    try:
-        with candidate.open() as fp:
-            return ingest(fp, source=f"import:{candidate.name}"[:128])
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        # One unreadable file or damaged ZIP member must not end the whole import.
-        return IngestResult(Outcome.REJECTED, f"cannot read: {exc}")
+
+def ingest_candidates(candidates: list[Candidate]) -> list[IngestResult]:
+    batch = IngestBatch()
+    for candidate in candidates:
+        try:
+            with candidate.open() as fp:
+                batch.add(fp, source=f"import:{candidate.name}"[:128])
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            # One unreadable file or damaged ZIP member must not end the whole import.
+            batch.refuse(f"cannot read: {exc}")
+    return batch.commit()
 
 
 class Command(BaseCommand):
     help = "Import DICOM files, folders (recursively), ZIP archives and DICOMDIR media."
+    requires_system_checks: list[str] = []  # seconds of start-up an import need not pay
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("paths", nargs="+", type=Path)
@@ -98,9 +105,11 @@ class Command(BaseCommand):
     def _run(
         candidates: list[Candidate], workers: int
     ) -> Iterator[tuple[Candidate, IngestResult]]:
-        if workers == 1 or len(candidates) < 2 * workers:
-            for candidate in candidates:
-                yield candidate, ingest_candidate(candidate)
+        chunks = [candidates[i:i + INGEST_BATCH]
+                  for i in range(0, len(candidates), INGEST_BATCH)]
+        if workers == 1 or len(chunks) < 2:
+            for chunk in chunks:
+                yield from zip(chunk, ingest_candidates(chunk), strict=True)
             return
         # Forked workers inherit the configured Django; each opens its own DB connection.
         connections.close_all()
@@ -108,5 +117,6 @@ class Command(BaseCommand):
         with ProcessPoolExecutor(
             workers, mp_context=context, initializer=forget_open_archives
         ) as pool:
-            results = pool.map(ingest_candidate, candidates, chunksize=4)
-            yield from zip(candidates, results, strict=True)
+            for chunk, results in zip(chunks, pool.map(ingest_candidates, chunks),
+                                      strict=True):
+                yield from zip(chunk, results, strict=True)
