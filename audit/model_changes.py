@@ -15,6 +15,8 @@ TRACKED = {
     "accounts.Consent": {},
     "imaging.Patient": {},
     "imaging.PatientConflict": {},
+    "privacy.LegalHold": {},
+    "privacy.PurgeRequest": {},
 }
 
 

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "privacy",
     "sharing",
     "viewer",
+    "patients",
 ]
 
 MIDDLEWARE = [
@@ -208,6 +209,16 @@ CELERY_BEAT_SCHEDULE = {
     "verify-fixity": {
         "task": "imaging.tasks.verify_fixity",
         "schedule": env.float("FIXITY_INTERVAL_SECONDS", default=24 * 3600.0),
+    },
+    "privacy-list-retention-due": {
+        "task": "privacy.tasks.list_retention_due",
+        "schedule": env.float("RETENTION_LIST_INTERVAL_SECONDS", default=24 * 3600.0),
+    },
+    "privacy-delete-pending-blobs": {
+        "task": "privacy.tasks.delete_pending_blobs", "schedule": 3600.0,
+    },
+    "privacy-delete-expired-exports": {
+        "task": "privacy.tasks.delete_expired_exports", "schedule": 3600.0,
     },
 }
 

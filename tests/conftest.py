@@ -22,7 +22,8 @@ PASSWORD = "correct horse battery staple"
 
 @pytest.fixture(autouse=True)
 def dicom_storage(settings, tmp_path: Path) -> Path:
-    """Each test gets an empty blob store on disk (S3 tests override this)."""
+    """Each test gets an empty blob store on disk (S3 tests override this), and its own
+    media folder (exports, cached downloads)."""
     location = tmp_path / "dicom-storage"
     settings.STORAGES = {
         **django_settings.STORAGES,
@@ -30,8 +31,18 @@ def dicom_storage(settings, tmp_path: Path) -> Path:
             "BACKEND": "django.core.files.storage.FileSystemStorage",
             "OPTIONS": {"location": str(location)},
         },
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
     }
     return location
+
+
+@pytest.fixture
+def media_storage(dicom_storage, tmp_path: Path) -> Path:
+    """Where the default storage (exports, cached downloads) writes in this test."""
+    return tmp_path / "media"
 
 
 def stored_files(location: Path) -> list[Path]:

@@ -25,18 +25,6 @@ from privacy.models import DataExport
 from privacy.tasks import build_export, delete_expired_exports
 
 
-@pytest.fixture(autouse=True)
-def media_storage(settings, dicom_storage, tmp_path: Path) -> Path:
-    """Exports go to the default storage; each test gets its own on disk."""
-    location = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                    "OPTIONS": {"location": str(location)}},
-    }
-    return location
-
-
 def _ingest(paths: list[Path]) -> None:
     for path in paths:
         with path.open("rb") as fp:

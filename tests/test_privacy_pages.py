@@ -3,8 +3,6 @@ anything of paula's."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from django.test import Client
 
@@ -13,17 +11,6 @@ from imaging.models import Patient
 from privacy import consent
 from privacy import export as exports
 from privacy.models import DataExport
-
-
-@pytest.fixture(autouse=True)
-def media_storage(settings, dicom_storage, tmp_path: Path) -> Path:
-    location = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                    "OPTIONS": {"location": str(location)}},
-    }
-    return location
 
 
 @pytest.fixture

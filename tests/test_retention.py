@@ -32,15 +32,6 @@ PAULA_DUE = datetime.date(2046, 3, 2)
 AFTER_BOTH = datetime.date(2047, 1, 1)
 
 
-@pytest.fixture(autouse=True)
-def media_storage(settings, dicom_storage, tmp_path: Path) -> Path:
-    location = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                    "OPTIONS": {"location": str(location)}},
-    }
-    return location
 
 
 def _ingest(paths: list[Path]) -> None:
