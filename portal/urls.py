@@ -20,5 +20,6 @@ urlpatterns = [
     path("audit/", include("audit.urls")),
     path("privacy/", include("privacy.urls")),
     path("viewer/", include("viewer.urls")),
+    path("patient/", include("patients.urls")),
     path("", include("sharing.urls")),
 ]
