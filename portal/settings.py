@@ -196,6 +196,18 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", default=2 *
 DATA_UPLOAD_MAX_NUMBER_FILES = env.int("DATA_UPLOAD_MAX_NUMBER_FILES", default=1000)
 FILE_UPLOAD_TEMP_DIR = env.str("FILE_UPLOAD_TEMP_DIR", default="") or None
 
+# --- Cache: shared by every web worker when Redis is configured (rate limits, ZIP layouts) ---
+CACHE_URL = env.str("CACHE_URL", default="") or env.str("REDIS_URL", default="")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}
+
+# --- Download links and shares: failed token or PIN attempts allowed per address -------------
+SHARING_FAILURE_LIMIT = env.int("SHARING_FAILURE_LIMIT", default=10)
+SHARING_FAILURE_WINDOW = env.int("SHARING_FAILURE_WINDOW", default=900)
+
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or env.str("REDIS_URL", default="")
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
