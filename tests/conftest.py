@@ -8,6 +8,7 @@ never see paula's exams.
 from __future__ import annotations
 
 import datetime
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,3 +137,12 @@ def second_factor_off_unless_tested(settings, request) -> None:
     """Most tests sign in with force_login; test_login_security turns TOTP enforcement on."""
     if "two_factor" not in request.keywords:
         settings.REQUIRE_2FA = False
+
+
+@pytest.fixture(autouse=True)
+def private_cache(settings) -> None:
+    """Rate-limit counters and cached layouts never leak from one test into the next."""
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                    "LOCATION": str(uuid.uuid4())},
+    }
