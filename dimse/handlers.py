@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
@@ -40,7 +41,7 @@ REASON_NO_REASON = 0x01
 REASON_CALLING_AE_NOT_RECOGNISED = 0x03
 
 
-@dataclass(frozen=True)
+@dataclass
 class Session:
     """The accepted peer of one association, as the operations on it need it."""
 
@@ -48,6 +49,15 @@ class Session:
     actor: Actor
     calling_ae: str
     stored: StoredLog = field(default_factory=StoredLog)
+    ending: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def claim_end(self) -> bool:
+        """True for the first of the threads that see the association end (its own thread on
+        release or abort, the network thread when the connection closes), False after."""
+        with self.lock:
+            first, self.ending = not self.ending, True
+            return first
 
 
 @dataclass
@@ -116,6 +126,8 @@ def _end(listener: Listener, assoc: Association, *, aborted: bool) -> None:
     """Write what is still unwritten for the association, then give this thread's database
     connection back. Runs once per association, in whichever thread sees its end first."""
     session = listener.sessions.get(assoc)
+    if session is not None and not session.claim_end():
+        return  # another thread is already writing this association's end
     try:
         if session is not None:
             flush(session.actor, session.stored)

@@ -35,7 +35,7 @@ from imaging.models import Instance
 from . import handlers
 from .peers import destination as find_destination
 from .policies import decide_peer, may_receive
-from .sop_classes import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE
+from .sop_classes import PATIENT_ROOT
 from .statuses import Status
 
 if TYPE_CHECKING:
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
-PATIENT_ROOT = {PATIENT_ROOT_GET, PATIENT_ROOT_MOVE}
 # Unique key of each level, and the Instance field it selects on.
 UNIQUE_KEYS = {
     "PATIENT": ("PatientID", "series__study__patient__patient_id"),
@@ -72,7 +71,12 @@ def _values(identifier: Dataset, keyword: str) -> list[str]:
 
 
 def matching_instances(identifier: Dataset, model: str) -> QuerySet[Instance]:
-    """The instances a C-GET or C-MOVE identifier names (hierarchical retrieve)."""
+    """The instances a C-GET or C-MOVE identifier names (hierarchical retrieve).
+
+    Not :mod:`imaging.query`'s matching, on purpose: a retrieve names objects by unique keys
+    only, compared exactly (PS3.4 C.4.2.2.1), so ``PatientID=*`` is not "everyone" here, and
+    an empty key at the requested level is an error rather than universal matching.
+    """
     level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
     if level not in LEVELS:
         raise IdentifierError(f"QueryRetrieveLevel {level!r} is not one of {LEVELS}")

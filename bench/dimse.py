@@ -1,0 +1,283 @@
+"""DIMSE speed of the portal's listener beside Orthanc, on the same CT files, in one run.
+
+    .venv/bin/python bench/dimse.py [--slices 200] [--finds 20] [--parallel 2] [--postgres]
+
+Writes one synthetic CT series (512x512, 16-bit, ~0.5 MB a slice) to a temporary folder and
+measures, with DCMTK clients (``TCP_NODELAY=1``, one association unless said otherwise):
+
+* the machine's limit: ``storescu`` into DCMTK's ``storescp`` writing files;
+* Orthanc 1.10 (bench/orthanc.py, fresh, loopback only) and the portal's
+  ``manage.py dicom_listener`` (fresh DATA_DIR; SQLite, and PostgreSQL with ``--postgres``):
+  - C-STORE of the folder by ``storescu``, one association, and the folder split over
+    ``--parallel`` associations at once;
+  - C-FIND of the study by PatientID with ``findscu`` (median and p95 of ``--finds``, the
+    client's own start-up included, as a site's scripts see it);
+  - C-GET of the study with ``getscu`` and C-MOVE to a ``storescp`` with ``movescu``.
+
+Everything started here is stopped, and temporary folders and databases removed, at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(BENCH))
+
+from orthanc import OrthancServer, free_port  # noqa: E402
+
+from imaging.synthetic import PatientSpec, SeriesSpec, write_study  # noqa: E402
+
+PYTHON = sys.executable
+PATIENT = PatientSpec("BENCH-DIMSE", "Bench^Dimse", datetime.date(1970, 1, 1), "O")
+CLIENT = "BENCHSCU"
+DEST = "BENCHDEST"
+PORTAL_ENV_DROP = ("DATABASE_URL", "DICOM_STORAGE_DIR", "S3_BUCKET", "CELERY_BROKER_URL",
+                   "REDIS_URL")
+
+
+def env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "TCP_NODELAY": "1", **extra}
+
+
+def run(*args: str, cwd: Path | None = None, environ: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(list(args), env=environ or env(), cwd=cwd, capture_output=True,
+                            text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    return elapsed
+
+
+@contextlib.contextmanager
+def storescp(folder: Path, ae_title: str, port: int) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(["storescp", "-aet", ae_title, "+xa", "-od", str(folder),
+                                str(port)], env=env(), cwd=folder,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_echo(ae_title, port)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def wait_for_echo(called: str, port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = subprocess.run(["echoscu", "-aet", CLIENT, "-aec", called, "127.0.0.1",
+                                 str(port)], env=env(), capture_output=True, check=False)
+        if result.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"no C-ECHO answer from {called} on port {port}")
+
+
+class Target:
+    """Something with a DICOM port to store into, query and retrieve from."""
+
+    name: str
+    aet: str
+    port: int
+
+    def store(self, files: list[Path]) -> float:
+        return run("storescu", "-aet", CLIENT, "-aec", self.aet, "127.0.0.1", str(self.port),
+                   *map(str, files))
+
+
+class Portal(Target):
+    def __init__(self, scratch: Path, dest_port: int, postgres_url: str | None) -> None:
+        self.name = "portal (PostgreSQL)" if postgres_url else "portal (SQLite)"
+        self.aet = "PORTAL"
+        self.port = free_port()
+        self.data_dir = Path(tempfile.mkdtemp(prefix="bench-dimse-portal-", dir=scratch))
+        self.postgres_url = postgres_url.rstrip("/") if postgres_url else None
+        self.database = f"bench_dimse_{os.getpid()}"
+        base = {k: v for k, v in os.environ.items() if k not in PORTAL_ENV_DROP}
+        self.environ = {**base, "DATA_DIR": str(self.data_dir), "TCP_NODELAY": "1",
+                        "LOG_LEVEL": "WARNING"}
+        if self.postgres_url:
+            self.environ["DATABASE_URL"] = f"{self.postgres_url}/{self.database}"
+        self.dest_port = dest_port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _manage(self, *args: str) -> None:
+        run(PYTHON, "manage.py", *args, cwd=REPO, environ=self.environ)
+
+    def __enter__(self) -> Portal:
+        if self.postgres_url:
+            import psycopg
+
+            with psycopg.connect(f"{self.postgres_url}/postgres", autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.database}"')
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+        self._manage("migrate", "--no-input", "-v0")
+        self._manage("dicom_peers", "add", CLIENT, "127.0.0.1", "--store", "--query",
+                     "--retrieve")
+        self._manage("dicom_peers", "add", DEST, "127.0.0.1", str(self.dest_port))
+        log = open(self.data_dir / "listener.log", "wb")
+        self.process = subprocess.Popen(
+            [PYTHON, "manage.py", "dicom_listener", "--host", "127.0.0.1", "--port",
+             str(self.port)], cwd=REPO, env=self.environ, stdout=log, stderr=log)
+        wait_for_echo(self.aet, self.port)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.postgres_url:
+            import psycopg
+
+            with psycopg.connect(f"{self.postgres_url}/postgres", autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+
+class Orthanc(Target):
+    def __init__(self, dest_port: int) -> None:
+        self.name = "Orthanc 1.10"
+        self.server = OrthancServer(dicomweb=False, extra_config={
+            "DicomModalities": {DEST: [DEST, "127.0.0.1", dest_port]},
+        })
+
+    def __enter__(self) -> Orthanc:
+        self.server.start()
+        self.aet, self.port = self.server.aet, self.server.dicom_port
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+
+
+def median_p95(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return f"{statistics.median(ordered) * 1000:.1f} [{p95 * 1000:.1f}] ms"
+
+
+def measure(target: Target, files: list[Path], study_uid: str, scratch: Path,
+            args: argparse.Namespace, dest_port: int) -> dict[str, str]:
+    size_mb = sum(f.stat().st_size for f in files) / 1e6
+    row: dict[str, str] = {}
+
+    def rate(seconds: float) -> str:
+        return f"{len(files) / seconds:7.1f} inst/s {size_mb / seconds:7.1f} MB/s"
+
+    row["C-STORE, 1 association"] = rate(target.store(files))
+
+    finds = []
+    for _ in range(args.finds):
+        finds.append(run("findscu", "-aet", CLIENT, "-aec", target.aet, "-S",
+                         "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={PATIENT.patient_id}",
+                         "-k", "StudyInstanceUID", "-k", "StudyDate",
+                         "127.0.0.1", str(target.port)))
+    row["C-FIND study by PatientID"] = median_p95(finds)
+
+    out = scratch / f"get-{target.aet}-{time.monotonic_ns()}"
+    out.mkdir()
+    seconds = run("getscu", "-aet", CLIENT, "-aec", target.aet, "-S", "-od", str(out),
+                  "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+                  "127.0.0.1", str(target.port), cwd=out)
+    assert len(list(out.iterdir())) == len(files), "C-GET did not bring every object back"
+    row["C-GET study"] = rate(seconds)
+    shutil.rmtree(out)
+
+    out = scratch / f"move-{target.aet}-{time.monotonic_ns()}"
+    with storescp(out, DEST, dest_port):
+        seconds = run("movescu", "-aet", CLIENT, "-aec", target.aet, "-aem", DEST, "-S",
+                      "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+                      "127.0.0.1", str(target.port), cwd=out)
+    assert len(list(out.iterdir())) == len(files), "C-MOVE did not deliver every object"
+    row["C-MOVE study"] = rate(seconds)
+    shutil.rmtree(out)
+    return row
+
+
+def parallel_store(target: Target, files: list[Path], parallel: int) -> str:
+    size_mb = sum(f.stat().st_size for f in files) / 1e6
+    shares = [files[i::parallel] for i in range(parallel)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(target.store, shares))
+    seconds = time.perf_counter() - started
+    return f"{len(files) / seconds:7.1f} inst/s {size_mb / seconds:7.1f} MB/s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--slices", type=int, default=200)
+    parser.add_argument("--finds", type=int, default=20)
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--no-sqlite", action="store_true", help="only PostgreSQL")
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-dimse-"))
+    try:
+        study_dir = scratch / "study"
+        study_dir.mkdir()
+        study_uid, files = write_study(
+            study_dir, PATIENT, [SeriesSpec("CT", args.slices)],
+            study_date=datetime.date(2026, 1, 1), accession="BENCH", description="bench",
+        )
+        size_mb = sum(f.stat().st_size for f in files) / 1e6
+        print(f"{len(files)} CT slices, {size_mb:.1f} MB, in {study_dir}\n", flush=True)
+
+        results: dict[str, dict[str, str]] = {}
+        dest_port = free_port()
+        sink_port = free_port()
+        with storescp(scratch / "sink", "SINK", sink_port):
+            seconds = run("storescu", "-aet", CLIENT, "-aec", "SINK", "127.0.0.1",
+                          str(sink_port), *map(str, files))
+        results["storescu -> storescp"] = {
+            "C-STORE, 1 association":
+                f"{len(files) / seconds:7.1f} inst/s {size_mb / seconds:7.1f} MB/s"}
+
+        factories: list[Callable[[], contextlib.AbstractContextManager[Target]]] = [
+            lambda: Orthanc(dest_port)]
+        if not args.no_sqlite:
+            factories.append(lambda: Portal(scratch, dest_port, None))
+        if args.postgres:
+            factories.append(lambda: Portal(scratch, dest_port, args.postgres_url))
+        for factory in factories:
+            with factory() as target:
+                print(f"measuring {target.name} ...", flush=True)
+                results[target.name] = measure(target, files, study_uid, scratch, args,
+                                               dest_port)
+            # Again into a fresh server, so that these are new objects too.
+            with factory() as target:
+                results[target.name][f"C-STORE, {args.parallel} associations"] = \
+                    parallel_store(target, files, args.parallel)
+
+        columns = ["C-STORE, 1 association", f"C-STORE, {args.parallel} associations",
+                   "C-FIND study by PatientID", "C-GET study", "C-MOVE study"]
+        print()
+        print("| what | " + " | ".join(results) + " |")
+        print("|---|" + "---|" * len(results))
+        for column in columns:
+            print(f"| {column} | " + " | ".join(
+                r.get(column, "").strip() for r in results.values()) + " |")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
