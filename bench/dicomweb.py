@@ -241,7 +241,10 @@ class Portal:
             raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stderr[-3000:]}")
         return result.stdout
 
-    def import_folder(self, folder: Path, workers: int = 2) -> None:
+    def import_folder(self, folder: Path) -> None:
+        # One worker on PostgreSQL: two import workers creating the same new patient at
+        # once can deadlock there (seen with import_dicom --workers 2; ingest's bug).
+        workers = 1 if self.postgres_url else 2
         self.manage("import_dicom", str(folder), "--no-progress", "--workers", str(workers))
 
     @contextmanager
