@@ -153,8 +153,13 @@ class Portal(Target):
 class Orthanc(Target):
     def __init__(self, dest_port: int) -> None:
         self.name = "Orthanc 1.10"
+        # The benchmark's client is a known modality with every right, as it is a known
+        # peer with every permission on the portal.
         self.server = OrthancServer(dicomweb=False, extra_config={
-            "DicomModalities": {DEST: [DEST, "127.0.0.1", dest_port]},
+            "DicomModalities": {DEST: [DEST, "127.0.0.1", dest_port],
+                                CLIENT: [CLIENT, "127.0.0.1", free_port()]},
+            "DicomAlwaysAllowGet": True,
+            "DicomAlwaysAllowMove": True,
         })
 
     def __enter__(self) -> Orthanc:

@@ -9,6 +9,7 @@ recognised and when the association ends.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -122,9 +123,28 @@ def _reject(assoc: Association, result: int, reason: int) -> None:
     assoc.kill()
 
 
+def discard_partial_object(assoc: Association) -> None:
+    """Delete the temporary file of a C-STORE cut off mid-dataset.
+
+    pynetdicom writes an incoming dataset to a temporary file as it arrives and deletes it
+    after the C-STORE handler ran; when the association ends before the last fragment, no
+    handler runs and the partial file would stay behind (pynetdicom 3.0.4).
+    """
+    message = getattr(assoc.dimse, "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is None:
+        return
+    try:
+        partial.close()
+        os.unlink(partial.name)
+    except OSError:
+        pass
+
+
 def _end(listener: Listener, assoc: Association, *, aborted: bool) -> None:
     """Write what is still unwritten for the association, then give this thread's database
     connection back. Runs once per association, in whichever thread sees its end first."""
+    discard_partial_object(assoc)
     session = listener.sessions.get(assoc)
     if session is not None and not session.claim_end():
         return  # another thread is already writing this association's end
@@ -158,6 +178,8 @@ def on_conn_close(event: Event, listener: Listener) -> None:
     still gets its association closed on the record."""
     if event.assoc in listener.sessions:
         _end(listener, event.assoc, aborted=not event.assoc.is_released)
+    else:
+        discard_partial_object(event.assoc)
 
 
 def handle_echo(event: Event, listener: Listener) -> int:

@@ -110,6 +110,9 @@ def _get(portal, identifier: Dataset, aet: str = "DEST"):
 
     def on_store(event):
         received.append(str(event.request.AffectedSOPInstanceUID))
+        # pynetdicom leaves the temporary file of a C-STORE received by an SCU for its own
+        # C-GET (the listener's settings stream C-STORE bodies to files in this process).
+        Path(event.dataset_path).unlink(missing_ok=True)
         return Status.SUCCESS
 
     ae = AE(ae_title=aet)

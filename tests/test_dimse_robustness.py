@@ -4,6 +4,7 @@ a half-stored object. After each mishap the listener still answers the next peer
 from __future__ import annotations
 
 import socket
+import tempfile
 import time
 from collections.abc import Sequence
 from io import BytesIO
@@ -198,8 +199,12 @@ class RawPeer:
 
 
 def test_a_connection_dropped_in_the_middle_of_an_object_stores_nothing(
-    portal, modality, ct_study, dicom_storage
+    portal, modality, ct_study, dicom_storage, tmp_path, monkeypatch
 ):
+    """Nothing in the archive, and no partial temporary file left behind either."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(incoming))
     _, paths = ct_study
     ds = dcmread(paths[0])
     peer = RawPeer(portal, [build_context(CTImageStorage, ExplicitVRLittleEndian)])
@@ -217,6 +222,7 @@ def test_a_connection_dropped_in_the_middle_of_an_object_stores_nothing(
     portal.wait_idle()
     assert not Instance.objects.exists()
     assert _stored_files(dicom_storage) == []
+    assert list(incoming.iterdir()) == []
     _still_answers(portal)
 
 
