@@ -146,3 +146,48 @@ def private_cache(settings) -> None:
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
                     "LOCATION": str(uuid.uuid4())},
     }
+
+
+def ingest_paths(paths: list[Path]) -> None:
+    """Store files through the one ingest path, as any entry point would."""
+    from imaging.ingest import ingest
+
+    for path in paths:
+        with path.open("rb") as fp:
+            assert ingest(fp, source="test").accepted
+
+
+def _linked_record(study: tuple[str, list[Path]], patient_id: str, user: User):
+    from imaging.models import Patient
+
+    ingest_paths(study[1])
+    patient = Patient.objects.get(patient_id=patient_id)
+    patient.user = user
+    patient.save()
+    return patient
+
+
+@pytest.fixture
+def paulas_record(paula, ct_study):
+    """paula's CT study in the archive, her patient record linked to her account."""
+    return _linked_record(ct_study, PAULA.patient_id, paula)
+
+
+@pytest.fixture
+def charlies_record(charlie, other_study):
+    """charlie's MR study in the archive, linked to his account."""
+    return _linked_record(other_study, CHARLIE.patient_id, charlie)
+
+
+@pytest.fixture
+def paulas_study(paulas_record, ct_study):
+    from imaging.models import Study
+
+    return Study.objects.get(study_instance_uid=ct_study[0])
+
+
+@pytest.fixture
+def charlies_study(charlies_record, other_study):
+    from imaging.models import Study
+
+    return Study.objects.get(study_instance_uid=other_study[0])

@@ -11,48 +11,38 @@ from __future__ import annotations
 import datetime
 import hashlib
 import re
-from pathlib import Path
 
 import pytest
-from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Role, User
 from audit.models import AuditAction, AuditEvent, Outcome
-from imaging.ingest import ingest
 from imaging.models import Patient
 from patients import codes
 from patients.models import ALPHABET, AccessCode
+
+from .conftest import ingest_paths
 
 PAULA_BIRTH = "1975-04-12"
 LOGIN = "/patient/"
 CODE = re.compile(rf"^[{ALPHABET}]{{4}}(-[{ALPHABET}]{{4}}){{4}}$")
 
 
-@pytest.fixture(autouse=True)
-def empty_cache():
-    cache.clear()
-    yield
-    cache.clear()
 
 
-def _ingest(paths: list[Path]) -> None:
-    for path in paths:
-        with path.open("rb") as fp:
-            assert ingest(fp, source="test").accepted
 
 
 @pytest.fixture
 def paulas_record(db, ct_study) -> Patient:
     """paula's record as the clinic has it: exams, no portal account yet."""
-    _ingest(ct_study[1])
+    ingest_paths(ct_study[1])
     return Patient.objects.get(patient_id="PAULA-001")
 
 
 @pytest.fixture
 def charlies_record(db, other_study) -> Patient:
-    _ingest(other_study[1])
+    ingest_paths(other_study[1])
     return Patient.objects.get(patient_id="CHARLIE-002")
 
 

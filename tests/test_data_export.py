@@ -9,7 +9,6 @@ import datetime
 import hashlib
 import io
 import zipfile
-from pathlib import Path
 
 import pytest
 from django.core.exceptions import PermissionDenied
@@ -18,22 +17,17 @@ from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent, Outcome
 from audit.trail import Actor, Target, record
-from imaging.ingest import ingest
 from imaging.models import Instance, Patient, Study
 from privacy import export as exports
 from privacy.models import DataExport
 from privacy.tasks import build_export, delete_expired_exports
 
-
-def _ingest(paths: list[Path]) -> None:
-    for path in paths:
-        with path.open("rb") as fp:
-            assert ingest(fp, source="test").accepted
+from .conftest import ingest_paths
 
 
 @pytest.fixture
 def paulas_record(paula, ct_study) -> Patient:
-    _ingest(ct_study[1])
+    ingest_paths(ct_study[1])
     patient = Patient.objects.get(patient_id="PAULA-001")
     patient.user = paula
     patient.save()
@@ -42,7 +36,7 @@ def paulas_record(paula, ct_study) -> Patient:
 
 @pytest.fixture
 def charlies_record(charlie, other_study) -> Patient:
-    _ingest(other_study[1])
+    ingest_paths(other_study[1])
     patient = Patient.objects.get(patient_id="CHARLIE-002")
     patient.user = charlie
     patient.save()

@@ -27,42 +27,12 @@ from pydicom.fileset import FileSet
 from audit.models import AuditAction, AuditEvent, Outcome
 from audit.trail import Actor
 from imaging import blobs
-from imaging.ingest import ingest
 from imaging.models import Instance, Patient, Study
 from imaging.synthetic import PatientSpec, SeriesSpec, write_study
 from sharing import services, zipstream
 from sharing.models import DownloadLink
 
-
-@pytest.fixture(autouse=True)
-def empty_cache():
-    cache.clear()
-    yield
-    cache.clear()
-
-
-def _ingest(paths: list[Path]) -> None:
-    for path in paths:
-        with path.open("rb") as fp:
-            assert ingest(fp, source="test").accepted
-
-
-@pytest.fixture
-def paulas_study(paula, ct_study) -> Study:
-    _ingest(ct_study[1])
-    patient = Patient.objects.get(patient_id="PAULA-001")
-    patient.user = paula
-    patient.save()
-    return Study.objects.get(study_instance_uid=ct_study[0])
-
-
-@pytest.fixture
-def charlies_study(charlie, other_study) -> Study:
-    _ingest(other_study[1])
-    patient = Patient.objects.get(patient_id="CHARLIE-002")
-    patient.user = charlie
-    patient.save()
-    return Study.objects.get(study_instance_uid=other_study[0])
+from .conftest import ingest_paths
 
 
 def make_link(user, studies, **kwargs) -> tuple[DownloadLink, str]:
@@ -328,7 +298,7 @@ def test_downloading_streams_and_never_holds_the_study(client, paula, tmp_path_f
     _uid, paths = write_study(folder, spec, [SeriesSpec("CT", 40, size=512)],
                               study_date=datetime.date(2026, 1, 5), accession="ACC-BIG",
                               description="CT big")
-    _ingest(paths)
+    ingest_paths(paths)
     Patient.objects.filter(patient_id="PAULA-001").update(user=paula)
     study = Study.objects.get(study_instance_uid=_uid)
     _link, token = make_link(paula, [study], max_uses=2)
@@ -457,7 +427,7 @@ def test_wrong_pins_count_towards_the_limit(client, settings, paula, paulas_stud
 def test_concurrent_downloads_never_exceed_max_uses(live_server, paula, ct_study):
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL (DATABASE_URL)")
-    _ingest(ct_study[1])
+    ingest_paths(ct_study[1])
     Patient.objects.filter(patient_id="PAULA-001").update(user=paula)
     study = Study.objects.get(study_instance_uid=ct_study[0])
     link, token = make_link(paula, [study], max_uses=3)

@@ -8,41 +8,27 @@ each refusal is on the record.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
-from django.core.cache import cache
 from django.urls import reverse
 from PIL import Image
 
 from audit.models import AuditAction, AuditEvent, Outcome
-from imaging.ingest import ingest
 from imaging.models import Instance, Patient, Study
 from patients import codes
 
-
-@pytest.fixture(autouse=True)
-def empty_cache():
-    cache.clear()
-    yield
-    cache.clear()
-
-
-def _ingest(paths: list[Path]) -> None:
-    for path in paths:
-        with path.open("rb") as fp:
-            assert ingest(fp, source="test").accepted
+from .conftest import ingest_paths
 
 
 @pytest.fixture
 def paulas_study(db, ct_study) -> Study:
-    _ingest(ct_study[1])
+    ingest_paths(ct_study[1])
     return Study.objects.get(study_instance_uid=ct_study[0])
 
 
 @pytest.fixture
 def charlies_study(db, other_study) -> Study:
-    _ingest(other_study[1])
+    ingest_paths(other_study[1])
     return Study.objects.get(study_instance_uid=other_study[0])
 
 

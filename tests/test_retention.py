@@ -17,7 +17,6 @@ from django.db import connection, transaction
 
 from accounts.models import Clinic, Consent, Purpose
 from audit.models import AuditAction, AuditEvent, Outcome
-from imaging.ingest import ingest
 from imaging.models import Instance, Patient, Series, Study
 from imaging.synthetic import PatientSpec, SeriesSpec, write_study
 from privacy import consent, retention
@@ -27,6 +26,8 @@ from privacy.retention import PurgeRefused
 from privacy.tasks import delete_pending_blobs, list_retention_due
 from tests.conftest import stored_files
 
+from .conftest import ingest_paths
+
 # paula's CT is from 2026-03-02, charlie's MR from 2025-11-20; both adults then.
 PAULA_DUE = datetime.date(2046, 3, 2)
 AFTER_BOTH = datetime.date(2047, 1, 1)
@@ -34,15 +35,11 @@ AFTER_BOTH = datetime.date(2047, 1, 1)
 
 
 
-def _ingest(paths: list[Path]) -> None:
-    for path in paths:
-        with path.open("rb") as fp:
-            assert ingest(fp, source="test").accepted
 
 
 @pytest.fixture
 def paulas_record(paula, ct_study) -> Patient:
-    _ingest(ct_study[1])
+    ingest_paths(ct_study[1])
     patient = Patient.objects.get(patient_id="PAULA-001")
     patient.user = paula
     patient.save()
@@ -51,7 +48,7 @@ def paulas_record(paula, ct_study) -> Patient:
 
 @pytest.fixture
 def charlies_record(other_study) -> Patient:
-    _ingest(other_study[1])
+    ingest_paths(other_study[1])
     return Patient.objects.get(patient_id="CHARLIE-002")
 
 
@@ -62,7 +59,7 @@ def olgas_old_record(db, tmp_path: Path) -> Patient:
     _, paths = write_study(tmp_path / "old-ct", olga, [SeriesSpec("CT", 3, size=64)],
                            study_date=datetime.date(2001, 7, 9), accession="ACC-OLGA-1",
                            description="TC abdome")
-    _ingest(paths)
+    ingest_paths(paths)
     return Patient.objects.get(patient_id="OLGA-003")
 
 

@@ -8,13 +8,11 @@ import datetime
 import io
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import cast
 
 import pytest
 import requests
 from django.core import mail
-from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
@@ -22,44 +20,22 @@ from PIL import Image
 from accounts.models import AccessGrant, Clinic, Consent, Purpose
 from audit.models import AuditAction, AuditEvent, Outcome
 from audit.trail import Actor
-from imaging.ingest import ingest
 from imaging.models import Instance, Patient, Study
 from privacy import consent as consents
 from sharing import services
 from sharing.models import Share
 
+from .conftest import ingest_paths
+
 LINK = re.compile(r"https?://\S+/v/[A-Za-z0-9_-]+")
 
 
-@pytest.fixture(autouse=True)
-def empty_cache():
-    cache.clear()
-    yield
-    cache.clear()
 
 
-def _ingest(paths: list[Path]) -> None:
-    for path in paths:
-        with path.open("rb") as fp:
-            assert ingest(fp, source="test").accepted
 
 
-@pytest.fixture
-def paulas_study(paula, ct_study) -> Study:
-    _ingest(ct_study[1])
-    patient = Patient.objects.get(patient_id="PAULA-001")
-    patient.user = paula
-    patient.save()
-    return Study.objects.get(study_instance_uid=ct_study[0])
 
 
-@pytest.fixture
-def charlies_study(charlie, other_study) -> Study:
-    _ingest(other_study[1])
-    patient = Patient.objects.get(patient_id="CHARLIE-002")
-    patient.user = charlie
-    patient.save()
-    return Study.objects.get(study_instance_uid=other_study[0])
 
 
 @pytest.fixture
@@ -222,7 +198,7 @@ def test_download_only_when_the_share_allows_it(client, paula, paulas_study, pau
 
 @pytest.mark.django_db(transaction=True)
 def test_the_professional_opens_the_link_over_http(live_server, paula, ct_study, settings):
-    _ingest(ct_study[1])
+    ingest_paths(ct_study[1])
     Patient.objects.filter(patient_id="PAULA-001").update(user=paula)
     study = Study.objects.get(study_instance_uid=ct_study[0])
     consents.give(study.patient, Purpose.SHARING, consents.CURRENT_TEXT_VERSION,
