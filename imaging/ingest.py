@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import IO, Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import F
 
 from . import blobs
@@ -114,8 +114,11 @@ class IngestBatch:
                         instances = _index(staged)
                     indexed = {s.key: _stored(s, i) for s, i in zip(staged, instances,
                                                                      strict=True)}
-                except (IntegrityError, InvalidObject):
-                    log.info("batch of %d fell back to one object at a time", len(staged))
+                except (IntegrityError, InvalidObject, OperationalError) as exc:
+                    # OperationalError: PostgreSQL chose this batch as a deadlock victim
+                    # (two workers creating the same new patient or study in another order).
+                    log.info("batch of %d fell back to one object at a time: %s",
+                             len(staged), exc)
             for item in staged:
                 if item.key not in indexed:
                     indexed[item.key] = _commit_one(item)
@@ -138,11 +141,16 @@ def _stored(item: _Staged, instance: Instance) -> IngestResult:
     )
 
 
-def _commit_one(item: _Staged) -> IngestResult:
+def _commit_one(item: _Staged, attempts: int = 3) -> IngestResult:
     parsed = item.parsed
     try:
         with transaction.atomic():
             (instance,) = _index([item])
+    except OperationalError:
+        if attempts > 1 and not transaction.get_connection().in_atomic_block:
+            return _commit_one(item, attempts - 1)  # a deadlock victim tries again
+        blobs.delete(item.key)
+        raise
     except InvalidObject as exc:
         blobs.delete(item.key)
         return IngestResult(Outcome.REJECTED, str(exc), parsed.sop_instance_uid)
