@@ -23,9 +23,9 @@ from pydicom import dcmread
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
 from imaging import policies
-from imaging.ingest import IngestResult, ingest
+from imaging.access import record_stores
+from imaging.ingest import IngestBatch, IngestResult
 from imaging.ingest import Outcome as IngestOutcome
-from imaging.models import Instance
 
 from . import auth
 from .multipart import ContentType, MultipartError, Part, iter_parts
@@ -90,12 +90,17 @@ def store(request: HttpRequest, study: str | None) -> HttpResponse:
     study_uids: set[str] = set()
     source = f"stow:{request.user.get_username()}"
     parts = 0
+    batch = _Batch(actor, base, referenced, failed, study_uids)
     try:
         for part in iter_parts(_reader(request), boundary):
             parts += 1
             with part.file:
-                _store_part(part, study, source, actor, base, referenced, failed, study_uids)
+                _store_part(part, study, source, actor, batch, failed)
+            if len(batch.staged) >= STORE_BATCH:
+                batch.commit()
+        batch.commit()
     except MultipartError as exc:
+        batch.commit()
         if not referenced and not failed:
             return problem(HTTPStatus.BAD_REQUEST, f"malformed multipart body: {exc}")
         # A body cut off after some parts: keep what arrived whole, report the rest.
@@ -159,9 +164,72 @@ def _peek(fp: IO[bytes]) -> tuple[str, str, str]:
         fp.seek(0)
 
 
+STORE_BATCH = 32  # parts indexed per database transaction
+
+
+class _Batch:
+    """Parts ingested together (one transaction per batch, see imaging.ingest.IngestBatch);
+    their results become the store response and one audit entry per study."""
+
+    def __init__(self, actor: Actor, base: str, referenced: list[dict[str, Any]],
+                 failed: list[dict[str, Any]], study_uids: set[str]) -> None:
+        self.actor, self.base = actor, base
+        self.referenced, self.failed, self.study_uids = referenced, failed, study_uids
+        self.staged = IngestBatch()
+        self.sop_classes: list[tuple[str, str]] = []
+
+    def add(self, fp: IO[bytes], source: str, sop_class: str, sop_uid: str) -> None:
+        self.staged.add(fp, source=source)
+        self.sop_classes.append((sop_class, sop_uid))
+
+    def commit(self) -> None:
+        if not len(self.staged):
+            return
+        try:
+            results = self.staged.commit()
+        except OSError as exc:
+            log.exception("STOW parts could not be stored")
+            self._fail_all(OUT_OF_RESOURCES, f"storage error: {exc}")
+            return
+        except Exception:
+            log.exception("STOW parts failed")
+            close_old_connections()
+            self._fail_all(PROCESSING_FAILURE, "processing failure while storing")
+            return
+        finally:
+            announced, self.sop_classes = self.sop_classes, []
+        record_stores(self.actor, results, via="stow-rs")
+        for (sop_class, sop_uid), result in zip(announced, results, strict=True):
+            self._report(sop_class or result.sop_class_uid, sop_uid, result)
+
+    def _fail_all(self, code: int, comment: str) -> None:
+        for sop_class, sop_uid in self.sop_classes:
+            self.failed.append(_failed(sop_class, sop_uid, code, comment))
+            record(AuditAction.STORE, self.actor, Target("instance", sop_uid), Outcome.FAILED,
+                   reason=comment, detail={"via": "stow-rs"})
+        self.sop_classes = []
+
+    def _report(self, sop_class: str, sop_uid: str, result: IngestResult) -> None:
+        if result.accepted:
+            self.study_uids.add(result.study_instance_uid)
+            url = (f"{self.base}/{result.study_instance_uid}/series/"
+                   f"{result.series_instance_uid}/instances/{result.sop_instance_uid}")
+            self.referenced.append({
+                REFERENCED_SOP_CLASS_UID: _ui(sop_class),
+                REFERENCED_SOP_INSTANCE_UID: _ui(result.sop_instance_uid),
+                RETRIEVE_URL: {"vr": "UR", "Value": [url]},
+            })
+        elif result.outcome == IngestOutcome.CONFLICT:
+            self.failed.append(_failed(sop_class, result.sop_instance_uid,
+                                       DUPLICATE_SOP_INSTANCE, result.reason))
+        else:
+            self.failed.append(_failed(sop_class, result.sop_instance_uid or sop_uid,
+                                       _rejection_code(result.reason), result.reason))
+
+
 def _store_part(
-    part: Part, study: str | None, source: str, actor: Actor, base: str,
-    referenced: list[dict[str, Any]], failed: list[dict[str, Any]], study_uids: set[str],
+    part: Part, study: str | None, source: str, actor: Actor, batch: _Batch,
+    failed: list[dict[str, Any]],
 ) -> None:
     part_type = ContentType.parse(part.content_type or DICOM).media_type
     if part_type != DICOM:
@@ -181,34 +249,10 @@ def _store_part(
                Outcome.FAILED, reason="study of the request URL differs")
         return
     try:
-        result = ingest(part.file, source=source)
+        batch.add(part.file, source, sop_class, sop_uid)
     except OSError as exc:
         log.exception("STOW part could not be stored")
         failed.append(_failed(sop_class, sop_uid, OUT_OF_RESOURCES, f"storage error: {exc}"))
-        return
-    except Exception:
-        log.exception("STOW part failed")
-        close_old_connections()
-        failed.append(_failed(sop_class, sop_uid, PROCESSING_FAILURE,
-                              "processing failure while storing"))
-        return
-
-    instance = _audit(actor, result)
-    if result.accepted and instance is not None:
-        study_uids.add(result.study_instance_uid)
-        url = (f"{base}/{result.study_instance_uid}/series/"
-               f"{instance.series.series_instance_uid}/instances/{result.sop_instance_uid}")
-        referenced.append({
-            REFERENCED_SOP_CLASS_UID: _ui(sop_class),
-            REFERENCED_SOP_INSTANCE_UID: _ui(result.sop_instance_uid),
-            RETRIEVE_URL: {"vr": "UR", "Value": [url]},
-        })
-    elif result.outcome == IngestOutcome.CONFLICT:
-        failed.append(_failed(sop_class, result.sop_instance_uid, DUPLICATE_SOP_INSTANCE,
-                              result.reason))
-    else:
-        failed.append(_failed(sop_class, result.sop_instance_uid or sop_uid,
-                              _rejection_code(result.reason), result.reason))
 
 
 def _rejection_code(reason: str) -> int:
@@ -216,20 +260,6 @@ def _rejection_code(reason: str) -> int:
     if reason.startswith("pixel data") or "already belongs to another study" in reason:
         return DATASET_DOES_NOT_MATCH
     return CANNOT_UNDERSTAND
-
-
-def _audit(actor: Actor, result: IngestResult) -> Instance | None:
-    if result.instance_id is None:
-        record(AuditAction.STORE, actor,
-               Target("instance", result.sop_instance_uid, study_uid=result.study_instance_uid),
-               Outcome.FAILED, reason=result.reason)
-        return None
-    instance = (Instance.objects.select_related("series__study__patient")
-                .get(pk=result.instance_id))
-    outcome = Outcome.ALLOWED if result.accepted else Outcome.FAILED
-    record(AuditAction.STORE, actor, Target.instance(instance), outcome,
-           reason=result.reason, detail={"ingest": str(result.outcome), "via": "stow-rs"})
-    return instance
 
 
 def _ui(value: str) -> dict[str, Any]:

@@ -38,6 +38,8 @@ class IngestResult:
     sop_instance_uid: str = ""
     study_instance_uid: str = ""
     instance_id: int | None = None
+    series_instance_uid: str = ""
+    sop_class_uid: str = ""
 
     @property
     def accepted(self) -> bool:
@@ -138,6 +140,8 @@ def _stored(item: _Staged, instance: Instance) -> IngestResult:
         sop_instance_uid=item.parsed.sop_instance_uid,
         study_instance_uid=item.parsed.study_instance_uid,
         instance_id=instance.pk,
+        series_instance_uid=item.parsed.series_instance_uid,
+        sop_class_uid=item.parsed.sop_class_uid,
     )
 
 
@@ -185,6 +189,8 @@ def _compare(parsed: ParsedObject, stored: tuple[int, str], digest: str) -> Inge
             parsed.sop_instance_uid,
             parsed.study_instance_uid,
             pk,
+            parsed.series_instance_uid,
+            parsed.sop_class_uid,
         )
     return IngestResult(
         Outcome.CONFLICT,
@@ -193,6 +199,8 @@ def _compare(parsed: ParsedObject, stored: tuple[int, str], digest: str) -> Inge
         parsed.sop_instance_uid,
         parsed.study_instance_uid,
         pk,
+        parsed.series_instance_uid,
+        parsed.sop_class_uid,
     )
 
 

@@ -81,8 +81,11 @@ def test_dicomweb_client_stores_a_study(live_server, tina, ct_study):
     assert Instance.objects.count() == 12
     study = Study.objects.get(study_instance_uid=study_uid)
     assert (study.num_series, study.num_instances, study.modalities) == (2, 12, "CT")
-    stores = AuditEvent.objects.filter(action=AuditAction.STORE, username="tina")
-    assert stores.count() == 12
+    # One entry per study stored into, naming every instance.
+    (entry,) = AuditEvent.objects.filter(action=AuditAction.STORE, username="tina")
+    assert entry.study_uid == study_uid and entry.detail["instances"] == 12
+    assert sorted(entry.detail["stored"]) == sorted(
+        str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths)
 
 
 def test_a_bad_part_among_good_ones_gives_202_and_the_good_ones_are_stored_unchanged(
