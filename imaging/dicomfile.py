@@ -7,10 +7,13 @@ the archive can accept and extracts what the index needs. It never changes the b
 from __future__ import annotations
 
 import datetime
+import math
+import struct
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from pydicom import dcmread
+from pydicom.datadict import DicomDictionary  # type: ignore[attr-defined]
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -311,13 +314,24 @@ def metadata_json(ds: Dataset) -> dict[str, Any]:
     return _dataset_json(ds, prefix="")
 
 
-def _dataset_json(ds: Dataset, prefix: str) -> dict[str, Any]:
+def _dataset_json(
+    ds: Dataset, prefix: str, little: bool | None = None, encoding: str | None = "iso8859"
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if little is None:  # the top level; sequence items inherit it
+        little = getattr(ds, "is_little_endian", None) is True
+    if Tag(0x00080005) in ds or not prefix:
+        encoding = _text_encoding(ds)
     for tag in sorted(ds.keys()):
         raw = ds.get_item(tag)
         if raw is None:
             continue
         key = f"{int(tag):08X}"
+        if isinstance(raw, RawDataElement) and raw.value is not None and little:
+            fast = _raw_json(raw, encoding)
+            if fast is not None:
+                out[key] = fast
+                continue
         vr = raw.VR or "UN"
         length = getattr(raw, "length", None)
         deferred = not isinstance(raw, DataElement) and raw.value is None and length
@@ -329,7 +343,8 @@ def _dataset_json(ds: Dataset, prefix: str) -> dict[str, Any]:
         elem = ds[tag]
         if elem.VR == "SQ":
             items = [
-                _dataset_json(item, f"{prefix}{key}/{i}/") for i, item in enumerate(elem.value)
+                _dataset_json(item, f"{prefix}{key}/{i}/", little, encoding)
+                for i, item in enumerate(elem.value)
             ]
             out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
             continue
@@ -342,3 +357,94 @@ def _dataset_json(ds: Dataset, prefix: str) -> dict[str, Any]:
             # A value pydicom cannot express in JSON stays in the file, reachable as bulk data.
             out[key] = {"vr": elem.VR, "BulkDataURI": f"bulkdata/{prefix}{key}"}
     return out
+
+
+# --- A fast path for the common elements ----------------------------------------------------
+# pydicom converts each raw element to a DataElement and then to JSON, about 50 us per
+# element; header-heavy objects spend most of their ingest time there. The common value
+# representations are decoded here straight from the raw bytes, with exactly pydicom's
+# result (tests/test_dicom_json.py compares both on every file pydicom ships); anything
+# else (sequences, private or ambiguous tags, other character sets, odd values) takes
+# pydicom's path.
+_MULTI_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UC", "UI"})
+_SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})
+_CHARSET_VRS = frozenset({"LO", "SH", "UC", "LT", "ST", "UT", "PN"})
+_BINARY_VRS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d",
+               "UV": "Q", "SV": "q"}
+_ENCODINGS = {"": "iso8859", "ISO_IR 6": "iso8859", "ISO_IR 100": "latin_1",
+              "ISO_IR 192": "utf_8"}
+
+
+def _text_encoding(ds: Dataset) -> str | None:
+    raw = ds.get_item(0x00080005) if Tag(0x00080005) in ds else None
+    if raw is None:
+        return "iso8859"
+    value = raw.value
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, list | tuple) or value is None:
+        return None if value else "iso8859"
+    return _ENCODINGS.get(str(value).strip(" \x00"))
+
+
+def _raw_json(raw: RawDataElement, encoding: str | None) -> dict[str, Any] | None:
+    vr = raw.VR
+    if vr is None:
+        tag = raw.tag
+        if tag.is_private or tag not in DicomDictionary:
+            return None
+        vr = DicomDictionary[tag][0]
+    value = raw.value
+    if value is None:
+        return None
+    if vr in _BINARY_VRS:
+        fmt = _BINARY_VRS[vr]
+        size = struct.calcsize(f"<{fmt}")
+        if len(value) % size:
+            return None
+        if not value:
+            return {"vr": vr}
+        numbers = list(struct.unpack(f"<{len(value) // size}{fmt}", value))
+        if vr in ("FL", "FD") and not all(math.isfinite(n) for n in numbers):
+            return None
+        return {"vr": vr, "Value": numbers}
+    if vr in _CHARSET_VRS and encoding is None:
+        return None
+    if vr in _MULTI_TEXT_VRS or vr in _SINGLE_TEXT_VRS or vr in ("PN", "DS", "IS"):
+        try:
+            text = value.decode(encoding or "iso8859" if vr in _CHARSET_VRS else "iso8859")
+        except (UnicodeDecodeError, LookupError):
+            return None
+        if "\x1b" in text:
+            return None  # ISO 2022 escapes: pydicom's decoder handles them
+        # Padding rules as pydicom.values has them: text VRs strip each value's end, AE
+        # both ends of each value, the other strings only the end of the whole element.
+        if vr in _SINGLE_TEXT_VRS:
+            text = text.rstrip(" \x00") if vr != "UR" else text.rstrip(" ")
+            return {"vr": vr, "Value": [text]} if text else {"vr": vr}
+        if vr in ("LO", "SH", "UC"):
+            parts = [p.rstrip("\x00 ") for p in text.split("\\")]
+        elif vr == "AE":
+            parts = [p.strip() for p in text.split("\\")]
+        else:
+            parts = text.rstrip("\x00 ").split("\\")
+        if not any(parts):
+            return {"vr": vr} if len(parts) == 1 else None
+        if "" in parts:
+            return None  # empty components: leave pydicom's own conventions to pydicom
+        if vr == "PN":
+            if any("=" in p for p in parts):
+                return None
+            return {"vr": vr, "Value": [{"Alphabetic": p} for p in parts]}
+        if vr == "DS":
+            try:
+                return {"vr": vr, "Value": [float(p) for p in parts]}
+            except ValueError:
+                return None
+        if vr == "IS":
+            try:
+                return {"vr": vr, "Value": [int(p) for p in parts]}
+            except ValueError:
+                return None
+        return {"vr": vr, "Value": parts}
+    return None
