@@ -275,4 +275,6 @@ def test_every_string_is_translated_and_compiled(code):
             assert compiled.ngettext(entry["msgid"], entry["msgid_plural"], 1) == entry["msgstr[0]"]
         else:
             assert entry["msgstr"], entry["msgid"]
-            assert compiled.gettext(entry["msgid"]) == entry["msgstr"], "recompile the catalogue"
+            found = (compiled.pgettext(entry["msgctxt"], entry["msgid"]) if "msgctxt" in entry
+                     else compiled.gettext(entry["msgid"]))
+            assert found == entry["msgstr"], "recompile the catalogue"
