@@ -40,7 +40,7 @@ MAX_FAILURES = 10
 SESSION_SECONDS = 2 * 3600
 # The session remembers which patient the code was for; patient pages show only that one.
 SESSION_PATIENT = "patients:code_patient"
-BACKEND = "django.contrib.auth.backends.ModelBackend"
+BACKEND = "accounts.backends.EmailOrUsernameBackend"
 
 
 class Refusal(enum.StrEnum):
