@@ -1,4 +1,5 @@
-"""TOTP is required for staff and doctors: until verified, they reach only the 2FA pages."""
+"""TOTP is required for staff and doctors, and for patients who turned it on: until verified,
+they reach only the 2FA pages."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse
+
+from . import second_factor
 
 ALWAYS_OPEN = ("/static/", "/i18n/")
 
@@ -21,9 +24,9 @@ class RequireSecondFactorMiddleware:
         if (
             getattr(settings, "REQUIRE_2FA", True)
             and user.is_authenticated
-            and getattr(user, "needs_second_factor", False)
             and not user.is_verified()  # type: ignore[attr-defined]
             and not self._open(request.path)
+            and second_factor.required(user)  # last: a query for patients
         ):
             if request.path.startswith("/dicomweb/"):
                 return JsonResponse(

@@ -13,6 +13,20 @@ def confirmed_device(user: User) -> TOTPDevice | None:
     return TOTPDevice.objects.filter(user=user, confirmed=True).first()
 
 
+def required(user: object) -> bool:
+    """Whether this account must give a TOTP code at sign-in.
+
+    Staff and doctors always (:attr:`User.needs_second_factor`). A patient once they have
+    turned it on, that is once they have a confirmed device; turning it on is voluntary,
+    but from then on it protects every sign-in, an access-code sign-in included: the code
+    and birth date replace the password, never the second factor.
+    """
+    if not isinstance(user, User) or not user.is_authenticated:
+        return False
+    return user.needs_second_factor or TOTPDevice.objects.filter(
+        user=user, confirmed=True).exists()
+
+
 def pending_device(user: User) -> TOTPDevice:
     """The unconfirmed device being enrolled (created once, reused until confirmed)."""
     device = TOTPDevice.objects.filter(user=user, confirmed=False).first()

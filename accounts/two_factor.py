@@ -15,7 +15,11 @@ from .models import User
 
 @login_required
 def two_factor(request: HttpRequest) -> HttpResponse:
-    """Enrol a TOTP app on first use, then ask for a code at every sign-in."""
+    """Enrol a TOTP app on first use, then ask for a code at every sign-in.
+
+    Patients come here by choice (a link on their exams page); the device counts only once
+    a code from it is confirmed, so leaving half-way changes nothing.
+    """
     user = request.user
     assert isinstance(user, User)
     device = second_factor.confirmed_device(user)
@@ -32,7 +36,9 @@ def two_factor(request: HttpRequest) -> HttpResponse:
             otp_login(request, device)
             return redirect(next_url)
         error = _("That code is not valid. Check your phone's clock and try again.")
-    context = {"enrolling": enrolling, "error": error, "next": next_url}
+    # A patient turning it on by choice is told what changes; staff are told it is required.
+    context = {"enrolling": enrolling, "error": error, "next": next_url,
+               "voluntary": not user.needs_second_factor}
     if enrolling:
         uri = second_factor.provisioning_uri(device)
         context.update(qr=second_factor.qr_svg(uri), secret=device.config_url.split(

@@ -22,6 +22,7 @@ from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
+from accounts import second_factor
 from accounts.models import ApiToken
 
 from .renderers import problem
@@ -83,7 +84,7 @@ def _basic(request: HttpRequest, credentials: str) -> HttpResponse | None:
     user = django_authenticate(request, username=username, password=password)
     if user is None or not user.is_active:
         return _unauthorized("wrong username or password")
-    if getattr(settings, "REQUIRE_2FA", True) and getattr(user, "needs_second_factor", False):
+    if getattr(settings, "REQUIRE_2FA", True) and second_factor.required(user):
         return _unauthorized(
             "this account signs in with a second factor; use an API token (Bearer)"
         )

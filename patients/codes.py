@@ -3,8 +3,11 @@
 A code (20 characters from :data:`~patients.models.ALPHABET`, printed in groups of four)
 plus the patient's birth date signs the patient in to their own exams. Nothing else: the
 code opens only accounts made for code sign-ins (no password, patient role), so it can
-never stand in for a password or a second factor. An unknown code and a wrong birth date
-are refused alike; only someone with both right learns that a code expired or was revoked.
+never stand in for a password or a second factor: a code sign-in to an account whose
+patient turned on two-step verification is still asked for the TOTP code
+(:func:`accounts.second_factor.required`, enforced by the middleware). An unknown code
+and a wrong birth date are refused alike; only someone with both right learns that a code
+expired or was revoked.
 Every attempt is audited (``LOGIN``), issuing and revoking too (``SHARE``).
 """
 

@@ -23,6 +23,8 @@ from django.urls import reverse, reverse_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
+from accounts import second_factor
+from accounts.models import User
 from audit.models import AuditAction
 from audit.trail import Actor
 from imaging import access, policies
@@ -90,7 +92,12 @@ def exam_list(request: HttpRequest) -> HttpResponse:
                    .order_by("-study_date", "-pk")[:200])
     access.record_search(Actor.from_request(request), studies,
                          query={"page": "patient exams"})
-    return render(request, "patients/exams.html", {"studies": studies})
+    user = request.user
+    assert isinstance(user, User)
+    return render(request, "patients/exams.html", {
+        "studies": studies,
+        "second_factor_on": second_factor.confirmed_device(user) is not None,
+    })
 
 
 def _own_study(request: HttpRequest, study_uid: str) -> Study:
