@@ -124,7 +124,9 @@ def test_a_code_sign_in_still_asks_for_the_totp_code_once_it_is_on(tina, code_re
     _, code = codes.issue_code(code_record, tina)
     client = Client()
     _redeem(client, code)
-    account = User.objects.get(pk=Patient.objects.get(pk=code_record.pk).user_id)
+    code_record.refresh_from_db()
+    account = code_record.user
+    assert isinstance(account, User)
     device = TOTPDevice.objects.create(user=account, name="phone", confirmed=True)
     client.logout()
 
