@@ -1,0 +1,110 @@
+"""Every role against every way in: pages, DICOMweb search and retrieval, the patient
+portal, download links. One study (paula's) is the target; each cell says whether the role
+reaches it, and every refusal of a direct UID is on the record.
+
+(DICOM peers are principals of their own, not users: see tests/test_dimse_peers.py.)
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import Client
+
+from accounts.models import AccessGrant, Clinic, User
+from audit.models import AuditEvent
+
+# role fixture -> does it reach paula's study?
+ROLES = {
+    "alice": True,          # clinic admin
+    "dora_granted": True,   # doctor with a care relationship at her clinic
+    "dora": False,          # the same doctor, no grant
+    "tina": False,          # technician: stores, does not browse
+    "paula": True,          # the patient herself
+    "charlie": False,       # another patient
+}
+
+
+@pytest.fixture
+def dora_granted(dora, paulas_record) -> User:
+    clinic = Clinic.objects.create(name="Clínica Sul")
+    dora.clinics.add(clinic)
+    AccessGrant.objects.create(doctor=dora, patient=paulas_record, clinic=clinic)
+    return dora
+
+
+@pytest.fixture(params=sorted(ROLES))
+def role(request, paulas_study, charlies_study) -> tuple[str, Client, bool]:
+    user = request.getfixturevalue(request.param)
+    client = Client()
+    client.force_login(user)
+    return user.username, client, ROLES[request.param]
+
+
+def _denied_attempts(username: str, uid: str) -> int:
+    return AuditEvent.objects.filter(username=username, study_uid=uid,
+                                     outcome="denied").count()
+
+
+def test_the_study_list_page(role, paulas_study):
+    _, client, allowed = role
+    page = client.get("/imaging/", follow=True).content.decode()
+    assert ("Pereira^Paula" in page) is allowed
+
+
+def test_dicomweb_search(role, paulas_study):
+    _, client, allowed = role
+    response = client.get("/dicomweb/studies",
+                          {"StudyInstanceUID": paulas_study.study_instance_uid})
+    assert response.status_code == 200
+    found = [s["0020000D"]["Value"][0] for s in json.loads(response.content or b"[]")]
+    assert (found == [paulas_study.study_instance_uid]) is allowed
+    assert found in ([], [paulas_study.study_instance_uid])
+
+
+def test_dicomweb_retrieval_by_uid(role, paulas_study):
+    username, client, allowed = role
+    uid = paulas_study.study_instance_uid
+    response = client.get(f"/dicomweb/studies/{uid}/metadata",
+                          HTTP_ACCEPT="application/dicom+json")
+    assert response.status_code == (200 if allowed else 404)
+    assert _denied_attempts(username, uid) == (0 if allowed else 1)
+
+
+def test_the_patient_portal_exam_page(role, paulas_study):
+    _, client, allowed = role
+    uid = paulas_study.study_instance_uid
+    response = client.get(f"/patient/exams/{uid}/")
+    if allowed:
+        assert response.status_code in (200, 302)  # staff are sent to the staff pages
+    else:
+        assert response.status_code in (302, 403, 404)
+        assert b"Pereira" not in response.content
+
+
+def test_creating_a_download_link(role, paulas_study):
+    _, client, allowed = role
+    response = client.post("/sharing/links/new/", {
+        "study": paulas_study.study_instance_uid, "days": "7", "max_uses": "3",
+    })
+    assert (response.status_code == 200 and b"/s/" in response.content) is allowed
+    if not allowed:
+        assert response.status_code in (403, 404)
+
+
+@pytest.mark.parametrize("path", [
+    "/imaging/", "/patient/exams/", "/sharing/", "/audit/my-access/", "/privacy/",
+])
+def test_anonymous_visitors_are_sent_to_a_login_page(client, path):
+    response = client.get(path)
+    assert response.status_code == 302
+    assert "login" in response["Location"] or "/patient/" in response["Location"]
+
+
+def test_anonymous_dicomweb_gets_401(client, paulas_study):
+    for url in ("/dicomweb/studies",
+                f"/dicomweb/studies/{paulas_study.study_instance_uid}/metadata"):
+        response = client.get(url)
+        assert response.status_code == 401
+        assert "WWW-Authenticate" in response
