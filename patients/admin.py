@@ -1,6 +1,7 @@
 """Access codes in the admin: issued from the patient list (action "Issue access code"),
-printed on a receipt, listed and revoked here. The plaintext is shown only on the receipt;
-only its hash is stored."""
+printed on a receipt (and, for one patient, optionally sent by email), listed and revoked
+here. The plaintext is shown only on the receipt and in that email; only its hash is
+stored."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import datetime
 from typing import Any
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import validate_email
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -63,7 +65,10 @@ class AccessCodeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                           % {"count": count}, messages.SUCCESS)
 
     def issue_view(self, request: HttpRequest) -> HttpResponse:
-        """Confirm, then issue one code per patient and show the printable receipts."""
+        """Confirm, then issue one code per patient and show the printable receipts.
+
+        With one patient, the code may also go by email (the receipt is still shown).
+        """
         if not codes.may_issue(request.user):
             raise PermissionDenied
         data = request.POST if request.method == "POST" else request.GET
@@ -73,7 +78,11 @@ class AccessCodeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if not patients:
             raise PermissionDenied
         default_days = round(lifetime().total_seconds() / 86400)
+        email = data.get("email", "").strip()
+        error = ""
         if request.method == "POST":
+            error = self._email_error(email, patients)
+        if request.method == "POST" and not error:
             try:
                 days = max(1, min(int(data.get("days", default_days)), 365))
             except ValueError:
@@ -82,16 +91,40 @@ class AccessCodeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             receipts = [codes.issue_code(p, request.user, actor=actor,
                                          expires_in=datetime.timedelta(days=days))
                         for p in patients]
+            portal_url = request.build_absolute_uri(reverse("patients:login"))
+            sent = not_sent = False
+            if email:
+                access, code = receipts[0]
+                try:
+                    codes.send_code(access.patient, code, email, portal_url, access.expires,
+                                    actor=actor)
+                    sent = True
+                except codes.CodeNotSent:
+                    not_sent = True
             return render(request, "patients/receipt.html", {
                 "receipts": [{"access": access, "code": code, "patient": access.patient,
                               "name": access.patient.name.replace("^", " ").strip()}
                              for access, code in receipts],
-                "portal_url": request.build_absolute_uri(reverse("patients:login")),
+                "portal_url": portal_url, "email": email, "sent": sent, "not_sent": not_sent,
             })
         context = {**self.admin_site.each_context(request), "patients": patients,
-                   "ids": ",".join(str(p.pk) for p in patients), "days": default_days,
+                   "ids": ",".join(str(p.pk) for p in patients),
+                   "days": data.get("days", default_days), "email": email, "error": error,
                    "title": _("Issue access codes"), "opts": self.model._meta}
         return TemplateResponse(request, "patients/issue_confirm.html", context)
+
+    @staticmethod
+    def _email_error(email: str, patients: list[Patient]) -> str:
+        """Why the optional email cannot be used, in words for the reception desk."""
+        if not email:
+            return ""
+        if len(patients) != 1:
+            return str(_("A code goes by email only when one patient is selected."))
+        try:
+            validate_email(email)
+        except ValidationError:
+            return str(_("Enter a valid email address, or leave it empty."))
+        return ""
 
 
 @admin.action(description=_("Issue an access code (printable receipt)"))
