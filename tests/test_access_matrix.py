@@ -27,7 +27,7 @@ ROLES = {
 
 
 @pytest.fixture
-def dora_granted(dora, paulas_record) -> User:
+def dora_granted(dora: User, paulas_record) -> User:
     clinic = Clinic.objects.create(name="Clínica Sul")
     dora.clinics.add(clinic)
     AccessGrant.objects.create(doctor=dora, patient=paulas_record, clinic=clinic)
