@@ -27,7 +27,7 @@ from accounts import second_factor
 from accounts.models import User
 from audit.models import AuditAction
 from audit.trail import Actor
-from imaging import access, policies
+from imaging import access, policies, reports
 from imaging.models import Instance, Study
 
 from . import codes, images, throttle
@@ -94,6 +94,9 @@ def exam_list(request: HttpRequest) -> HttpResponse:
                          query={"page": "patient exams"})
     user = request.user
     assert isinstance(user, User)
+    reported = reports.studies_with_report(studies)
+    for study in studies:
+        study.has_report = study.pk in reported  # type: ignore[attr-defined]
     return render(request, "patients/exams.html", {
         "studies": studies,
         "second_factor_on": second_factor.confirmed_device(user) is not None,

@@ -157,3 +157,32 @@ def test_a_code_session_is_limited_to_the_codes_patient(client, tina, paula, pau
     assert paulas_study.study_instance_uid in html
     assert charlies_study.study_instance_uid not in html
     assert client.get(exam_url(charlies_study)).status_code == 404
+
+
+def test_the_exam_list_says_whether_the_report_is_issued(client, paula, paulas_study, tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+    Patient.objects.filter(patient_id="PAULA-001").update(user=paula)
+    client.force_login(paula)
+    page = client.get("/patient/exams/").content.decode()
+    assert "Awaiting report" in page or "Aguardando laudo" in page
+
+    # The report system sends a Basic Text SR into the study, as it would by C-STORE.
+    sr = Dataset()
+    sr.file_meta = FileMetaDataset()
+    sr.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    sr.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.88.11")
+    sr.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    sr.SOPInstanceUID = sr.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    sr.StudyInstanceUID = paulas_study.study_instance_uid
+    sr.SeriesInstanceUID = generate_uid()
+    sr.Modality = "SR"
+    sr.PatientID = "PAULA-001"
+    sr.PatientName = "Pereira^Paula"
+    path = tmp_path / "report.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    ingest_paths([path])
+
+    page = client.get("/patient/exams/").content.decode()
+    assert "Report issued" in page or "Laudo emitido" in page
