@@ -215,6 +215,12 @@ CACHES = {
 SHARING_FAILURE_LIMIT = env.int("SHARING_FAILURE_LIMIT", default=10)
 SHARING_FAILURE_WINDOW = env.int("SHARING_FAILURE_WINDOW", default=900)
 
+# --- Patient access codes (printed on exam receipts) ------------------------------------------
+PATIENT_CODE_LIFETIME_DAYS = env.int("PATIENT_CODE_LIFETIME_DAYS", default=30)
+PATIENT_CODE_FAILURE_WINDOW = env.int("PATIENT_CODE_FAILURE_WINDOW", default=900)
+PATIENT_CODE_ADDRESS_LIMIT = env.int("PATIENT_CODE_ADDRESS_LIMIT", default=10)
+PATIENT_CODE_PREFIX_LIMIT = env.int("PATIENT_CODE_PREFIX_LIMIT", default=5)
+
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or env.str("REDIS_URL", default="")
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
