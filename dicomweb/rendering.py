@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from io import BytesIO
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -160,3 +161,23 @@ def render(ds: Dataset, frame: np.ndarray, media_type: str, options: RenderOptio
     """The frame as a ``media_type`` image (JPEG or PNG) with ``options`` applied."""
     return encode(fit(to_image(ds, frame, options), options.viewport), media_type,
                   options.quality)
+
+
+def render_preview(
+    fp: IO[bytes], index: int, *, window: Window | None, viewport: tuple[int, int],
+    quality: int, enlarge: bool = False,
+) -> bytes:
+    """Frame ``index`` (from 0) of the DICOM file ``fp`` as a JPEG for a page.
+
+    Images larger than ``viewport`` are scaled into it; smaller ones keep their size unless
+    ``enlarge`` (thumbnails). The patient portal and shares to outside doctors both show
+    frames this way.
+    """
+    from . import frames  # frames reads files; this module otherwise works on arrays
+
+    header, _location = frames.read_header(fp)
+    pixels = frames.decoded_frame(fp, index)
+    large = max(int(header.get("Rows", 0)), int(header.get("Columns", 0))) > viewport[0]
+    options = RenderOptions(window=window, viewport=viewport if large or enlarge else None,
+                            quality=quality)
+    return render(header, pixels, JPEG, options)

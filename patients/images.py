@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db.models import F
 
-from dicomweb import frames, rendering
+from dicomweb import rendering
 from imaging import blobs
 from imaging.models import Instance, Series, Study
 
@@ -64,16 +64,11 @@ def render_frame(instance: Instance, index: int, *, preset: str = "default",
     window = PRESETS.get(preset, PRESETS["default"]).window
     if index < 0 or index >= max(instance.number_of_frames, 1):
         raise CannotRender("no such frame")
-    options = rendering.RenderOptions(window=window,
-                                      viewport=THUMBNAIL if thumbnail else VIEWPORT,
-                                      quality=QUALITY)
     try:
         with blobs.open_blob(instance.blob_key) as fp:
-            header, _location = frames.read_header(fp)
-            pixels = frames.decoded_frame(fp, index)
-        large = max(int(header.get("Rows", 0)), int(header.get("Columns", 0)))
-        if not thumbnail and large <= VIEWPORT[0]:
-            options = rendering.RenderOptions(window=window, viewport=None, quality=QUALITY)
-        return rendering.render(header, pixels, rendering.JPEG, options)
+            return rendering.render_preview(
+                fp, index, window=window, viewport=THUMBNAIL if thumbnail else VIEWPORT,
+                quality=QUALITY, enlarge=thumbnail,
+            )
     except Exception as exc:  # no pixel data, or no codec for it
         raise CannotRender(str(exc)) from exc

@@ -30,7 +30,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from audit.models import AuditAction
 from audit.trail import Actor
-from dicomweb import frames, rendering
+from dicomweb import rendering
 from imaging import blobs, policies
 from imaging.models import Instance, Series, Study
 from privacy.consent import ConsentRequired
@@ -372,11 +372,8 @@ def share_image(request: HttpRequest, token: str, sop_uid: str) -> HttpResponse:
                                  series__study=share.study)
     try:
         with blobs.open_blob(instance.blob_key) as fp:
-            header, _location = frames.read_header(fp)
-            pixels = frames.decoded_frame(fp, 0)
-        large = max(int(header.get("Rows", 0)), int(header.get("Columns", 0))) > VIEWPORT[0]
-        options = rendering.RenderOptions(viewport=VIEWPORT if large else None, quality=85)
-        image = rendering.render(header, pixels, rendering.JPEG, options)
+            image = rendering.render_preview(fp, 0, window=None, viewport=VIEWPORT,
+                                             quality=85)
     except Exception:  # no pixel data or no codec: the page shows the alt text
         raise Http404 from None
     response = HttpResponse(image, content_type=rendering.JPEG)
