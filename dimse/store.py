@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
@@ -23,9 +22,9 @@ from django.db import close_old_connections
 
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
+from imaging.access import record_stores
 from imaging.ingest import IngestResult, ingest
 from imaging.ingest import Outcome as IngestOutcome
-from imaging.models import Study
 
 from .policies import decide_peer
 from .statuses import Status
@@ -53,46 +52,25 @@ _STATUS = {
 class StoredLog:
     """Accepted objects of one association not yet on the audit trail."""
 
-    by_study: dict[str, dict[str, list[str]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(list))
-    )
-    count: int = 0
+    results: list[IngestResult] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, result: IngestResult) -> int:
         with self.lock:
-            self.by_study[result.study_instance_uid][result.outcome.value].append(
-                result.sop_instance_uid
-            )
-            self.count += 1
-            return self.count
+            self.results.append(result)
+            return len(self.results)
 
-    def take(self) -> dict[str, dict[str, list[str]]]:
+    def take(self) -> list[IngestResult]:
         with self.lock:
-            taken, self.by_study, self.count = self.by_study, defaultdict(
-                lambda: defaultdict(list)
-            ), 0
+            taken, self.results = self.results, []
             return taken
 
 
 def flush(actor: Actor, stored: StoredLog) -> None:
     """Write the accepted objects collected so far: one entry per study."""
     taken = stored.take()
-    if not taken:
-        return
-    studies = {
-        s.study_instance_uid: s
-        for s in Study.objects.select_related("patient").filter(study_instance_uid__in=taken)
-    }
-    for study_uid, outcomes in taken.items():
-        study = studies.get(study_uid)
-        target = Target.study(study) if study else Target("study", study_uid,
-                                                          study_uid=study_uid)
-        record(AuditAction.STORE, actor, target, Outcome.ALLOWED, detail={
-            "operation": "C-STORE",
-            "instances": sum(len(uids) for uids in outcomes.values()),
-            **{outcome: uids for outcome, uids in outcomes.items()},
-        })
+    if taken:
+        record_stores(actor, taken, via="C-STORE")
 
 
 def handle_store(event: Event, listener: Listener) -> int:
