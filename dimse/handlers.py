@@ -103,7 +103,7 @@ def on_requested(event: Event, listener: Listener) -> None:
             AuditAction.ASSOCIATION, actor, None,
             Outcome.ALLOWED if decision else Outcome.DENIED, reason=decision.why,
             detail={"event": "request", "called_ae": str(request.called_ae_title).strip()
-                    if request else ""},
+                    if request else "", "process": os.getpid()},
         )
     except Exception:
         log.exception("cannot decide on the association from %s at %s", calling, address)

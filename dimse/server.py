@@ -15,7 +15,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
-from . import handlers, retrieve, store
+from . import handlers, polling, retrieve, store
 from .handlers import Listener
 from .sop_classes import QUERY_RETRIEVE, VERIFICATION
 
@@ -46,6 +46,7 @@ MAXIMUM_ASSOCIATIONS = 64
 # pynetdicom's documented switch: C-STORE bodies are streamed to a temporary Part 10 file
 # (``event.dataset_path``) instead of being decoded in memory.
 _config.STORE_RECV_CHUNKED_DATASET = True
+polling.install()
 
 
 class SupportedContext(PresentationContext):

@@ -9,12 +9,13 @@ the same bytes are a duplicate, different bytes a conflict, and the original is 
 
 from __future__ import annotations
 
+import datetime
 import enum
 import logging
 from dataclasses import dataclass
 from typing import IO, Any
 
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
 
 from . import blobs
@@ -171,12 +172,21 @@ def _commit_one(item: _Staged, attempts: int = 3) -> IngestResult:
     return _stored(item, instance)
 
 
+def _sql(statement: str, **tables: str) -> str:
+    """A statement for the hot path with the models' table names filled in (never values:
+    those are always query parameters)."""
+    return statement.format(instance=Instance._meta.db_table, series=Series._meta.db_table,
+                            study=Study._meta.db_table, patient=Patient._meta.db_table,
+                            **tables)
+
+
 def _stored_sha256(sop_instance_uid: str) -> tuple[int, str] | None:
-    row = (
-        Instance.objects.filter(sop_instance_uid=sop_instance_uid)
-        .values_list("pk", "sha256")
-        .first()
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _sql("SELECT id, sha256 FROM {instance} WHERE sop_instance_uid = %s"),
+            [sop_instance_uid],
+        )
+        row = cursor.fetchone()
     return (row[0], row[1]) if row is not None else None
 
 
@@ -253,14 +263,9 @@ def _index(staged: list[_Staged]) -> list[Instance]:
 
 def _series(parsed: ParsedObject) -> tuple[Series, Study, bool]:
     """The series (with its study and patient) an object belongs to, created if new."""
-    # The common case, a further object of a known series, costs one query.
-    series = (
-        Series.objects.select_related("study__patient")
-        .filter(series_instance_uid=parsed.series_instance_uid)
-        .first()
-    )
-    if series is not None:
-        return series, series.study, False
+    known = _known_series(parsed.series_instance_uid)
+    if known is not None:
+        return known[0], known[1], False
     study = (
         Study.objects.select_related("patient")
         .filter(study_instance_uid=parsed.study_instance_uid)
@@ -275,6 +280,42 @@ def _series(parsed: ParsedObject) -> tuple[Series, Study, bool]:
             f"SeriesInstanceUID {parsed.series_instance_uid} already belongs to another study"
         )
     return series, study, created
+
+
+def _known_series(series_instance_uid: str) -> tuple[Series, Study] | None:
+    """A stored series with its study and patient, or None.
+
+    The common case, a further object of a known series, is one plain query: with the
+    counters below, the ORM's query building was most of the per-object index cost
+    (0.65 ms against 0.06 ms for this lookup on SQLite).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _sql("SELECT s.id, t.id, t.study_instance_uid, p.id, p.patient_id, p.issuer, p.name,"
+                 " p.birth_date, p.sex FROM {series} s"
+                 " JOIN {study} t ON t.id = s.study_id JOIN {patient} p ON p.id = t.patient_id"
+                 " WHERE s.series_instance_uid = %s"),
+            [series_instance_uid],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    series_pk, study_pk, study_uid, patient_pk, patient_id, issuer, name, born, sex = row
+    if isinstance(born, str):  # SQLite hands dates over as text outside the ORM
+        born = datetime.date.fromisoformat(born)
+    patient = Patient(pk=patient_pk, patient_id=patient_id, issuer=issuer, name=name,
+                      birth_date=born, sex=sex)
+    study = Study(pk=study_pk, study_instance_uid=study_uid, patient=patient)
+    return Series(pk=series_pk, series_instance_uid=series_instance_uid, study=study), study
+
+
+def _add_to_counters(model: type[Series] | type[Study], pk: int, count: int, size: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _sql("UPDATE {table} SET num_instances = num_instances + %s,"
+                 " size_bytes = size_bytes + %s WHERE id = %s", table=model._meta.db_table),
+            [count, size, pk],
+        )
 
 
 def _count(staged: list[_Staged], known: dict[str, tuple[Series, Study, bool]]) -> None:
@@ -293,23 +334,23 @@ def _count(staged: list[_Staged], known: dict[str, tuple[Series, Study, bool]]) 
         if created:
             per_study[study.pk][2] += 1
     for pk, (count, size) in per_series.items():
-        Series.objects.filter(pk=pk).update(
-            num_instances=F("num_instances") + count, size_bytes=F("size_bytes") + size
-        )
+        _add_to_counters(Series, pk, count, size)
     for pk, (count, size, new_series) in per_study.items():
+        if not new_series:
+            _add_to_counters(Study, pk, count, size)
+            continue
         changes: dict[str, Any] = {
             "num_instances": F("num_instances") + count,
             "size_bytes": F("size_bytes") + size,
         }
-        if new_series:
-            # Lock the study so concurrent new series each see the others' modality.
-            locked = Study.objects.select_for_update().get(pk=pk)
-            modalities = sorted({
-                m for m in Series.objects.filter(study=locked).values_list("modality", flat=True)
-                if m
-            })
-            changes["num_series"] = F("num_series") + new_series
-            changes["modalities"] = "\\".join(modalities)[:64]
+        # Lock the study so concurrent new series each see the others' modality.
+        locked = Study.objects.select_for_update().get(pk=pk)
+        modalities = sorted({
+            m for m in Series.objects.filter(study=locked).values_list("modality", flat=True)
+            if m
+        })
+        changes["num_series"] = F("num_series") + new_series
+        changes["modalities"] = "\\".join(modalities)[:64]
         Study.objects.filter(pk=pk).update(**changes)
 
 

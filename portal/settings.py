@@ -270,6 +270,9 @@ DICOM_AE_TITLE = env.str("DICOM_AE_TITLE", default="PORTAL")
 DICOM_PORT = env.int("DICOM_PORT", default=11112)
 # Accept associations from peers not configured in admin (first installation only).
 DICOM_ALLOW_UNKNOWN_PEERS = env.bool("DICOM_ALLOW_UNKNOWN_PEERS", default=False)
+# Listener worker processes sharing the port (parallel associations use several cores).
+DICOM_LISTENER_PROCESSES = env.int("DICOM_LISTENER_PROCESSES",
+                                   default=min(os.cpu_count() or 1, 4))
 
 # --- Security (production) ------------------------------------------------------------------
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)

@@ -11,14 +11,31 @@ import datetime
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import connection
 
 from accounts.models import Role, User
 from imaging.synthetic import PatientSpec, SeriesSpec, write_study
 
 PASSWORD = "correct horse battery staple"
+
+
+def database_url() -> str:
+    """The test database (not the configured one) as a URL that a process the test starts
+    (a Celery worker, the DICOM listener) reads from its environment."""
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{Path(db['NAME']).resolve()}"
+    assert db["ENGINE"] == "django.db.backends.postgresql", db["ENGINE"]
+    auth = quote(db["USER"] or "", safe="")
+    if db["PASSWORD"]:
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    host = db["HOST"] or "localhost"
+    port = f":{db['PORT']}" if db["PORT"] else ""
+    return f"postgres://{auth}@{host}{port}/{quote(db['NAME'], safe='')}"
 
 
 @pytest.fixture(autouse=True)

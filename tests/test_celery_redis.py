@@ -13,16 +13,15 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from imaging import tasks
 from imaging.ingest import Outcome, ingest
 from imaging.models import Instance
 from portal.celery import app
+from tests.conftest import database_url
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 
@@ -32,20 +31,6 @@ pytestmark = [
 ]
 
 PROJECT = Path(__file__).resolve().parent.parent
-
-
-def _database_url() -> str:
-    """The test database (not the configured one) as a URL the worker's settings can read."""
-    db = connection.settings_dict
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{Path(db['NAME']).resolve()}"
-    assert db["ENGINE"] == "django.db.backends.postgresql", db["ENGINE"]
-    auth = quote(db["USER"] or "", safe="")
-    if db["PASSWORD"]:
-        auth += ":" + quote(db["PASSWORD"], safe="")
-    host = db["HOST"] or "localhost"
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    return f"postgres://{auth}@{host}{port}/{quote(db['NAME'], safe='')}"
 
 
 @pytest.fixture
@@ -61,7 +46,7 @@ def worker(transactional_db, dicom_storage: Path, queue: str, tmp_path: Path) ->
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "DATA_DIR": str(settings.DATA_DIR),
         "REDIS_URL": REDIS_URL,
         "CELERY_BROKER_URL": REDIS_URL,

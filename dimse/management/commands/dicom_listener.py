@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from dimse.handlers import Listener
+from dimse.processes import serve
 from dimse.server import start
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,11 @@ class Command(BaseCommand):
             default=getattr(settings, "DICOM_NETWORK_TIMEOUT", 60.0),
             help="seconds a peer may stay silent, or not read, before it is disconnected",
         )
+        parser.add_argument(
+            "--processes", type=int,
+            default=getattr(settings, "DICOM_LISTENER_PROCESSES", 1),
+            help="worker processes sharing the port (default: DICOM_LISTENER_PROCESSES)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         listener = Listener(ae_title=options["ae_title"],
@@ -42,7 +48,13 @@ class Command(BaseCommand):
                 "DICOM_ALLOW_UNKNOWN_PEERS is set: any AE title from any host is accepted. "
                 "Configure the peers (manage.py dicom_peers add) and unset it."
             ))
+        processes = max(1, options["processes"])
         self.stdout.write(
             f"DICOM listener {listener.ae_title} on {options['host']}:{options['port']}"
+            f" ({processes} process{'es' if processes > 1 else ''})"
         )
-        start(listener, options["host"], options["port"], block=True)
+        self.stdout.flush()
+        if processes == 1:
+            start(listener, options["host"], options["port"], block=True)
+        else:
+            serve(listener, options["host"], options["port"], processes)

@@ -1,0 +1,172 @@
+"""``manage.py dicom_listener --processes N``: several worker processes accept on one port.
+
+Associations at the same time go to different processes (so they use different cores),
+objects sent over them are all stored exactly once, a worker that dies is replaced, and
+stopping the listener stops every worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from pynetdicom import AE
+
+from audit.models import AuditAction, AuditEvent
+from dimse.models import Peer
+from dimse.sop_classes import VERIFICATION
+from dimse.testing import LOOPBACK, dcmtk, free_port
+from imaging.models import Instance
+from tests.conftest import database_url
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@dataclass
+class ListenerProcesses:
+    process: subprocess.Popen[bytes]
+    port: int
+
+    def workers(self) -> set[int]:
+        """The PIDs of the listener's worker processes, from /proc."""
+        found = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            state, parent = stat.rsplit(")", 1)[1].split()[:2]
+            if int(parent) == self.process.pid and state != "Z":
+                found.add(int(entry.name))
+        return found
+
+    def wait_for_workers(self, count: int, timeout: float = 15.0,
+                         without: int | None = None) -> set[int]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(pids := self.workers()) == count and without not in pids:
+                return pids
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} workers, found {self.workers()}")
+
+
+@pytest.fixture
+def listener(dicom_storage: Path, tmp_path: Path) -> Iterator[ListenerProcesses]:
+    Peer.objects.create(ae_title="MODALITY", host="127.0.0.1", may_store=True)
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DATABASE_URL": database_url(),
+        "DATA_DIR": str(tmp_path / "data"),
+        "DICOM_STORAGE_DIR": str(dicom_storage),
+    }
+    for name in ("S3_BUCKET", "DICOM_ALLOW_UNKNOWN_PEERS"):
+        env.pop(name, None)
+    process = subprocess.Popen(
+        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "dicom_listener",
+         "--host", LOOPBACK, "--port", str(port), "--ae-title", "PORTAL", "--processes", "2"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    running = ListenerProcesses(process, port)
+    try:
+        running.wait_for_workers(2)
+        _wait_for_echo(port)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _wait_for_echo(port: int, timeout: float = 30.0) -> None:
+    """Until the listener answers a C-ECHO (a bare TCP probe would leave a connection
+    waiting for its association request, and count as work for the worker that took it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if dcmtk("echoscu", "-aet", "MODALITY", "-aec", "PORTAL", LOOPBACK, str(port),
+                 timeout=10).returncode == 0:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"no C-ECHO answer on port {port}")
+
+
+def _associate(port: int):  # noqa: ANN202 - pynetdicom's Association
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(VERIFICATION)
+    assoc = ae.associate(LOOPBACK, port, ae_title="PORTAL")
+    assert assoc.is_established
+    assert assoc.send_c_echo().Status == 0
+    return assoc
+
+
+def _association_processes() -> list[int]:
+    """The worker that accepted each association since the listener answered its first
+    C-ECHO (that one is left out)."""
+    events = AuditEvent.objects.filter(action=AuditAction.ASSOCIATION,
+                                       detail__event="request").order_by("pk")
+    return [event.detail["process"] for event in events][1:]
+
+
+def test_two_associations_at_once_are_served_by_two_worker_processes(
+    listener: ListenerProcesses,
+):
+    first = _associate(listener.port)
+    second = _associate(listener.port)
+    try:
+        served_by = _association_processes()
+    finally:
+        first.release()
+        second.release()
+    assert len(served_by) == 2
+    assert served_by[0] != served_by[1]
+    assert set(served_by) == listener.workers()
+
+
+def test_two_storescu_at_once_store_every_object_exactly_once(
+    listener: ListenerProcesses, ct_study: tuple[str, list[Path]], other_study,
+):
+    halves = [ct_study[1], other_study[1]]
+    senders = [
+        subprocess.Popen(
+            ["storescu", "-aet", "MODALITY", "-aec", "PORTAL", LOOPBACK, str(listener.port),
+             *map(str, files)],
+            env={**os.environ, "TCP_NODELAY": "1"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for files in halves
+    ]
+    outputs = [sender.communicate(timeout=120) for sender in senders]
+    assert [sender.returncode for sender in senders] == [0, 0], outputs
+    assert Instance.objects.count() == len(ct_study[1]) + len(other_study[1])
+    assert len(set(_association_processes())) == 2
+
+
+def test_a_worker_that_dies_is_replaced(listener: ListenerProcesses):
+    before = listener.workers()
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    after = listener.wait_for_workers(2, without=victim)
+    assert victim not in after
+    echoed = dcmtk("echoscu", "-aet", "MODALITY", "-aec", "PORTAL", LOOPBACK,
+                   str(listener.port))
+    assert echoed.returncode == 0, echoed.stderr
+
+
+def test_stopping_the_listener_stops_every_worker(listener: ListenerProcesses):
+    workers = listener.workers()
+    listener.process.send_signal(signal.SIGTERM)
+    assert listener.process.wait(timeout=30) == 0
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
+            f"/proc/{pid}/status").read_text()
