@@ -18,13 +18,12 @@ from typing import IO, Any
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.urls import reverse
-from pydicom import dcmread
 
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
 from imaging import policies
 from imaging.access import record_stores
-from imaging.ingest import IngestBatch, IngestResult
+from imaging.ingest import WRONG_STUDY, IngestBatch, IngestResult
 from imaging.ingest import Outcome as IngestOutcome
 
 from . import auth
@@ -95,7 +94,7 @@ def store(request: HttpRequest, study: str | None) -> HttpResponse:
         for part in iter_parts(_reader(request), boundary):
             parts += 1
             with part.file:
-                _store_part(part, study, source, actor, batch, failed)
+                _store_part(part, study, source, batch, failed)
             if len(batch.staged) >= STORE_BATCH:
                 batch.commit()
         batch.commit()
@@ -147,23 +146,6 @@ def _reader(request: HttpRequest) -> Any:
     return request.read
 
 
-def _peek(fp: IO[bytes]) -> tuple[str, str, str]:
-    """SOP Class, SOP Instance and Study Instance UIDs, read from the header only."""
-    try:
-        ds = dcmread(fp, stop_before_pixels=True, force=True,
-                     specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
-        found = tuple(str(ds.get(k, "") or "").strip() for k in
-                      ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"))
-        sop_class = found[0] or str(
-            getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "") or ""
-        )
-        return sop_class, found[1], found[2]
-    except Exception:  # pydicom raises many types on garbage; ingest gives the reason
-        return "", "", ""
-    finally:
-        fp.seek(0)
-
-
 STORE_BATCH = 32  # parts indexed per database transaction
 
 
@@ -178,9 +160,8 @@ class _Batch:
         self.staged = IngestBatch()
         self.sop_classes: list[tuple[str, str]] = []
 
-    def add(self, fp: IO[bytes], source: str, sop_class: str, sop_uid: str) -> None:
-        self.staged.add(fp, source=source)
-        self.sop_classes.append((sop_class, sop_uid))
+    def add(self, fp: IO[bytes], source: str, study: str | None) -> None:
+        self.sop_classes.append(self.staged.add(fp, source=source, study=study))
 
     def commit(self) -> None:
         if not len(self.staged):
@@ -228,8 +209,7 @@ class _Batch:
 
 
 def _store_part(
-    part: Part, study: str | None, source: str, actor: Actor, batch: _Batch,
-    failed: list[dict[str, Any]],
+    part: Part, study: str | None, source: str, batch: _Batch, failed: list[dict[str, Any]],
 ) -> None:
     part_type = ContentType.parse(part.content_type or DICOM).media_type
     if part_type != DICOM:
@@ -239,25 +219,17 @@ def _store_part(
     if part.size == 0:
         failed.append(_failed("", "", CANNOT_UNDERSTAND, "empty part"))
         return
-    sop_class, sop_uid, part_study = _peek(part.file)
-    if study is not None and part_study and part_study != study:
-        failed.append(_failed(
-            sop_class, sop_uid, DATASET_DOES_NOT_MATCH,
-            f"StudyInstanceUID {part_study} is not the study {study} of the request URL",
-        ))
-        record(AuditAction.STORE, actor, Target("instance", sop_uid, study_uid=part_study),
-               Outcome.FAILED, reason="study of the request URL differs")
-        return
     try:
-        batch.add(part.file, source, sop_class, sop_uid)
+        batch.add(part.file, source, study)
     except OSError as exc:
         log.exception("STOW part could not be stored")
-        failed.append(_failed(sop_class, sop_uid, OUT_OF_RESOURCES, f"storage error: {exc}"))
+        failed.append(_failed("", "", OUT_OF_RESOURCES, f"storage error: {exc}"))
 
 
 def _rejection_code(reason: str) -> int:
     """Objects ingest could read but whose content is inconsistent, versus unreadable ones."""
-    if reason.startswith("pixel data") or "already belongs to another study" in reason:
+    if (reason.startswith(("pixel data", WRONG_STUDY))
+            or "already belongs to another study" in reason):
         return DATASET_DOES_NOT_MATCH
     return CANNOT_UNDERSTAND
 

@@ -41,7 +41,25 @@ class Values(Protocol):
 
 
 class InvalidObject(ValueError):
-    """The bytes are not a DICOM object the archive accepts; the message says why."""
+    """The bytes are not a DICOM object the archive accepts; the message says why.
+
+    Where the dataset could be read, the UIDs it names are kept, so the refusal can say
+    which object it was (a STOW failed-instance item, a C-STORE audit entry).
+    """
+
+    sop_class_uid = ""
+    sop_instance_uid = ""
+    study_instance_uid = ""
+
+    def named(self, ds: Dataset) -> InvalidObject:
+        for attribute, keyword in (("sop_class_uid", "SOPClassUID"),
+                                   ("sop_instance_uid", "SOPInstanceUID"),
+                                   ("study_instance_uid", "StudyInstanceUID")):
+            try:
+                setattr(self, attribute, str(ds.get(keyword, "") or "").strip()[:64])
+            except Exception:  # noqa: S110 - the refusal stands without its names
+                pass
+        return self
 
 
 @dataclass(frozen=True)
@@ -109,10 +127,10 @@ def parse(fp: IO[bytes]) -> ParsedObject:
     try:
         check_complete(ds, end, deflated=_is_deflated(ds))
         return _extract(ds, fp)
-    except InvalidObject:
-        raise
+    except InvalidObject as exc:
+        raise exc.named(ds) from None
     except Exception as exc:
-        raise InvalidObject(f"unreadable DICOM dataset: {exc}") from exc
+        raise InvalidObject(f"unreadable DICOM dataset: {exc}").named(ds) from exc
 
 
 def _looks_like_dataset(ds: Dataset) -> bool:

@@ -25,6 +25,10 @@ from .models import Instance, Patient, PatientConflict, Series, Study
 log = logging.getLogger(__name__)
 
 
+WRONG_STUDY = "not of the study it was sent to"
+INSERT_ROWS = 50  # instances per INSERT statement (17 parameters each)
+
+
 class Outcome(enum.StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"
@@ -87,20 +91,37 @@ class IngestBatch:
     def __len__(self) -> int:
         return len(self._slots)
 
-    def add(self, fp: IO[bytes], *, source: str = "") -> None:
+    def add(self, fp: IO[bytes], *, source: str = "", study: str | None = None,
+            ) -> tuple[str, str]:
+        """Parse, check and store one object; returns its SOP Class and Instance UIDs as far
+        as they could be read. ``study``: refuse the object unless it belongs to that study
+        (STOW-RS to ``/studies/{study}``)."""
         fp.seek(0)
         try:
             parsed = parse(fp)
         except InvalidObject as exc:
-            self._slots.append(IngestResult(Outcome.REJECTED, str(exc)))
-            return
+            self._slots.append(IngestResult(Outcome.REJECTED, str(exc), exc.sop_instance_uid,
+                                            exc.study_instance_uid,
+                                            sop_class_uid=exc.sop_class_uid))
+            return exc.sop_class_uid, exc.sop_instance_uid
+        named = (parsed.sop_class_uid, parsed.sop_instance_uid)
+        if study is not None and parsed.study_instance_uid != study:
+            self._slots.append(IngestResult(
+                Outcome.REJECTED,
+                f"{WRONG_STUDY}: StudyInstanceUID {parsed.study_instance_uid} is not {study}",
+                parsed.sop_instance_uid, parsed.study_instance_uid,
+                series_instance_uid=parsed.series_instance_uid,
+                sop_class_uid=parsed.sop_class_uid,
+            ))
+            return named
         stored = _stored_sha256(parsed.sop_instance_uid)
         if stored is not None:
             self._slots.append(_compare(parsed, stored, blobs.sha256(fp)[0]))
-            return
+            return named
         key = blobs.new_key()
         digest, size = blobs.write(fp, key)  # hashed while it streams to the storage
         self._slots.append(_Staged(parsed, key, digest, size, source))
+        return named
 
     def refuse(self, reason: str) -> None:
         """Record an object that could not even be read, keeping the batch's order."""
@@ -241,10 +262,8 @@ def _index(staged: list[_Staged]) -> list[Instance]:
             source=item.source[:128],
             **parsed.instance,
         ))
-    if len(rows) == 1:
-        rows[0].save(force_insert=True)
-    else:
-        Instance.objects.bulk_create(rows)
+    for start in range(0, len(rows), INSERT_ROWS):
+        _insert(rows[start:start + INSERT_ROWS])
     _count(staged, known)
 
     conflicts = []
@@ -280,6 +299,33 @@ def _series(parsed: ParsedObject) -> tuple[Series, Study, bool]:
             f"SeriesInstanceUID {parsed.series_instance_uid} already belongs to another study"
         )
     return series, study, created
+
+
+def _insert(rows: list[Instance]) -> None:
+    """``bulk_create`` without the ORM's query building: the same field preparation, one
+    INSERT of plain VALUES rows. For one object the ORM's work was half the index cost;
+    for a batch on PostgreSQL, ``bulk_create`` sends arrays that psycopg quotes in Python,
+    a millisecond per instance with the JSON metadata."""
+    fields = [f for f in Instance._meta.concrete_fields if not f.primary_key]
+    values: list[Any] = []
+    for row in rows:
+        values += [f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in fields]
+    one = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    statement = _sql("INSERT INTO {instance} ({columns}) VALUES {rows}",
+                     columns=", ".join(connection.ops.quote_name(f.column) for f in fields),
+                     rows=", ".join([one] * len(rows)))
+    with connection.cursor() as cursor:
+        if connection.features.can_return_rows_from_bulk_insert:
+            cursor.execute(statement + " RETURNING id", values)
+            ids = [found[0] for found in cursor.fetchall()]
+        else:
+            assert len(rows) == 1, "this database returns no ids from a bulk insert"
+            cursor.execute(statement, values)
+            ids = [cursor.lastrowid]
+    for row, pk in zip(rows, ids, strict=True):
+        row.pk = pk
+        row._state.adding = False
+        row._state.db = connection.alias
 
 
 def _known_series(series_instance_uid: str) -> tuple[Series, Study] | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from pynetdicom import AE
+from pynetdicom.association import Association
 
 from audit.models import AuditAction, AuditEvent
 from dimse.models import Peer
@@ -101,7 +102,7 @@ def _wait_for_echo(port: int, timeout: float = 30.0) -> None:
     raise TimeoutError(f"no C-ECHO answer on port {port}")
 
 
-def _associate(port: int):  # noqa: ANN202 - pynetdicom's Association
+def _associate(port: int) -> Association:
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(VERIFICATION)
     assoc = ae.associate(LOOPBACK, port, ae_title="PORTAL")
