@@ -15,7 +15,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
-from . import handlers, polling, retrieve, store
+from . import fastpath, handlers, polling, retrieve, store
 from .handlers import Listener
 from .sop_classes import QUERY_RETRIEVE, VERIFICATION
 
@@ -47,6 +47,7 @@ MAXIMUM_ASSOCIATIONS = 64
 # (``event.dataset_path``) instead of being decoded in memory.
 _config.STORE_RECV_CHUNKED_DATASET = True
 polling.install()
+fastpath.install()
 
 
 class SupportedContext(PresentationContext):

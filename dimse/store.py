@@ -88,7 +88,9 @@ def handle_store(event: Event, listener: Listener) -> int:
         return Status.NOT_AUTHORISED
     try:
         with open(event.dataset_path, "rb") as fp:
-            result = ingest(fp, source=f"cstore:{session.calling_ae}")
+            # pynetdicom deletes its file after this handler: the blob may be that file.
+            result = ingest(fp, source=f"cstore:{session.calling_ae}",
+                            adopt=event.dataset_path)
     except Exception:
         # The database or the blob store failed: nothing half-stored (ingest cleans up), and
         # the sender is told to try again rather than that its object is bad.

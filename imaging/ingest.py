@@ -13,6 +13,7 @@ import datetime
 import enum
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from django.db import IntegrityError, OperationalError, connection, transaction
@@ -52,14 +53,14 @@ class IngestResult:
         return self.outcome in (Outcome.STORED, Outcome.DUPLICATE)
 
 
-def ingest(fp: IO[bytes], *, source: str = "") -> IngestResult:
+def ingest(fp: IO[bytes], *, source: str = "", adopt: Path | None = None) -> IngestResult:
     """Store one DICOM object read from the seekable binary file ``fp`` (from its start).
 
     ``source`` says where it came from (``import:<path>``, ``upload:<user>``,
     ``cstore:<AE>``) and is kept on the instance.
     """
     batch = IngestBatch()
-    batch.add(fp, source=source)
+    batch.add(fp, source=source, adopt=adopt)
     return batch.commit()[0]
 
 
@@ -92,10 +93,11 @@ class IngestBatch:
         return len(self._slots)
 
     def add(self, fp: IO[bytes], *, source: str = "", study: str | None = None,
-            ) -> tuple[str, str]:
+            adopt: Path | None = None) -> tuple[str, str]:
         """Parse, check and store one object; returns its SOP Class and Instance UIDs as far
         as they could be read. ``study``: refuse the object unless it belongs to that study
-        (STOW-RS to ``/studies/{study}``)."""
+        (STOW-RS to ``/studies/{study}``). ``adopt``: ``fp`` is this local file, given up by
+        the caller, which a local storage may keep as the blob (see ``blobs.write``)."""
         fp.seek(0)
         try:
             parsed = parse(fp)
@@ -119,7 +121,7 @@ class IngestBatch:
             self._slots.append(_compare(parsed, stored, blobs.sha256(fp)[0]))
             return named
         key = blobs.new_key()
-        digest, size = blobs.write(fp, key)  # hashed while it streams to the storage
+        digest, size = blobs.write(fp, key, adopt=adopt)  # hashed on the way
         self._slots.append(_Staged(parsed, key, digest, size, source))
         return named
 
