@@ -60,19 +60,30 @@ def store_response_command(primitive: C_STORE) -> bytes | None:
     return _implicit(0x00000000, struct.pack("<L", len(body))) + body
 
 
+def _init(self: C_STORE_RSP) -> None:
+    # pynetdicom builds a command set template here; it is built only when needed.
+    self.context_id = None
+    self._encoded = None  # type: ignore[attr-defined]
+
+
+def _pynetdicoms_message(self: C_STORE_RSP, primitive: Any) -> None:
+    DIMSEMessage.__init__(self)
+    DIMSEMessage.primitive_to_message(self, primitive)
+    self._encoded = None  # type: ignore[attr-defined]
+
+
 def _primitive_to_message(self: C_STORE_RSP, primitive: Any) -> None:
     self._encoded = store_response_command(primitive)  # type: ignore[attr-defined]
+    self._primitive = primitive  # type: ignore[attr-defined]
     if self._encoded is None:  # type: ignore[attr-defined]
-        DIMSEMessage.primitive_to_message(self, primitive)
-    else:
-        self._primitive = primitive  # type: ignore[attr-defined]
+        _pynetdicoms_message(self, primitive)
 
 
 def _encode_msg(self: C_STORE_RSP, context_id: int, max_pdu_length: int) -> Iterator[P_DATA]:
     encoded: bytes | None = getattr(self, "_encoded", None)
     if encoded is not None and max_pdu_length and len(encoded) + 7 > max_pdu_length:
         # A peer taking PDUs too small for one fragment: pynetdicom's way, in full.
-        DIMSEMessage.primitive_to_message(self, self._primitive)  # type: ignore[attr-defined]
+        _pynetdicoms_message(self, self._primitive)  # type: ignore[attr-defined]
         encoded = None
     if encoded is None:
         yield from DIMSEMessage.encode_msg(self, context_id, max_pdu_length)
@@ -126,6 +137,7 @@ def install() -> None:
     The response class is changed in place rather than replaced by a subclass, because
     pynetdicom's own logging handlers look messages up by their exact class.
     """
+    setattr(C_STORE_RSP, "__init__", _init)  # noqa: B010
     setattr(C_STORE_RSP, "primitive_to_message", _primitive_to_message)  # noqa: B010
     setattr(C_STORE_RSP, "encode_msg", _encode_msg)  # noqa: B010
     setattr(dimse_messages, "create_file_meta", file_meta)  # noqa: B010

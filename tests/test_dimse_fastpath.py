@@ -31,14 +31,16 @@ def _response(status: int, *, comment: str | None = None, uids: bool = True) -> 
 
 
 def _pynetdicoms(primitive: C_STORE, max_pdu: int = 16382) -> list[tuple[int, bytes]]:
-    message = C_STORE_RSP()
+    message = C_STORE_RSP.__new__(C_STORE_RSP)
+    DIMSEMessage.__init__(message)
     DIMSEMessage.primitive_to_message(message, primitive)
     return [item for pdata in DIMSEMessage.encode_msg(message, 1, max_pdu)
             for item in pdata.presentation_data_value_list]
 
 
 def _fast(primitive: C_STORE, max_pdu: int = 16382) -> list[tuple[int, bytes]]:
-    message = C_STORE_RSP()
+    message = C_STORE_RSP.__new__(C_STORE_RSP)
+    fastpath._init(message)
     fastpath._primitive_to_message(message, primitive)
     return [item for pdata in fastpath._encode_msg(message, 1, max_pdu)
             for item in pdata.presentation_data_value_list]
