@@ -1,6 +1,7 @@
 """DIMSE speed of the portal's listener beside Orthanc, on the same CT files, in one run.
 
     .venv/bin/python bench/dimse.py [--slices 200] [--finds 20] [--parallel 2] [--postgres]
+                                    [--rounds 3]
 
 Writes one synthetic CT series (512x512, 16-bit, ~0.5 MB a slice) to a temporary folder and
 measures, with DCMTK clients (``TCP_NODELAY=1``, one association unless said otherwise):
@@ -9,7 +10,9 @@ measures, with DCMTK clients (``TCP_NODELAY=1``, one association unless said oth
 * Orthanc 1.10 (bench/orthanc.py, fresh, loopback only) and the portal's
   ``manage.py dicom_listener`` (fresh DATA_DIR; SQLite, and PostgreSQL with ``--postgres``):
   - C-STORE of the folder by ``storescu``, one association, and the folder split over
-    ``--parallel`` associations at once;
+    ``--parallel`` associations at once: ``--rounds`` times each, the servers taking turns,
+    the median printed with the range (this kind of machine varies by a third from one
+    minute to the next);
   - C-FIND of the study by PatientID with ``findscu`` (median and p95 of ``--finds``, the
     client's own start-up included, as a site's scripts see it);
   - C-GET of the study with ``getscu`` and C-MOVE to a ``storescp`` with ``movescu``.
@@ -177,15 +180,23 @@ def median_p95(samples: list[float]) -> str:
     return f"{statistics.median(ordered) * 1000:.1f} [{p95 * 1000:.1f}] ms"
 
 
+def rates(files: list[Path], per_second: list[float]) -> str:
+    """Median rate of the rounds, with their range: this kind of machine is noisy."""
+    size_mb = sum(f.stat().st_size for f in files) / 1e6
+    middle = statistics.median(per_second)
+    spread = (f" ({min(per_second):.0f}-{max(per_second):.0f}, {len(per_second)} rounds)"
+              if len(per_second) > 1 else "")
+    return f"{middle:7.1f} inst/s {middle * size_mb / len(files):7.1f} MB/s{spread}"
+
+
 def measure(target: Target, files: list[Path], study_uid: str, scratch: Path,
             args: argparse.Namespace, dest_port: int) -> dict[str, str]:
+    """C-FIND, C-GET and C-MOVE of the study already stored in ``target``."""
     size_mb = sum(f.stat().st_size for f in files) / 1e6
     row: dict[str, str] = {}
 
     def rate(seconds: float) -> str:
         return f"{len(files) / seconds:7.1f} inst/s {size_mb / seconds:7.1f} MB/s"
-
-    row["C-STORE, 1 association"] = rate(target.store(files))
 
     finds = []
     for _ in range(args.finds):
@@ -215,14 +226,13 @@ def measure(target: Target, files: list[Path], study_uid: str, scratch: Path,
     return row
 
 
-def parallel_store(target: Target, files: list[Path], parallel: int) -> str:
-    size_mb = sum(f.stat().st_size for f in files) / 1e6
+def parallel_store(target: Target, files: list[Path], parallel: int) -> float:
+    """Objects per second, the files split over ``parallel`` associations at once."""
     shares = [files[i::parallel] for i in range(parallel)]
     started = time.perf_counter()
     with ThreadPoolExecutor(parallel) as pool:
         list(pool.map(target.store, shares))
-    seconds = time.perf_counter() - started
-    return f"{len(files) / seconds:7.1f} inst/s {size_mb / seconds:7.1f} MB/s"
+    return len(files) / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -233,6 +243,8 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--no-sqlite", action="store_true", help="only PostgreSQL")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="C-STORE rounds per server, taken in turn; medians are printed")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-dimse-"))
@@ -262,15 +274,26 @@ def main() -> None:
             factories.append(lambda: Portal(scratch, dest_port, None))
         if args.postgres:
             factories.append(lambda: Portal(scratch, dest_port, args.postgres_url))
-        for factory in factories:
-            with factory() as target:
-                print(f"measuring {target.name} ...", flush=True)
-                results[target.name] = measure(target, files, study_uid, scratch, args,
-                                               dest_port)
-            # Again into a fresh server, so that these are new objects too.
-            with factory() as target:
-                results[target.name][f"C-STORE, {args.parallel} associations"] = \
-                    parallel_store(target, files, args.parallel)
+        single: dict[str, list[float]] = {}
+        parallel: dict[str, list[float]] = {}
+        # Servers take turns, round after round, each time fresh (the objects are new to
+        # it): a slow minute of the machine then falls on every server alike.
+        for round_number in range(max(1, args.rounds)):
+            for factory in factories:
+                with factory() as target:
+                    print(f"round {round_number + 1}: {target.name} ...", flush=True)
+                    single.setdefault(target.name, []).append(
+                        len(files) / target.store(files))
+                    if round_number == 0:
+                        results[target.name] = measure(target, files, study_uid, scratch,
+                                                       args, dest_port)
+                with factory() as target:
+                    parallel.setdefault(target.name, []).append(
+                        parallel_store(target, files, args.parallel))
+        for name in single:
+            results[name]["C-STORE, 1 association"] = rates(files, single[name])
+            results[name][f"C-STORE, {args.parallel} associations"] = rates(
+                files, parallel[name])
 
         columns = ["C-STORE, 1 association", f"C-STORE, {args.parallel} associations",
                    "C-FIND study by PatientID", "C-GET study", "C-MOVE study"]
