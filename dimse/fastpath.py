@@ -1,13 +1,14 @@
-"""The two fixed-form encodings of every received C-STORE, written out directly.
+"""The fixed-form command sets of every received C-STORE, read and written directly.
 
-For each object a modality sends, pynetdicom builds two small pydicom datasets and encodes
-them through pydicom: the C-STORE response's command set, and the File Meta Information it
-puts in front of the received dataset. Both have a fixed form (PS3.7 9.3.1.2 and E.1;
-PS3.10 7.1), and building them element by element through pydicom cost about 1.5 ms of each
-object's 8 ms in the listener. :func:`install` has pynetdicom use the direct encodings below
-instead; they give the same bytes as pydicom's (tests/test_dimse_fastpath.py compares them),
-and anything outside the fixed form (a response with an error comment, say) still goes
-through pydicom.
+For each object a modality sends, pynetdicom decodes the C-STORE request's command set, and
+builds and encodes two small datasets, all through pydicom: the response's command set and
+the File Meta Information it puts in front of the received dataset. All three have a fixed
+form (PS3.7 9.3.1 and E.1; PS3.10 7.1), and handling them element by element through
+pydicom cost about 2 ms of each object's 8 ms in the listener. :func:`install` has
+pynetdicom use the direct codecs below instead. They give what pydicom gives (the same
+bytes, the same request primitive: tests/test_dimse_fastpath.py compares them), and
+anything outside the fixed form (another command, an unexpected element, a response with
+an error comment) still goes through pydicom.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pynetdicom import (
     PYNETDICOM_IMPLEMENTATION_VERSION,
     dimse_messages,
 )
-from pynetdicom.dimse_messages import C_STORE_RSP, DIMSEMessage
+from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP, DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
@@ -131,6 +132,101 @@ def write_file_meta(fp: IO[bytes], meta: dict[str, str], enforce_standard: bool 
     fp.write(_explicit(0x00020000, b"UL", struct.pack("<L", len(body))) + body)
 
 
+# The elements a C-STORE-RQ command set may hold (PS3.7 9.3.1.1), by tag.
+_STORE_REQUEST = {
+    0x00000000: ("CommandGroupLength", "UL"),
+    0x00000002: ("AffectedSOPClassUID", "UI"),
+    0x00000100: ("CommandField", "US"),
+    0x00000110: ("MessageID", "US"),
+    0x00000700: ("Priority", "US"),
+    0x00000800: ("CommandDataSetType", "US"),
+    0x00001000: ("AffectedSOPInstanceUID", "UI"),
+    0x00001030: ("MoveOriginatorApplicationEntityTitle", "AE"),
+    0x00001031: ("MoveOriginatorMessageID", "US"),
+}
+_STORE_REQUEST_KEYWORDS = frozenset(keyword for keyword, _ in _STORE_REQUEST.values())
+_C_STORE_RQ_COMMAND = 0x0001
+_pynetdicom_decode = dsutils.decode
+_pynetdicom_message_to_primitive = C_STORE_RQ.message_to_primitive
+
+
+class StoreRequestCommand:
+    """A C-STORE-RQ command set as pynetdicom reads it: its elements as attributes."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _STORE_REQUEST_KEYWORDS:
+            return None
+        raise AttributeError(name)
+
+
+def store_request_command(raw: bytes) -> StoreRequestCommand | None:
+    """An Implicit VR Little Endian C-STORE-RQ command set, or None for anything else."""
+    values: dict[str, Any] = {}
+    offset, end = 0, len(raw)
+    while offset < end:
+        if offset + 8 > end:
+            return None
+        group, element, length = struct.unpack_from("<HHL", raw, offset)
+        offset += 8
+        known = _STORE_REQUEST.get(group << 16 | element)
+        if known is None or offset + length > end:
+            return None
+        keyword, vr = known
+        value = raw[offset:offset + length]
+        offset += length
+        if vr == "US":
+            if length != 2:
+                return None
+            values[keyword] = struct.unpack("<H", value)[0]
+        elif vr == "UL":
+            if length != 4:
+                return None
+            values[keyword] = struct.unpack("<L", value)[0]
+        else:
+            try:
+                text = value.decode("ascii")
+            except UnicodeDecodeError:
+                return None
+            if "\\" in text:
+                return None  # several values: pydicom's conventions apply
+            values[keyword] = (text.strip(" \x00") if vr == "AE"
+                               else text.rstrip(" \x00"))
+    if values.get("CommandField") != _C_STORE_RQ_COMMAND:
+        return None
+    return StoreRequestCommand(values)
+
+
+def decode(bytestream: Any, is_implicit_vr: bool, is_little_endian: bool,
+           deflated: bool = False) -> Any:
+    """Stands in for ``pynetdicom.dsutils.decode`` where pynetdicom decodes command sets."""
+    if is_implicit_vr and is_little_endian and not deflated:
+        command = store_request_command(bytestream.getvalue())
+        if command is not None:
+            return command
+    return _pynetdicom_decode(bytestream, is_implicit_vr, is_little_endian, deflated)
+
+
+def _message_to_primitive(self: C_STORE_RQ) -> Any:
+    command = self.command_set
+    if not isinstance(command, StoreRequestCommand):
+        return _pynetdicom_message_to_primitive(self)
+    primitive = C_STORE()
+    # Through the primitive's own setters, which check the peer's values.
+    for keyword in ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "Priority",
+                    "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID"):
+        value = getattr(command, keyword)
+        if value is not None:
+            setattr(primitive, keyword, value)
+    primitive.DataSet = self.data_set
+    primitive._context_id = self.context_id
+    primitive._dataset_path = self._data_set_path
+    primitive._dataset_file = self._data_set_file
+    return primitive
+
+
 def install() -> None:
     """Have pynetdicom use the direct encodings. Idempotent.
 
@@ -140,5 +236,7 @@ def install() -> None:
     setattr(C_STORE_RSP, "__init__", _init)  # noqa: B010
     setattr(C_STORE_RSP, "primitive_to_message", _primitive_to_message)  # noqa: B010
     setattr(C_STORE_RSP, "encode_msg", _encode_msg)  # noqa: B010
+    setattr(dimse_messages, "decode", decode)  # noqa: B010
+    setattr(C_STORE_RQ, "message_to_primitive", _message_to_primitive)  # noqa: B010
     setattr(dimse_messages, "create_file_meta", file_meta)  # noqa: B010
     setattr(dimse_messages, "write_file_meta_info", write_file_meta)  # noqa: B010

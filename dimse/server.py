@@ -48,6 +48,9 @@ MAXIMUM_ASSOCIATIONS = 64
 _config.STORE_RECV_CHUNKED_DATASET = True
 polling.install()
 fastpath.install()
+# pynetdicom's own debug logging of every PDU and DIMSE message (built even when DEBUG is
+# off); associations and operations are on the audit trail and in the listener's log.
+_config.LOG_HANDLER_LEVEL = "none"
 
 
 class SupportedContext(PresentationContext):

@@ -1,5 +1,6 @@
-"""The listener's direct encodings of the C-STORE response and of the File Meta
-Information are byte for byte what pynetdicom and pydicom would write."""
+"""The listener's direct codecs for C-STORE: the request's command set is read as pydicom
+reads it, the response's command set and the File Meta Information are byte for byte what
+pynetdicom and pydicom would write."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import io
 import pytest
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
-from pynetdicom.dimse_messages import C_STORE_RSP, DIMSEMessage
+from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP, DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dsutils import create_file_meta
+from pynetdicom.dsutils import create_file_meta, decode, encode
 
 from dimse import fastpath
 
@@ -75,3 +76,52 @@ def test_the_file_meta_is_written_as_pydicom_writes_it(syntax: str):
     fastpath.write_file_meta(written, fastpath.file_meta(
         sop_class_uid=CT, sop_instance_uid=ODD_UID, transfer_syntax=syntax))
     assert written.getvalue() == expected.getvalue()
+
+
+def _store_request(**fields: object) -> bytes:
+    """A C-STORE-RQ command set as a peer would send it (pynetdicom's own encoding)."""
+    primitive = C_STORE()
+    primitive.MessageID = 11
+    primitive.AffectedSOPClassUID = CT
+    primitive.AffectedSOPInstanceUID = ODD_UID
+    primitive.Priority = 2
+    for name, value in fields.items():
+        setattr(primitive, name, value)
+    primitive.DataSet = io.BytesIO(b"\x08\x00")
+    message = C_STORE_RQ()
+    message.primitive_to_message(primitive)
+    return encode(message.command_set, True, True)  # type: ignore[return-value]
+
+
+def _request_both_ways(raw: bytes) -> tuple[dict[str, object], dict[str, object]]:
+    def decoded(command: object) -> dict[str, object]:
+        message = C_STORE_RQ()
+        message.command_set = command  # type: ignore[assignment]
+        message.context_id = 3
+        primitive = fastpath._message_to_primitive(message)
+        return {name: getattr(primitive, name) for name in (
+            "MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "Priority",
+            "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID")}
+
+    fast = fastpath.store_request_command(raw)
+    assert fast is not None
+    return decoded(fast), decoded(decode(io.BytesIO(raw), True, True))
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"MoveOriginatorApplicationEntityTitle": "MOVESCU", "MoveOriginatorMessageID": 5},
+    {"Priority": 0, "AffectedSOPInstanceUID": "1.2.3"},
+])
+def test_store_requests_are_read_as_pydicom_reads_them(fields: dict[str, object]):
+    fast, pydicoms = _request_both_ways(_store_request(**fields))
+    assert fast == pydicoms
+
+
+def test_other_commands_and_unexpected_elements_are_left_to_pydicom():
+    raw = _store_request()
+    find = raw.replace(b"\x00\x00\x00\x01\x02\x00\x00\x00\x01\x00",
+                       b"\x00\x00\x00\x01\x02\x00\x00\x00\x20\x00")
+    assert find != raw and fastpath.store_request_command(find) is None
+    assert fastpath.store_request_command(raw + b"\x00\x00\x02\x09\x02\x00\x00\x00AB") is None
+    assert fastpath.store_request_command(raw[:-3]) is None  # cut inside a value

@@ -6,6 +6,7 @@ settings read them from the environment; ``--port`` and ``--ae-title`` override 
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -54,6 +55,11 @@ class Command(BaseCommand):
             f" ({processes} process{'es' if processes > 1 else ''})"
         )
         self.stdout.flush()
+        # Everything loaded so far (Django, pydicom's dictionaries) lives as long as the
+        # process: kept out of the collector's full passes, which otherwise walk it all
+        # again and again while objects stream in.
+        gc.collect()
+        gc.freeze()
         if processes == 1:
             start(listener, options["host"], options["port"], block=True)
         else:
