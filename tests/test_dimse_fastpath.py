@@ -125,3 +125,28 @@ def test_other_commands_and_unexpected_elements_are_left_to_pydicom():
     assert find != raw and fastpath.store_request_command(find) is None
     assert fastpath.store_request_command(raw + b"\x00\x00\x02\x09\x02\x00\x00\x00AB") is None
     assert fastpath.store_request_command(raw[:-3]) is None  # cut inside a value
+
+
+def test_pdus_are_read_whole_across_many_small_sends_and_short_at_a_close():
+    import socket
+    import threading
+
+    from pynetdicom.transport import AssociationSocket
+
+    ours, theirs = socket.socketpair()
+    reader = AssociationSocket.__new__(AssociationSocket)
+    reader.socket = ours
+    payload = bytes(range(256)) * 1024
+
+    def send_in_pieces() -> None:
+        for start in range(0, len(payload), 1000):
+            theirs.sendall(payload[start:start + 1000])
+        theirs.sendall(b"tail")
+        theirs.close()
+
+    sender = threading.Thread(target=send_in_pieces)
+    sender.start()
+    assert fastpath._recv(reader, len(payload)) == payload
+    assert fastpath._recv(reader, 100) == b"tail"  # closed after four bytes
+    sender.join()
+    ours.close()
