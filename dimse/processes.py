@@ -72,6 +72,15 @@ class SharedSocketServer(ThreadedAssociationServer):
             self.starting += 1
         return request
 
+    parent = 0  # the process that forked this worker
+
+    def service_actions(self) -> None:
+        """Every half second: a worker whose parent is gone (killed outright, so it could not
+        stop its workers) stops too, rather than keep the port open unsupervised."""
+        super().service_actions()
+        if self.parent and os.getppid() != self.parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
@@ -80,11 +89,12 @@ class SharedSocketServer(ThreadedAssociationServer):
                 self.starting -= 1
 
 
-def server_class(sock: socket.socket) -> type[SharedSocketServer]:
-    return type("SharedSocketServer", (SharedSocketServer,), {"shared_socket": sock})
+def server_class(sock: socket.socket, parent: int) -> type[SharedSocketServer]:
+    return type("SharedSocketServer", (SharedSocketServer,),
+                {"shared_socket": sock, "parent": parent})
 
 
-def _worker(listener: Listener, sock: socket.socket) -> None:
+def _worker(listener: Listener, sock: socket.socket, parent: int) -> None:
     from .server import build_ae, event_handlers, supported_contexts
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -92,17 +102,18 @@ def _worker(listener: Listener, sock: socket.socket) -> None:
     ae = build_ae(listener)
     server = ae.make_server(
         sock.getsockname(), evt_handlers=event_handlers(listener),
-        contexts=supported_contexts(), server_class=server_class(sock),
+        contexts=supported_contexts(), server_class=server_class(sock, parent),
     )
     server.serve_forever()
 
 
 def _fork_worker(listener: Listener, sock: socket.socket) -> int:
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the worker: never returns into the parent's code
         status = 0
         try:
-            _worker(listener, sock)
+            _worker(listener, sock, parent)
         except BaseException:
             log.exception("DICOM listener worker %d stopped", os.getpid())
             status = 1

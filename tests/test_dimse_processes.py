@@ -171,3 +171,13 @@ def test_stopping_the_listener_stops_every_worker(listener: ListenerProcesses):
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
             f"/proc/{pid}/status").read_text()
+
+
+def test_workers_stop_when_the_listener_is_killed_outright(listener: ListenerProcesses):
+    workers = listener.workers()
+    listener.process.kill()
+    listener.process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
