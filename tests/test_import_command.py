@@ -297,3 +297,26 @@ def test_worker_processes_read_a_large_zip_without_corrupting_members(tmp_path: 
 
     assert out == summary(stored=40)
     assert err == ""
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_large_import_refreshes_postgresqls_planner_statistics(monkeypatch, ct_study):
+    from django.db import connection
+
+    from imaging.management.commands import import_dicom as command
+
+    if connection.vendor != "postgresql":
+        pytest.skip("planner statistics are PostgreSQL's (set DATABASE_URL)")
+
+    def last_analyze() -> object:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT last_analyze FROM pg_stat_user_tables "
+                           "WHERE relname = 'imaging_instance'")
+            return cursor.fetchone()[0]
+
+    before = last_analyze()
+    monkeypatch.setattr(command, "ANALYZE_AFTER", len(ct_study[1]))  # "large" for the test
+    out, _ = import_dicom(ct_study[1][0].parent)
+    assert out.startswith(f"{len(ct_study[1])} files: {len(ct_study[1])} stored")
+    assert last_analyze() not in (None, before)

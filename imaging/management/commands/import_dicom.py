@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connections
+from django.db import connection, connections
 from tqdm import tqdm
 
 from audit.trail import Actor
 from imaging.access import record_stores
 from imaging.ingest import IngestBatch, IngestResult, Outcome
+from imaging.models import Instance, Patient, Series, Study
 from imaging.sources import Candidate, expand, forget_open_archives
 
 AUDIT_BATCH = 500
@@ -42,6 +43,20 @@ def ingest_candidates(candidates: list[Candidate]) -> list[IngestResult]:
             # One unreadable file or damaged ZIP member must not end the whole import.
             batch.refuse(f"cannot read: {exc}")
     return batch.commit()
+
+
+# PostgreSQL's planner learns table sizes from ANALYZE, which autovacuum runs a minute or
+# more after a bulk load; an import this large refreshes them itself, so searches right
+# after it are planned for the archive as it now is.
+ANALYZE_AFTER = 10_000
+
+
+def refresh_planner_statistics() -> None:
+    if connection.vendor != "postgresql":
+        return  # SQLite plans these lookups from its indexes alone
+    tables = [model._meta.db_table for model in (Patient, Study, Series, Instance)]
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE " + ", ".join(connection.ops.quote_name(t) for t in tables))
 
 
 class Command(BaseCommand):
@@ -90,6 +105,8 @@ class Command(BaseCommand):
                 bar.update(candidate.size)
                 bar.set_postfix(stored=counts[Outcome.STORED], refused=len(problems))
         record_stores(actor, batch, via="import")
+        if counts[Outcome.STORED] >= ANALYZE_AFTER:
+            refresh_planner_statistics()
 
         for name, result in problems:
             self.stderr.write(f"{result.outcome.value}: {name}: {result.reason}")
