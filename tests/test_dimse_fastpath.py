@@ -31,20 +31,27 @@ def _response(status: int, *, comment: str | None = None, uids: bool = True) -> 
     return primitive
 
 
-def _pynetdicoms(primitive: C_STORE, max_pdu: int = 16382) -> list[tuple[int, bytes]]:
+def _encoded(primitive: C_STORE, max_pdu: int = 16382, *, fast: bool = True,
+             ) -> list[tuple[int, bytes]]:
+    """The PDVs of a C-STORE-RSP, encoded the listener's way or pynetdicom's own."""
     message = C_STORE_RSP.__new__(C_STORE_RSP)
-    DIMSEMessage.__init__(message)
-    DIMSEMessage.primitive_to_message(message, primitive)
-    return [item for pdata in DIMSEMessage.encode_msg(message, 1, max_pdu)
-            for item in pdata.presentation_data_value_list]
+    if fast:
+        fastpath._init(message)
+        fastpath._primitive_to_message(message, primitive)
+        pdatas = fastpath._encode_msg(message, 1, max_pdu)
+    else:
+        DIMSEMessage.__init__(message)
+        DIMSEMessage.primitive_to_message(message, primitive)
+        pdatas = DIMSEMessage.encode_msg(message, 1, max_pdu)
+    return [item for pdata in pdatas for item in pdata.presentation_data_value_list]
 
 
 def _fast(primitive: C_STORE, max_pdu: int = 16382) -> list[tuple[int, bytes]]:
-    message = C_STORE_RSP.__new__(C_STORE_RSP)
-    fastpath._init(message)
-    fastpath._primitive_to_message(message, primitive)
-    return [item for pdata in fastpath._encode_msg(message, 1, max_pdu)
-            for item in pdata.presentation_data_value_list]
+    return _encoded(primitive, max_pdu)
+
+
+def _pynetdicoms(primitive: C_STORE, max_pdu: int = 16382) -> list[tuple[int, bytes]]:
+    return _encoded(primitive, max_pdu, fast=False)
 
 
 @pytest.mark.parametrize("status", [0x0000, 0xB000, 0xA700, 0xC000, 0x0111, 0x0124])
