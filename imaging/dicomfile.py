@@ -56,7 +56,9 @@ class InvalidObject(ValueError):
                                    ("sop_instance_uid", "SOPInstanceUID"),
                                    ("study_instance_uid", "StudyInstanceUID")):
             try:
-                setattr(self, attribute, str(ds.get(keyword, "") or "").strip()[:64])
+                value = str(ds.get(keyword, "") or "").strip(" \x00")
+                if len(value) <= 64 and UID(value).is_valid:  # never garbage as a name
+                    setattr(self, attribute, value)
             except Exception:  # noqa: S110 - the refusal stands without its names
                 pass
         return self
