@@ -18,6 +18,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from accounts.models import Role, User
+from dimse.testing import RunningListener, running_listener
 from imaging.synthetic import PatientSpec, SeriesSpec, write_study
 
 PASSWORD = "correct horse battery staple"
@@ -228,3 +229,10 @@ def browser() -> Iterator[object]:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture
+def portal() -> Iterator[RunningListener]:
+    """The portal's DICOM listener on a free loopback port, in a thread of this process."""
+    with running_listener() as running:
+        yield running

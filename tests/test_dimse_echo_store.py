@@ -11,16 +11,10 @@ from pynetdicom import AE
 
 from audit.models import AuditAction, AuditEvent, Outcome
 from dimse.models import Peer
-from dimse.testing import dataset_bytes, dcmtk, running_listener, storescp
+from dimse.testing import dataset_bytes, dcmtk, storescp
 from imaging.models import Instance
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def portal():
-    with running_listener() as running:
-        yield running
 
 
 @pytest.fixture

@@ -9,16 +9,10 @@ from pydicom import dcmread
 
 from audit.models import AuditAction, AuditEvent, Outcome
 from dimse.models import Peer
-from dimse.testing import dcmtk, running_listener
+from dimse.testing import dcmtk
 from imaging.ingest import ingest
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def portal():
-    with running_listener() as running:
-        yield running
 
 
 @pytest.fixture

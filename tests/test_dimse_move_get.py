@@ -17,17 +17,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from audit.models import AuditAction, AuditEvent, Outcome
 from dimse.models import Peer
 from dimse.statuses import Status
-from dimse.testing import dataset_bytes, dcmtk, free_port, running_listener, storescp
+from dimse.testing import dataset_bytes, dcmtk, free_port, storescp
 from imaging.ingest import ingest
 from imaging.models import Instance
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def portal():
-    with running_listener() as running:
-        yield running
 
 
 @pytest.fixture

@@ -10,15 +10,9 @@ from django.core.management import CommandError, call_command
 from audit.models import AuditAction, AuditEvent, Outcome
 from dimse.models import Peer
 from dimse.policies import decide_peer, may_receive
-from dimse.testing import dcmtk, running_listener
+from dimse.testing import dcmtk
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def portal():
-    with running_listener() as running:
-        yield running
 
 
 def echo(portal, aet: str, called: str = "PORTAL"):
