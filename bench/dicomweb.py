@@ -53,7 +53,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
-from orthanc import OrthancServer, free_port  # noqa: E402
+from orthanc import OrthancServer, free_port, run_sql, stop_process  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
@@ -217,18 +217,12 @@ class Portal:
             env["DATABASE_URL"] = f"{self.postgres_url}/{self.database}"
         return env
 
-    def _sql(self, statement: str) -> None:
-        import psycopg
-
+    def _sql(self, statement: str, database: str = "postgres") -> None:
         assert self.postgres_url
-        with psycopg.connect(f"{self.postgres_url}/postgres", autocommit=True) as conn:
-            conn.execute(statement)  # type: ignore[arg-type]
+        run_sql(self.postgres_url, statement, database)
 
     def vacuum(self) -> None:
-        import psycopg
-
-        with psycopg.connect(f"{self.postgres_url}/{self.database}", autocommit=True) as conn:
-            conn.execute("VACUUM (ANALYZE)")
+        self._sql("VACUUM (ANALYZE)", self.database)
 
     def setup(self) -> None:
         if self.postgres_url:
@@ -279,12 +273,7 @@ class Portal:
                 time.sleep(0.2)
             yield url
         finally:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
             self.process = None
 
     def drop(self) -> None:

@@ -41,7 +41,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
-from orthanc import OrthancServer, free_port  # noqa: E402
+from orthanc import OrthancServer, free_port, run_sql, stop_process  # noqa: E402
 
 from imaging.synthetic import PatientSpec, SeriesSpec, write_study  # noqa: E402
 
@@ -77,8 +77,7 @@ def storescp(folder: Path, ae_title: str, port: int) -> Iterator[None]:
         wait_for_echo(ae_title, port)
         yield
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process, timeout=10)
 
 
 def wait_for_echo(called: str, port: int, timeout: float = 60) -> None:
@@ -125,11 +124,8 @@ class Portal(Target):
 
     def __enter__(self) -> Portal:
         if self.postgres_url:
-            import psycopg
-
-            with psycopg.connect(f"{self.postgres_url}/postgres", autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.database}"')
-                conn.execute(f'CREATE DATABASE "{self.database}"')
+            run_sql(self.postgres_url, f'DROP DATABASE IF EXISTS "{self.database}"')
+            run_sql(self.postgres_url, f'CREATE DATABASE "{self.database}"')
         self._manage("migrate", "--no-input", "-v0")
         self._manage("dicom_peers", "add", CLIENT, "127.0.0.1", "--store", "--query",
                      "--retrieve")
@@ -143,14 +139,10 @@ class Portal(Target):
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
+            stop_process(self.process)
         shutil.rmtree(self.data_dir, ignore_errors=True)
         if self.postgres_url:
-            import psycopg
-
-            with psycopg.connect(f"{self.postgres_url}/postgres", autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            run_sql(self.postgres_url, f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
 class Orthanc(Target):

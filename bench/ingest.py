@@ -47,7 +47,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
-from orthanc import OrthancServer, build_bind_shim, free_port  # noqa: E402
+from orthanc import OrthancServer, build_bind_shim, free_port, run_sql, stop_process  # noqa: E402
 
 from imaging.synthetic import PatientSpec, SeriesSpec, write_study  # noqa: E402
 
@@ -196,8 +196,7 @@ def storescu_to_storescp(study: Study, scratch: Path) -> Measured:
             wait_listening(port, listener)
             measured = storescu("SINK", port, study)
         finally:
-            listener.terminate()
-            listener.wait(timeout=10)
+            stop_process(listener, timeout=10)
         stored = len(list(received.iterdir()))
         if stored != len(study.files):
             raise RuntimeError(f"storescp received {stored} of {len(study.files)} files")
@@ -276,11 +275,8 @@ class PortalDatabase:
         return env
 
     def _sql(self, statement: str) -> None:
-        import psycopg
-
         assert self.postgres_url
-        with psycopg.connect(f"{self.postgres_url}/postgres", autocommit=True) as conn:
-            conn.execute(statement)  # type: ignore[arg-type]
+        run_sql(self.postgres_url, statement)
 
     def prepare(self) -> None:
         self.template_dir.mkdir()

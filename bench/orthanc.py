@@ -62,6 +62,25 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len) {
 """
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Terminate a server the benchmark started; kill it if it does not go in time."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run_sql(server_url: str, statement: str, database: str = "postgres") -> None:
+    """One statement, outside a transaction (CREATE/DROP DATABASE, VACUUM), on
+    ``server_url`` (``postgres://user@host:port``)."""
+    import psycopg
+
+    with psycopg.connect(f"{server_url}/{database}", autocommit=True) as conn:
+        conn.execute(statement)  # type: ignore[arg-type]
+
+
 def free_port() -> int:
     """A TCP port free on loopback right now (there is a small race; fine for benchmarks)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -216,12 +235,7 @@ class OrthancServer:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
         self.process = None
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
