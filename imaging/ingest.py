@@ -322,16 +322,21 @@ def _insert(rows: list[dict[str, Any]]) -> list[int]:
                 value = now if getattr(f, "auto_now_add", False) else f.get_default()
             values.append(f.get_db_prep_save(value, connection))
     one = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    statement = _sql("INSERT INTO {instance} ({columns}) VALUES {rows}",
-                     columns=", ".join(connection.ops.quote_name(f.column) for f in fields),
-                     rows=", ".join([one] * len(rows)))
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     with connection.cursor() as cursor:
         if connection.features.can_return_rows_from_bulk_insert:
-            cursor.execute(statement + " RETURNING id", values)
+            cursor.execute(_sql("INSERT INTO {instance} ({columns}) VALUES {rows} RETURNING id",
+                                columns=columns, rows=", ".join([one] * len(rows))), values)
             return [found[0] for found in cursor.fetchall()]
-        assert len(rows) == 1, "this database returns no ids from a bulk insert"
-        cursor.execute(statement, values)
-        return [cursor.lastrowid]
+        # A database that cannot say which ids a multi-row INSERT gave: one row at a time.
+        returning = connection.features.can_return_columns_from_insert
+        statement = _sql("INSERT INTO {instance} ({columns}) VALUES {rows}{returning}",
+                         columns=columns, rows=one, returning=" RETURNING id" if returning else "")
+        pks = []
+        for start in range(0, len(values), len(fields)):
+            cursor.execute(statement, values[start:start + len(fields)])
+            pks.append(cursor.fetchone()[0] if returning else cursor.lastrowid)
+        return pks
 
 
 def _known_series(series_instance_uid: str) -> tuple[Series, Study] | None:

@@ -196,3 +196,28 @@ def test_jpeg_ls_near_lossless_is_stored_unchanged_once_it_has_a_study(
     assert instance.transfer_syntax_uid == JPEG_LS_NEAR_LOSSLESS
     with blobs.open_blob(instance.blob_key) as blob:
         assert blob.read() == repaired.read_bytes()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("returning_one_row", [True, False])
+def test_a_database_that_returns_no_ids_from_a_batch_insert_still_indexes_every_object(
+    monkeypatch: pytest.MonkeyPatch, ct_study: tuple[str, list[Path]], returning_one_row: bool,
+):
+    from django.db import connection
+
+    from imaging.ingest import IngestBatch
+
+    if not returning_one_row and connection.vendor != "sqlite":
+        pytest.skip("only SQLite reports the id of an INSERT without RETURNING")
+    features = type(connection.features)
+    monkeypatch.setattr(features, "can_return_rows_from_bulk_insert", False)
+    if not returning_one_row:
+        monkeypatch.setattr(features, "can_return_columns_from_insert", False)
+    batch = IngestBatch()
+    for path in ct_study[1][:5]:
+        with path.open("rb") as fp:
+            batch.add(fp, source="test")
+    results = batch.commit()
+    assert [r.outcome for r in results] == [Outcome.STORED] * 5
+    stored = dict(Instance.objects.values_list("pk", "sop_instance_uid"))
+    assert {r.instance_id: r.sop_instance_uid for r in results} == stored
