@@ -19,6 +19,7 @@ from django.db import connection
 
 from accounts.models import Role, User
 from dimse.testing import RunningListener, running_listener
+from imaging.models import Patient
 from imaging.synthetic import PatientSpec, SeriesSpec, write_study
 
 PASSWORD = "correct horse battery staple"
@@ -175,11 +176,15 @@ def ingest_paths(paths: list[Path]) -> None:
             assert ingest(fp, source="test").accepted
 
 
-def _linked_record(study: tuple[str, list[Path]], patient_id: str, user: User):
-    from imaging.models import Patient
-
+def archived_record(study: tuple[str, list[Path]], patient_id: str) -> Patient:
+    """The patient record a study's ingest created, as the clinic has it: no portal account
+    yet (tests of access codes start here)."""
     ingest_paths(study[1])
-    patient = Patient.objects.get(patient_id=patient_id)
+    return Patient.objects.get(patient_id=patient_id)
+
+
+def _linked_record(study: tuple[str, list[Path]], patient_id: str, user: User):
+    patient = archived_record(study, patient_id)
     patient.user = user
     patient.save()
     return patient

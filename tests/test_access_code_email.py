@@ -20,21 +20,19 @@ from imaging.models import Patient
 from patients import codes
 from patients.models import AccessCode
 
-from .conftest import ingest_paths
+from .conftest import archived_record
 
 PORTAL = "https://portal.example.org/patient/"
 
 
 @pytest.fixture
 def paulas_record(db, ct_study) -> Patient:
-    ingest_paths(ct_study[1])
-    return Patient.objects.get(patient_id="PAULA-001")
+    return archived_record(ct_study, "PAULA-001")
 
 
 @pytest.fixture
 def charlies_record(db, other_study) -> Patient:
-    ingest_paths(other_study[1])
-    return Patient.objects.get(patient_id="CHARLIE-002")
+    return archived_record(other_study, "CHARLIE-002")
 
 
 def _sent_events() -> list[AuditEvent]:

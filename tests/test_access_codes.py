@@ -22,7 +22,7 @@ from imaging.models import Patient
 from patients import codes
 from patients.models import ALPHABET, AccessCode
 
-from .conftest import ingest_paths
+from .conftest import archived_record
 
 PAULA_BIRTH = "1975-04-12"
 LOGIN = "/patient/"
@@ -36,14 +36,12 @@ CODE = re.compile(rf"^[{ALPHABET}]{{4}}(-[{ALPHABET}]{{4}}){{4}}$")
 @pytest.fixture
 def paulas_record(db, ct_study) -> Patient:
     """paula's record as the clinic has it: exams, no portal account yet."""
-    ingest_paths(ct_study[1])
-    return Patient.objects.get(patient_id="PAULA-001")
+    return archived_record(ct_study, "PAULA-001")
 
 
 @pytest.fixture
 def charlies_record(db, other_study) -> Patient:
-    ingest_paths(other_study[1])
-    return Patient.objects.get(patient_id="CHARLIE-002")
+    return archived_record(other_study, "CHARLIE-002")
 
 
 def logins(outcome: str | None = None) -> list[AuditEvent]:
