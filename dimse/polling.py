@@ -59,6 +59,11 @@ def sleep(seconds: float) -> None:
             with messages.not_empty:
                 if not messages._qsize():
                     messages.not_empty.wait(seconds)
+                if messages._qsize():
+                    # The put woke this waiter, not the reader: a requestor's operation
+                    # reads its responses in another thread (queue.get), which would
+                    # otherwise sleep through its own answer. Pass the wake-up on.
+                    messages.not_empty.notify()
             return
     _time.sleep(seconds)
 
