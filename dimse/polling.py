@@ -9,16 +9,19 @@ spent a third of each object asleep (pynetdicom alone: 200 objects/s with the 1 
 270 without).
 
 :func:`install` replaces only those 1 ms idle sleeps. The association thread waits on its
-message queue, so it wakes the moment a message is decoded. The DUL thread, while its peer
-is active (a PDU in the last :data:`BUSY_WINDOW` seconds), waits on its socket for at most
-:data:`BUSY_POLL` before looking at its outgoing queue again; an idle association keeps the
-1 ms sleep (polling fast all the time would cost each idle association a third of a core).
-The switch is made where pynetdicom looks ``time`` up (its ``dul`` and ``association``
-modules), so no pynetdicom code is copied or changed.
+message queue, so it wakes the moment a message is decoded. The DUL thread waits on its
+socket and on a wake-up pipe that every primitive queued for it to send (a C-STORE
+response) and every request to stop writes to, for at most :data:`DUL_WAIT`; so it neither
+sleeps through a response nor wakes, and takes the interpreter lock, hundreds of times
+while a received object is stored. The switch is made where pynetdicom looks ``time`` up
+(its ``dul`` and ``association`` modules) and around the DUL's queue and stop calls; no
+pynetdicom code is copied or changed.
 """
 
 from __future__ import annotations
 
+import os
+import queue
 import select
 import threading
 import time as _time
@@ -31,27 +34,75 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 
 IDLE_POLL = 0.001  # pynetdicom's own delay, in both loops
-BUSY_POLL = 0.0002
-BUSY_WINDOW = 0.05
+# The longest a DUL thread waits without a reason to wake: its timers (ARTIM, network
+# timeout) and any stop pynetdicom signals without a call are seen this late at worst.
+DUL_WAIT = 0.05
 
 
-def _busy(dul: DULServiceProvider) -> bool:
-    # The DUL restarts its idle timer on every PDU received.
-    started = getattr(dul._idle_timer, "_start_time", None)
-    return started is not None and _time.time() - started < BUSY_WINDOW
+class WakeUp:
+    """A pipe that makes a DUL thread's wait return: written when there is work for it."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+
+    def set(self) -> None:
+        try:
+            os.write(self.write_fd, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # full: a wake-up is pending anyway; closed: the DUL has ended
+
+    def clear(self) -> None:
+        try:
+            while os.read(self.read_fd, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class WakingQueue(queue.Queue):  # type: ignore[type-arg]
+    """The DUL's outgoing queue: a put wakes the DUL thread to send it."""
+
+    def __init__(self, wake: WakeUp) -> None:
+        super().__init__()
+        self.wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self.wake.set()
+
+
+def _wait_for_dul_work(dul: DULServiceProvider) -> bool:
+    """Wait until the peer sends, something is queued to send, or a stop is asked for."""
+    wake: WakeUp | None = getattr(dul, "_portal_wake", None)
+    sock = dul.socket.socket if dul.socket is not None else None
+    if wake is None or sock is None:
+        return False
+    pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted are not seen
+    if pending is not None and pending():
+        return True
+    try:
+        select.select([sock, wake.read_fd], [], [], DUL_WAIT)
+    except (OSError, ValueError):
+        return False
+    wake.clear()  # the loop looks at its queues and socket next: nothing is missed
+    return True
 
 
 def sleep(seconds: float) -> None:
-    """``time.sleep`` for pynetdicom: its idle poll waits for work instead, while busy."""
+    """``time.sleep`` for pynetdicom: its idle poll waits for work instead."""
     if seconds == IDLE_POLL:
         thread: Any = threading.current_thread()
         if isinstance(thread, DULServiceProvider):
-            if _busy(thread) and thread.socket is not None and thread.socket.socket is not None:
-                # Wake as soon as the peer sends; check the outgoing queue every BUSY_POLL.
-                try:
-                    select.select([thread.socket.socket], [], [], BUSY_POLL)
-                except (OSError, ValueError):
-                    _time.sleep(seconds)
+            if _wait_for_dul_work(thread):
                 return
         elif isinstance(getattr(thread, "dimse", None), DIMSEServiceProvider):
             # The association thread waits for a decoded message: wake when one is queued.
@@ -78,8 +129,49 @@ class _Clock(ModuleType):
 _clock = _Clock("time")
 _clock.sleep = sleep  # type: ignore[attr-defined]
 
+_dul_init = DULServiceProvider.__init__
+_dul_run = DULServiceProvider.run_reactor
+_dul_kill = DULServiceProvider.kill_dul
+_dul_stop = DULServiceProvider.stop_dul
+
+
+def _init(self: DULServiceProvider, assoc: Any) -> None:
+    _dul_init(self, assoc)
+    self._portal_wake = WakeUp()  # type: ignore[attr-defined]
+    self.to_provider_queue = WakingQueue(self._portal_wake)  # type: ignore[attr-defined]
+
+
+def _run_reactor(self: DULServiceProvider) -> None:
+    try:
+        _dul_run(self)
+    finally:
+        wake = getattr(self, "_portal_wake", None)
+        if wake is not None:
+            wake.close()
+
+
+def _kill_dul(self: DULServiceProvider) -> None:
+    _dul_kill(self)
+    _wake(self)
+
+
+def _stop_dul(self: DULServiceProvider) -> bool:
+    stopped = _dul_stop(self)
+    _wake(self)
+    return stopped
+
+
+def _wake(dul: DULServiceProvider) -> None:
+    wake = getattr(dul, "_portal_wake", None)
+    if wake is not None:
+        wake.set()
+
 
 def install() -> None:
-    """Make pynetdicom's association and DUL loops use :func:`sleep`. Idempotent."""
+    """Make pynetdicom's association and DUL loops wait with :func:`sleep`. Idempotent."""
     _dul.time = _clock  # type: ignore[attr-defined]
     _association.time = _clock  # type: ignore[attr-defined]
+    DULServiceProvider.__init__ = _init  # type: ignore[method-assign]
+    DULServiceProvider.run_reactor = _run_reactor  # type: ignore[method-assign]
+    DULServiceProvider.kill_dul = _kill_dul  # type: ignore[method-assign]
+    DULServiceProvider.stop_dul = _stop_dul  # type: ignore[method-assign]

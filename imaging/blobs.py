@@ -5,7 +5,9 @@ key to a patient or UID. Local disk by default, any S3-compatible store via djan
 """
 
 import hashlib
+import itertools
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +23,40 @@ def storage() -> Storage:
     return storages["dicom"]
 
 
+FOLDERS = 4096  # one level: small folders at 10^7 files
+KEYS_PER_FOLDER_TURN = 64
+
+
+class _FolderTurn:
+    """Which folder new keys go to: the same one for :data:`KEYS_PER_FOLDER_TURN` keys, then
+    the next, from a random start in each process.
+
+    Over time every folder gets its share, as with a random folder per key; but a series
+    arriving in a young archive creates a folder per 64 objects instead of one per object
+    (creating a directory costs a third of a millisecond on this kind of disk, a tenth of
+    what storing the object costs), and its files sit together on disk.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        with self._lock:
+            if self._pid != os.getpid():  # a new process (the listener forks its workers)
+                self._pid = os.getpid()
+                self._counter = itertools.count(uuid.uuid4().int % FOLDERS * KEYS_PER_FOLDER_TURN)
+            turn = next(self._counter) // KEYS_PER_FOLDER_TURN
+        return f"{turn % FOLDERS:03x}"
+
+
+_folders = _FolderTurn()
+
+
 def new_key() -> str:
-    hexkey = uuid.uuid4().hex
-    # One level of 4096 folders: few new folders per import, small folders at 10^7 files.
-    return f"{hexkey[:3]}/{hexkey}.dcm"
+    """A fresh, unguessable key: ``<folder>/<random UUID>.dcm``."""
+    return f"{_folders.next()}/{uuid.uuid4().hex}.dcm"
 
 
 class _HashingReader:
@@ -114,10 +146,13 @@ def _adopt(fp: IO[bytes], path: Path, key: str) -> tuple[str, int] | None:
     store = storage()
     if not isinstance(store, FileSystemStorage):
         return None
-    target = Path(store.path(key))
+    target = store.path(key)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.link(path, target)  # refuses an existing name, like the storage's O_EXCL
+        try:
+            os.link(path, target)  # refuses an existing name, like the storage's O_EXCL
+        except FileNotFoundError:  # the key's folder is new
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.link(path, target)
     except OSError:
         return None  # another file system, or links not supported: copy instead
     try:
@@ -125,7 +160,7 @@ def _adopt(fp: IO[bytes], path: Path, key: str) -> tuple[str, int] | None:
             os.chmod(target, store.file_permissions_mode)
         return sha256(fp)
     except BaseException:
-        target.unlink(missing_ok=True)
+        Path(target).unlink(missing_ok=True)
         raise
 
 

@@ -80,3 +80,14 @@ def test_an_adopted_object_is_indexed_with_the_checksum_of_its_bytes(
     received.unlink()
     assert _blob_path(instance.blob_key).read_bytes() == ct_study[1][0].read_bytes()
     assert instance.sha256 == hashlib.sha256(ct_study[1][0].read_bytes()).hexdigest()
+
+
+def test_files_adopted_into_a_new_and_then_an_existing_folder_are_both_linked(
+    tmp_path: Path, dicom_storage: Path,
+):
+    for name in ("first", "second"):
+        received = tmp_path / f"{name}.dcm"
+        received.write_bytes(name.encode() * 100)
+        with received.open("rb") as fp:
+            blobs.write(fp, f"f00/{name}.dcm", adopt=received)
+        assert _blob_path(f"f00/{name}.dcm").stat().st_ino == received.stat().st_ino
