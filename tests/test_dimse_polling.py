@@ -3,13 +3,20 @@ away from the thread that reads it."""
 
 from __future__ import annotations
 
+import os
 import queue
+import socket
 import threading
 import time
+from types import SimpleNamespace
 
+import pytest
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dul import DULServiceProvider
 
 from dimse import polling
+from dimse.models import Peer
+from dimse.testing import RunningListener, dcmtk
 
 
 class FakeAssociation(threading.Thread):
@@ -54,3 +61,85 @@ def test_a_response_reaches_the_thread_waiting_for_it_while_the_reactor_idles():
         [(message, received)] = got
         assert message == "C-STORE-RSP"
         assert received - sent < 0.25  # woken by the put, not by its own timeout
+
+
+class _Peer:
+    """Where a DUL thread as the shim sees it reads from: one end of a socket pair."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+
+
+def _waiting_dul(monkeypatch: pytest.MonkeyPatch, longest: float = 5.0,
+                 ) -> tuple[DULServiceProvider, socket.socket, list[float]]:
+    """A DUL thread that makes one idle wait of at most ``longest`` (by default long enough
+    to tell a wake-up from a time-out); returns it (started), the peer's socket, and when
+    the wait ended."""
+    monkeypatch.setattr(polling, "DUL_WAIT", longest)
+    polling.install()
+    ours, peer = socket.socketpair()
+    dul = DULServiceProvider(SimpleNamespace())  # type: ignore[arg-type]
+    dul.socket = _Peer(ours)  # type: ignore[assignment]
+    ended: list[float] = []
+
+    def wait() -> None:
+        polling.sleep(polling.IDLE_POLL)
+        ended.append(time.monotonic())
+
+    dul._target = wait  # type: ignore[attr-defined]
+    dul.start()
+    time.sleep(0.05)  # let it reach its wait
+    assert not ended, "the DUL thread should be waiting"
+    return dul, peer, ended
+
+
+def _woken_within(dul: DULServiceProvider, ended: list[float], since: float) -> float:
+    dul.join(timeout=5)
+    assert ended
+    return ended[0] - since
+
+
+@pytest.mark.parametrize("work", ["a response to send", "a stop", "bytes from the peer"])
+def test_an_idle_dul_thread_wakes_at_once_for_work(monkeypatch: pytest.MonkeyPatch,
+                                                   work: str):
+    dul, peer, ended = _waiting_dul(monkeypatch)
+    since = time.monotonic()
+    if work == "a response to send":
+        dul.to_provider_queue.put("P-DATA")
+    elif work == "a stop":
+        dul.kill_dul()
+    else:
+        peer.sendall(b"\x04")
+    assert _woken_within(dul, ended, since) < 1.0  # not the 5 s wait
+    peer.close()
+    dul.socket.socket.close()  # type: ignore[union-attr]
+
+
+def test_an_idle_dul_thread_with_nothing_to_do_keeps_waiting(monkeypatch: pytest.MonkeyPatch):
+    dul, peer, ended = _waiting_dul(monkeypatch, longest=0.3)
+    assert _woken_within(dul, ended, time.monotonic() - 0.05) >= 0.25
+    peer.close()
+    dul.socket.socket.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_associations_leave_no_wake_up_pipes_open(portal: RunningListener):
+    """Each association's DUL thread has a pipe of its own; it is closed when it ends."""
+    Peer.objects.create(ae_title="ECHOER", host="127.0.0.1")
+
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def echo() -> None:
+        result = dcmtk("echoscu", "-aet", "ECHOER", "-aec", portal.ae_title, *portal.address())
+        assert result.returncode == 0, result.stderr
+        portal.wait_idle()
+
+    echo()
+    before = open_files()
+    for _ in range(10):
+        echo()
+    time.sleep(0.2)  # the last association's DUL thread ends just after its reactor
+    # A pipe left open would be two descriptors per association; allow a socket or two
+    # that another part of the process has open for a moment.
+    assert open_files() < before + 5
