@@ -3,6 +3,7 @@ shares a folder, so storing a series does not create a directory per object."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections import Counter
@@ -25,7 +26,7 @@ def test_consecutive_keys_share_a_folder_then_move_on_to_the_next():
     assert 10 <= len(per_folder) <= 11
     assert max(per_folder.values()) == blobs.KEYS_PER_FOLDER_TURN
     turns = list(dict.fromkeys(folders))
-    assert all((int(b, 16) - int(a, 16)) % blobs.FOLDERS == 1 for a, b in zip(turns, turns[1:]))
+    assert all((int(b, 16) - int(a, 16)) % blobs.FOLDERS == 1 for a, b in itertools.pairwise(turns))
 
 
 def test_every_folder_gets_its_turn():

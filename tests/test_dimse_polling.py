@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu_primitives import P_DATA
 
 from dimse import polling
 from dimse.models import Peer
@@ -105,7 +106,7 @@ def test_an_idle_dul_thread_wakes_at_once_for_work(monkeypatch: pytest.MonkeyPat
     dul, peer, ended = _waiting_dul(monkeypatch)
     since = time.monotonic()
     if work == "a response to send":
-        dul.to_provider_queue.put("P-DATA")
+        dul.to_provider_queue.put(P_DATA())
     elif work == "a stop":
         dul.kill_dul()
     else:
