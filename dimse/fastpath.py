@@ -14,6 +14,7 @@ an error comment) still goes through pydicom.
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 from collections.abc import Iterator
@@ -23,7 +24,9 @@ from pynetdicom import (
     PYNETDICOM_IMPLEMENTATION_UID,
     PYNETDICOM_IMPLEMENTATION_VERSION,
     dimse_messages,
+    dimse_primitives,
     dsutils,
+    utils,
 )
 from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP, DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
@@ -246,6 +249,19 @@ def _recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
     return buffer if received == nr_bytes else buffer[:received]
 
 
+@functools.lru_cache(maxsize=256)
+def set_uid(value: Any, name: str, allow_empty: bool = True, allow_none: bool = True,
+            validate: bool = True) -> Any:
+    """``pynetdicom.utils.set_uid`` for the DIMSE primitives, remembering recent answers.
+
+    Each C-STORE checks the same two UIDs four times (the request's, then again as they are
+    copied into the response) with two regular expressions each; the SOP Class UID is the
+    same for a whole series. The check is a pure function of its arguments, so a value
+    seen a moment ago gets the same answer (or the same error, which is not remembered).
+    """
+    return utils.set_uid(value, name, allow_empty, allow_none, validate)
+
+
 def install() -> None:
     """Have pynetdicom use the direct encodings. Idempotent.
 
@@ -260,3 +276,4 @@ def install() -> None:
     setattr(C_STORE_RQ, "message_to_primitive", _message_to_primitive)  # noqa: B010
     setattr(dimse_messages, "create_file_meta", file_meta)  # noqa: B010
     setattr(dimse_messages, "write_file_meta_info", write_file_meta)  # noqa: B010
+    setattr(dimse_primitives, "set_uid", set_uid)  # noqa: B010

@@ -9,6 +9,7 @@ import io
 import pytest
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
+from pynetdicom import utils
 from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP, DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, decode, encode
@@ -157,3 +158,28 @@ def test_pdus_are_read_whole_across_many_small_sends_and_short_at_a_close():
     assert fastpath._recv(reader, 100) == b"tail"  # closed after four bytes
     sender.join()
     ours.close()
+
+
+@pytest.mark.parametrize("value", [CT, ODD_UID, UID(CT), b"1.2.3\x00", "", None])
+def test_remembered_uid_checks_answer_as_pynetdicom_does(value: object):
+    for _ in range(2):  # the first answer computed, the second remembered
+        assert fastpath.set_uid(value, "Affected SOP Class UID") == utils.set_uid(
+            value, "Affected SOP Class UID")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["1.2.3" * 20, "9" * 65, 12])
+def test_remembered_uid_checks_refuse_what_pynetdicom_refuses(value: object):
+    for _ in range(2):  # an error is raised every time, never remembered as an answer
+        with pytest.raises((ValueError, TypeError)):
+            fastpath.set_uid(value, "Affected SOP Instance UID")
+    with pytest.raises((ValueError, TypeError)):
+        utils.set_uid(value, "Affected SOP Instance UID")  # type: ignore[arg-type]
+
+
+def test_a_request_with_an_invalid_uid_is_still_refused_after_a_valid_one():
+    fastpath.install()
+    valid = C_STORE()
+    valid.AffectedSOPInstanceUID = ODD_UID
+    assert valid.AffectedSOPInstanceUID == ODD_UID
+    with pytest.raises(ValueError):
+        C_STORE().AffectedSOPInstanceUID = ODD_UID + "1" * 10  # longer than 64
