@@ -300,6 +300,11 @@ def _uid(ds: Values, keyword: str) -> str:
 def parse_date(value: str) -> datetime.date | None:
     """A DICOM DA value as a date, or None when empty or malformed (kept in metadata)."""
     value = value.strip()
+    if len(value) == 8 and value.isascii() and value.isdigit():  # the usual YYYYMMDD
+        try:
+            return datetime.date(int(value[:4]), int(value[4:6]), int(value[6:]))
+        except ValueError:
+            return None
     for fmt in ("%Y%m%d", "%Y.%m.%d"):
         try:
             return datetime.datetime.strptime(value, fmt).date()

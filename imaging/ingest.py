@@ -14,7 +14,7 @@ import enum
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
@@ -241,14 +241,14 @@ def _compare(parsed: ParsedObject, stored: tuple[int, str], digest: str) -> Inge
 def _index(staged: list[_Staged]) -> list[int]:
     """Create or update the index rows for staged objects; returns the instances' primary
     keys. Runs inside a transaction."""
-    known: dict[str, tuple[Series, Study, bool]] = {}
+    known: dict[str, KnownSeries] = {}
     rows: list[dict[str, Any]] = []
     for item in staged:
         parsed = item.parsed
         if parsed.series_instance_uid not in known:
             known[parsed.series_instance_uid] = _series(parsed)
-        series, study, _ = known[parsed.series_instance_uid]
-        if study.study_instance_uid != parsed.study_instance_uid:
+        series = known[parsed.series_instance_uid]
+        if series.study_uid != parsed.study_instance_uid:
             raise InvalidObject(
                 f"SeriesInstanceUID {parsed.series_instance_uid} already belongs to another "
                 "study"
@@ -272,23 +272,44 @@ def _index(staged: list[_Staged]) -> list[int]:
 
     conflicts = []
     for item, pk in zip(staged, pks, strict=True):
-        patient = known[item.parsed.series_instance_uid][1].patient
+        patient = known[item.parsed.series_instance_uid].patient
         differences = demographic_differences(patient, item.parsed.patient)
         if differences:
             log.warning("patient demographics differ for %s: %s",
                         item.parsed.sop_instance_uid, differences)
-            conflicts.append(PatientConflict(patient=patient, instance_id=pk,
+            conflicts.append(PatientConflict(patient_id=patient.pk, instance_id=pk,
                                              differences=differences))
     if conflicts:
         PatientConflict.objects.bulk_create(conflicts)
     return pks
 
 
-def _series(parsed: ParsedObject) -> tuple[Series, Study, bool]:
+class PatientFacts(NamedTuple):
+    """What ingest compares a received object's patient with."""
+
+    pk: int
+    patient_id: str
+    name: str
+    birth_date: datetime.date | None
+
+
+class KnownSeries(NamedTuple):
+    """A stored series as ingest needs it: where it belongs, and whether this ingest
+    created it. Plain values, not model instances: making three of those per object cost
+    a tenth of indexing it."""
+
+    pk: int
+    study_pk: int
+    study_uid: str
+    patient: PatientFacts
+    created: bool = False
+
+
+def _series(parsed: ParsedObject) -> KnownSeries:
     """The series (with its study and patient) an object belongs to, created if new."""
     known = _known_series(parsed.series_instance_uid)
     if known is not None:
-        return known[0], known[1], False
+        return known
     study = (
         Study.objects.select_related("patient")
         .filter(study_instance_uid=parsed.study_instance_uid)
@@ -302,7 +323,10 @@ def _series(parsed: ParsedObject) -> tuple[Series, Study, bool]:
         raise InvalidObject(
             f"SeriesInstanceUID {parsed.series_instance_uid} already belongs to another study"
         )
-    return series, study, created
+    patient = study.patient
+    return KnownSeries(series.pk, study.pk, study.study_instance_uid,
+                       PatientFacts(patient.pk, patient.patient_id, patient.name,
+                                    patient.birth_date), created)
 
 
 def _insert(rows: list[dict[str, Any]]) -> list[int]:
@@ -339,7 +363,7 @@ def _insert(rows: list[dict[str, Any]]) -> list[int]:
         return pks
 
 
-def _known_series(series_instance_uid: str) -> tuple[Series, Study] | None:
+def _known_series(series_instance_uid: str) -> KnownSeries | None:
     """A stored series with its study and patient, or None.
 
     The common case, a further object of a known series, is one plain query: with the
@@ -348,8 +372,8 @@ def _known_series(series_instance_uid: str) -> tuple[Series, Study] | None:
     """
     with connection.cursor() as cursor:
         cursor.execute(
-            _sql("SELECT s.id, t.id, t.study_instance_uid, p.id, p.patient_id, p.issuer, p.name,"
-                 " p.birth_date, p.sex FROM {series} s"
+            _sql("SELECT s.id, t.id, t.study_instance_uid, p.id, p.patient_id, p.name,"
+                 " p.birth_date FROM {series} s"
                  " JOIN {study} t ON t.id = s.study_id JOIN {patient} p ON p.id = t.patient_id"
                  " WHERE s.series_instance_uid = %s"),
             [series_instance_uid],
@@ -357,13 +381,11 @@ def _known_series(series_instance_uid: str) -> tuple[Series, Study] | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    series_pk, study_pk, study_uid, patient_pk, patient_id, issuer, name, born, sex = row
+    series_pk, study_pk, study_uid, patient_pk, patient_id, name, born = row
     if isinstance(born, str):  # SQLite hands dates over as text outside the ORM
         born = datetime.date.fromisoformat(born)
-    patient = Patient(pk=patient_pk, patient_id=patient_id, issuer=issuer, name=name,
-                      birth_date=born, sex=sex)
-    study = Study(pk=study_pk, study_instance_uid=study_uid, patient=patient)
-    return Series(pk=series_pk, series_instance_uid=series_instance_uid, study=study), study
+    return KnownSeries(series_pk, study_pk, study_uid,
+                       PatientFacts(patient_pk, patient_id, name, born))
 
 
 def _add_to_counters(model: type[Series] | type[Study], pk: int, count: int, size: int) -> None:
@@ -375,21 +397,21 @@ def _add_to_counters(model: type[Series] | type[Study], pk: int, count: int, siz
         )
 
 
-def _count(staged: list[_Staged], known: dict[str, tuple[Series, Study, bool]]) -> None:
+def _count(staged: list[_Staged], known: dict[str, KnownSeries]) -> None:
     """Add the new objects to their series' and studies' counters, once per row."""
     per_series: dict[int, list[int]] = {}
     per_study: dict[int, list[int]] = {}
     for item in staged:
-        series, study, created = known[item.parsed.series_instance_uid]
+        series = known[item.parsed.series_instance_uid]
         per_series.setdefault(series.pk, [0, 0])
         per_series[series.pk][0] += 1
         per_series[series.pk][1] += item.size
-        totals = per_study.setdefault(study.pk, [0, 0, 0])
+        totals = per_study.setdefault(series.study_pk, [0, 0, 0])
         totals[0] += 1
         totals[1] += item.size
-    for _, study, created in known.values():
-        if created:
-            per_study[study.pk][2] += 1
+    for series in known.values():
+        if series.created:
+            per_study[series.study_pk][2] += 1
     for pk, (count, size) in per_series.items():
         _add_to_counters(Series, pk, count, size)
     for pk, (count, size, new_series) in per_study.items():
@@ -443,7 +465,8 @@ def _norm_name(name: str) -> str:
     return " ".join(name.replace("^", " ").split()).casefold()
 
 
-def demographic_differences(patient: Patient, received: dict[str, Any]) -> dict[str, Any]:
+def demographic_differences(patient: Patient | PatientFacts, received: dict[str, Any],
+                            ) -> dict[str, Any]:
     """Fields where the received object disagrees with the stored patient.
 
     A value missing on either side is not a disagreement; names compare without case and

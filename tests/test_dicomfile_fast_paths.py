@@ -1,8 +1,10 @@
-"""Ingest's reader for the usual Part 10 file gives what ``dcmread`` gives, on every file
-pydicom ships and on a synthetic CT series; anything unusual is left to ``dcmread``."""
+"""Ingest's direct readers give what the general ones give: the usual Part 10 file reads
+as ``dcmread`` reads it (on every file pydicom ships and on a synthetic CT series; anything
+unusual is left to ``dcmread``), and the usual date as ``strptime`` reads it."""
 
 from __future__ import annotations
 
+import datetime
 import io
 from pathlib import Path
 from typing import Any
@@ -97,3 +99,18 @@ def _left_to_dcmread(data: bytes) -> None:
     fp = io.BytesIO(data)
     assert dicomfile.read_part10(fp) is None
     assert fp.tell() == 0  # left where it was, for dcmread
+
+
+@pytest.mark.parametrize("value", ["20261123", "19000101", "20260230", "00000000", "99991231",
+                                   " 20261123 ", "2026.11.23", "2026113", "", "abcdefgh",
+                                   "20261323", "\uff12\uff10\uff12\uff16\uff11\uff11\uff12\uff13"])
+def test_dates_read_directly_as_strptime_reads_them(value: str):
+    def by_strptime(text: str) -> datetime.date | None:
+        for fmt in ("%Y%m%d", "%Y.%m.%d"):
+            try:
+                return datetime.datetime.strptime(text.strip(), fmt).date()
+            except ValueError:
+                continue
+        return None
+
+    assert dicomfile.parse_date(value) == by_strptime(value)
