@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -66,7 +67,7 @@ def ingest(fp: IO[bytes], *, source: str = "", adopt: Path | None = None) -> Ing
 
 
 @dataclass(frozen=True)
-class _Staged:
+class Staged:
     """An object parsed, checked and written to storage, waiting for its index rows."""
 
     parsed: ParsedObject
@@ -76,55 +77,109 @@ class _Staged:
     source: str
 
 
+# Another copy of an object not yet indexed: its SOP Instance UID -> the SHA-256 of its bytes.
+Held = Callable[[str], "str | None"]
+
+
+def stage(fp: IO[bytes], *, source: str = "", study: str | None = None,
+          adopt: Path | None = None, held: Held | None = None,
+          series_of: Callable[[str], str | None] | None = None) -> Staged | IngestResult:
+    """Parse, check and store one object, without indexing it: the :class:`Staged` object,
+    or the result if it ends here (refused, or already held).
+
+    ``study``: refuse the object unless it belongs to that study (STOW-RS to
+    ``/studies/{study}``). ``adopt``: ``fp`` is this local file, given up by the caller,
+    which a local storage may keep as the blob (see ``blobs.write``). ``held``: objects
+    staged but not yet indexed, checked as the stored ones are. ``series_of``: the study of
+    a series staged but not yet indexed; given it, a series already stored or staged
+    under another study refuses the object now rather than when it is indexed.
+    """
+    fp.seek(0)
+    try:
+        parsed = parse(fp)
+    except InvalidObject as exc:
+        return IngestResult(Outcome.REJECTED, str(exc), exc.sop_instance_uid,
+                            exc.study_instance_uid, sop_class_uid=exc.sop_class_uid)
+    if study is not None and parsed.study_instance_uid != study:
+        return _refused(parsed, f"{WRONG_STUDY}: StudyInstanceUID "
+                                f"{parsed.study_instance_uid} is not {study}")
+    if series_of is not None:
+        known = series_of(parsed.series_instance_uid)
+        if known is None:
+            series = _known_series(parsed.series_instance_uid)
+            known = series.study_uid if series is not None else None
+        if known is not None and known != parsed.study_instance_uid:
+            return _refused(parsed, f"SeriesInstanceUID {parsed.series_instance_uid} already "
+                                    "belongs to another study")
+    pending = held(parsed.sop_instance_uid) if held is not None else None
+    copy: tuple[int | None, str] | None = (
+        (None, pending) if pending is not None else _stored_sha256(parsed.sop_instance_uid))
+    if copy is not None:
+        return _compare(parsed, copy, blobs.sha256(fp)[0])
+    key = blobs.new_key()
+    digest, size = blobs.write(fp, key, adopt=adopt)  # hashed on the way
+    return Staged(parsed, key, digest, size, source)
+
+
+def _refused(parsed: ParsedObject, reason: str) -> IngestResult:
+    return IngestResult(Outcome.REJECTED, reason, parsed.sop_instance_uid,
+                        parsed.study_instance_uid,
+                        series_instance_uid=parsed.series_instance_uid,
+                        sop_class_uid=parsed.sop_class_uid)
+
+
+def index(staged: list[Staged]) -> list[IngestResult]:
+    """Index staged objects: one transaction for all, or, if that fails (a UID stored
+    meanwhile by someone else, a series that belongs to another study), each on its own,
+    so one bad object never costs the others. Whatever is not indexed has its blob
+    deleted; the results are in the order given."""
+    indexed: dict[str, IngestResult] = {}
+    try:
+        if len(staged) > 1:
+            try:
+                with transaction.atomic():
+                    pks = _index(staged)
+                indexed = {s.key: _stored(s, pk) for s, pk in zip(staged, pks, strict=True)}
+            except (IntegrityError, InvalidObject, OperationalError) as exc:
+                # OperationalError: PostgreSQL chose this batch as a deadlock victim
+                # (two workers creating the same new patient or study in another order).
+                log.info("batch of %d fell back to one object at a time: %s",
+                         len(staged), exc)
+        for item in staged:
+            if item.key not in indexed:
+                indexed[item.key] = _commit_one(item)
+    except BaseException:
+        for item in staged:
+            if item.key not in indexed:
+                blobs.delete(item.key)
+        raise
+    return [indexed[item.key] for item in staged]
+
+
 class IngestBatch:
     """Several objects stored with one database transaction for all their index rows.
 
-    This is :func:`ingest` for many objects at once (the import command): each object is
-    parsed, checked and written to storage as it is added, and :meth:`commit` indexes them
-    together, so an import pays for one transaction per batch instead of one per object.
-    If that transaction fails (a UID stored meanwhile by someone else, a series that
-    belongs to another study), every staged object is indexed on its own, so one bad object
-    never costs the others; whatever is not indexed has its blob deleted.
+    This is :func:`ingest` for many objects at once (the import command, STOW-RS): each
+    object is staged (parsed, checked and written to storage) as it is added, and
+    :meth:`commit` indexes them together (:func:`index`), so an import pays for one
+    transaction per batch instead of one per object.
     """
 
     def __init__(self) -> None:
-        self._slots: list[IngestResult | _Staged] = []
+        self._slots: list[IngestResult | Staged] = []
 
     def __len__(self) -> int:
         return len(self._slots)
 
     def add(self, fp: IO[bytes], *, source: str = "", study: str | None = None,
             adopt: Path | None = None) -> tuple[str, str]:
-        """Parse, check and store one object; returns its SOP Class and Instance UIDs as far
-        as they could be read. ``study``: refuse the object unless it belongs to that study
-        (STOW-RS to ``/studies/{study}``). ``adopt``: ``fp`` is this local file, given up by
-        the caller, which a local storage may keep as the blob (see ``blobs.write``)."""
-        fp.seek(0)
-        try:
-            parsed = parse(fp)
-        except InvalidObject as exc:
-            self._slots.append(IngestResult(Outcome.REJECTED, str(exc), exc.sop_instance_uid,
-                                            exc.study_instance_uid,
-                                            sop_class_uid=exc.sop_class_uid))
-            return exc.sop_class_uid, exc.sop_instance_uid
-        named = (parsed.sop_class_uid, parsed.sop_instance_uid)
-        if study is not None and parsed.study_instance_uid != study:
-            self._slots.append(IngestResult(
-                Outcome.REJECTED,
-                f"{WRONG_STUDY}: StudyInstanceUID {parsed.study_instance_uid} is not {study}",
-                parsed.sop_instance_uid, parsed.study_instance_uid,
-                series_instance_uid=parsed.series_instance_uid,
-                sop_class_uid=parsed.sop_class_uid,
-            ))
-            return named
-        stored = _stored_sha256(parsed.sop_instance_uid)
-        if stored is not None:
-            self._slots.append(_compare(parsed, stored, blobs.sha256(fp)[0]))
-            return named
-        key = blobs.new_key()
-        digest, size = blobs.write(fp, key, adopt=adopt)  # hashed on the way
-        self._slots.append(_Staged(parsed, key, digest, size, source))
-        return named
+        """Stage one object (see :func:`stage`); returns its SOP Class and Instance UIDs
+        as far as they could be read."""
+        slot = stage(fp, source=source, study=study, adopt=adopt)
+        self._slots.append(slot)
+        if isinstance(slot, Staged):
+            return slot.parsed.sop_class_uid, slot.parsed.sop_instance_uid
+        return slot.sop_class_uid, slot.sop_instance_uid
 
     def refuse(self, reason: str) -> None:
         """Record an object that could not even be read, keeping the batch's order."""
@@ -132,34 +187,13 @@ class IngestBatch:
 
     def commit(self) -> list[IngestResult]:
         """Index every staged object; the results are in the order objects were added."""
-        staged = [slot for slot in self._slots if isinstance(slot, _Staged)]
-        indexed: dict[str, IngestResult] = {}
-        try:
-            if len(staged) > 1:
-                try:
-                    with transaction.atomic():
-                        pks = _index(staged)
-                    indexed = {s.key: _stored(s, pk) for s, pk in zip(staged, pks,
-                                                                     strict=True)}
-                except (IntegrityError, InvalidObject, OperationalError) as exc:
-                    # OperationalError: PostgreSQL chose this batch as a deadlock victim
-                    # (two workers creating the same new patient or study in another order).
-                    log.info("batch of %d fell back to one object at a time: %s",
-                             len(staged), exc)
-            for item in staged:
-                if item.key not in indexed:
-                    indexed[item.key] = _commit_one(item)
-        except BaseException:
-            for item in staged:
-                if item.key not in indexed:
-                    blobs.delete(item.key)
-            raise
-        finally:
-            self._slots, slots = [], self._slots
-        return [indexed[slot.key] if isinstance(slot, _Staged) else slot for slot in slots]
+        self._slots, slots = [], self._slots
+        staged = [slot for slot in slots if isinstance(slot, Staged)]
+        indexed = dict(zip((s.key for s in staged), index(staged), strict=True))
+        return [indexed[slot.key] if isinstance(slot, Staged) else slot for slot in slots]
 
 
-def _stored(item: _Staged, pk: int) -> IngestResult:
+def _stored(item: Staged, pk: int) -> IngestResult:
     return IngestResult(
         Outcome.STORED,
         sop_instance_uid=item.parsed.sop_instance_uid,
@@ -170,7 +204,7 @@ def _stored(item: _Staged, pk: int) -> IngestResult:
     )
 
 
-def _commit_one(item: _Staged, attempts: int = 3) -> IngestResult:
+def _commit_one(item: Staged, attempts: int = 3) -> IngestResult:
     parsed = item.parsed
     try:
         with transaction.atomic():
@@ -214,7 +248,8 @@ def _stored_sha256(sop_instance_uid: str) -> tuple[int, str] | None:
     return (row[0], row[1]) if row is not None else None
 
 
-def _compare(parsed: ParsedObject, stored: tuple[int, str], digest: str) -> IngestResult:
+def _compare(parsed: ParsedObject, stored: tuple[int | None, str], digest: str,
+             ) -> IngestResult:
     pk, stored_digest = stored
     if stored_digest == digest:
         return IngestResult(
@@ -238,7 +273,7 @@ def _compare(parsed: ParsedObject, stored: tuple[int, str], digest: str) -> Inge
     )
 
 
-def _index(staged: list[_Staged]) -> list[int]:
+def _index(staged: list[Staged]) -> list[int]:
     """Create or update the index rows for staged objects; returns the instances' primary
     keys. Runs inside a transaction."""
     known: dict[str, KnownSeries] = {}
@@ -397,7 +432,7 @@ def _add_to_counters(model: type[Series] | type[Study], pk: int, count: int, siz
         )
 
 
-def _count(staged: list[_Staged], known: dict[str, KnownSeries]) -> None:
+def _count(staged: list[Staged], known: dict[str, KnownSeries]) -> None:
     """Add the new objects to their series' and studies' counters, once per row."""
     per_series: dict[int, list[int]] = {}
     per_study: dict[int, list[int]] = {}
