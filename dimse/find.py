@@ -94,7 +94,7 @@ def _answer(json_dataset: dict[str, Any], requested: list[str], level: str) -> D
 
 def handle_find(event: Event, listener: Listener) -> Iterator[tuple[int, Dataset | None]]:
     """EVT_C_FIND: pending answers one match at a time, then success (or cancel)."""
-    session = listener.session(event.assoc)
+    session = listener.session(event.assoc, caught_up=True)
     decision = decide_peer(session.peer if session else None, AuditAction.SEARCH,
                            allow_unknown=listener.allow_unknown_peers)
     if session is None or not decision:

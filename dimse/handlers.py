@@ -18,15 +18,18 @@ from weakref import WeakKeyDictionary
 
 from django.conf import settings
 from django.db import close_old_connections, connections
+from pynetdicom.pdu_primitives import A_RELEASE
 
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, record
+from imaging.ingest import IngestResult
 
+from .indexing import BackgroundIndex
 from .models import Peer
 from .peers import recognise
 from .policies import decide_peer
 from .statuses import Status
-from .store import StoredLog, flush
+from .store import AUDIT_BATCH, StoredLog, flush
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -52,6 +55,15 @@ class Session:
     stored: StoredLog = field(default_factory=StoredLog)
     ending: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    index: BackgroundIndex = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.index = BackgroundIndex(self.actor, self.indexed)
+
+    def indexed(self, result: IngestResult) -> None:
+        """An accepted object is in the archive: on the trail with the next batch."""
+        if self.stored.add(result) >= AUDIT_BATCH:
+            flush(self.actor, self.stored)
 
     def claim_end(self) -> bool:
         """True for the first of the threads that see the association end (its own thread on
@@ -73,8 +85,13 @@ class Listener:
     def allow_unknown_peers(self) -> bool:
         return bool(getattr(settings, "DICOM_ALLOW_UNKNOWN_PEERS", False))
 
-    def session(self, assoc: Association) -> Session | None:
-        return self.sessions.get(assoc)
+    def session(self, assoc: Association, *, caught_up: bool = False) -> Session | None:
+        """The association's session; ``caught_up``: once every object it has sent is
+        indexed, so that a query or retrieve on it finds them."""
+        session = self.sessions.get(assoc)
+        if session is not None and caught_up:
+            session.index.drain()
+        return session
 
 
 def tune_socket(event: Event, listener: Listener) -> None:
@@ -150,6 +167,7 @@ def _end(listener: Listener, assoc: Association, *, aborted: bool) -> None:
         return  # another thread is already writing this association's end
     try:
         if session is not None:
+            session.index.drain()  # what was answered for is indexed, then on the trail
             flush(session.actor, session.stored)
             if aborted:
                 record(AuditAction.ASSOCIATION, session.actor, None, Outcome.FAILED,
@@ -161,6 +179,16 @@ def _end(listener: Listener, assoc: Association, *, aborted: bool) -> None:
         # Gone from the live sessions only once all is written (tests wait for this).
         listener.sessions.pop(assoc, None)
         connections.close_all()
+
+
+def before_release_answer(event: Event, listener: Listener) -> None:
+    """EVT_ACSE_SENT: the A-RELEASE response goes out only once every object the peer sent
+    is indexed; a sender that has finished finds all it sent."""
+    primitive = event.primitive  # type: ignore[attr-defined]
+    if isinstance(primitive, A_RELEASE) and primitive.result is not None:
+        session = listener.session(event.assoc)
+        if session is not None:
+            session.index.drain()
 
 
 def on_released(event: Event, listener: Listener) -> None:

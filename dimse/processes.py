@@ -24,6 +24,7 @@ from django.db import connections
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .handlers import Listener
+from .indexing import recover
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,20 @@ def _fork_worker(listener: Listener, sock: socket.socket) -> int:
     return pid
 
 
+def _recover_spool(pid: int) -> None:
+    """Index what an ended worker answered for but left unindexed (see dimse.indexing)."""
+    try:
+        recovered = recover(pid)
+    except Exception:
+        log.exception("cannot recover the spool of DICOM listener worker %d", pid)
+        return
+    finally:
+        connections.close_all()  # the next worker opens its own
+    if recovered:
+        log.warning("indexed %d objects DICOM listener worker %d had received",
+                    len(recovered), pid)
+
+
 def serve(listener: Listener, host: str, port: int, processes: int) -> None:
     """Listen on ``host:port`` with ``processes`` workers until SIGTERM or SIGINT."""
     sock = listening_socket(host, port)
@@ -152,6 +167,7 @@ def serve(listener: Listener, host: str, port: int, processes: int) -> None:
             except InterruptedError:
                 continue
             workers.discard(pid)
+            _recover_spool(pid)
             if not stopping:
                 log.error("DICOM listener worker %d ended (status %d); starting another",
                           pid, status)

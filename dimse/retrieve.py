@@ -183,7 +183,7 @@ def _identifier(event: Event) -> Dataset:
 
 def handle_get(event: Event, listener: Listener) -> Iterator[Any]:
     """EVT_C_GET: the matches go back over the peer's own association."""
-    session = listener.session(event.assoc)
+    session = listener.session(event.assoc, caught_up=True)
     decision = decide_peer(session.peer if session else None, AuditAction.RETRIEVE,
                            allow_unknown=listener.allow_unknown_peers)
     if session is None or not decision:
@@ -229,7 +229,7 @@ class Refused(Exception):
 
 def handle_move(event: Event, listener: Listener) -> Iterator[Any]:
     """EVT_C_MOVE: the matches go to a configured peer over a new association."""
-    session = listener.session(event.assoc)
+    session = listener.session(event.assoc, caught_up=True)
     move_destination = str(event.move_destination or "").strip()
     detail: dict[str, Any] = {"operation": "C-MOVE", "destination": move_destination}
     decision = decide_peer(session.peer if session else None, AuditAction.RETRIEVE,

@@ -110,6 +110,7 @@ def event_handlers(listener: Listener) -> list[Any]:
     return [
         (evt.EVT_CONN_OPEN, handlers.tune_socket, [listener]),
         (evt.EVT_REQUESTED, handlers.on_requested, [listener]),
+        (evt.EVT_ACSE_SENT, handlers.before_release_answer, [listener]),
         (evt.EVT_RELEASED, handlers.on_released, [listener]),
         (evt.EVT_ABORTED, handlers.on_aborted, [listener]),
         (evt.EVT_CONN_CLOSE, handlers.on_conn_close, [listener]),

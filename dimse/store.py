@@ -1,9 +1,11 @@
-"""C-STORE SCP: every received object goes through :func:`imaging.ingest.ingest`, unchanged.
+"""C-STORE SCP: every received object goes through the one ingest path, unchanged.
 
 pynetdicom writes the received dataset, as it came off the wire, behind a File Meta
 header into a temporary Part 10 file (``STORE_RECV_CHUNKED_DATASET``); the handler hands
-that file to ingest, which checks it, stores it under an opaque key and indexes it, or
-refuses it whole. The answer maps ingest's outcome to a Storage Service Class status.
+that file to ingest's first half (:func:`imaging.ingest.stage`), which checks it and
+stores it under an opaque key, or refuses it whole. The answer maps the outcome to a
+Storage Service Class status; a staged object's index rows are written behind the answer
+(:mod:`dimse.indexing`).
 
 Audit: a modality sends a series as hundreds of C-STOREs on one association, so accepted
 objects are written to the trail as one entry per study and batch (at most
@@ -16,16 +18,19 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from django.db import close_old_connections
 
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
+from imaging import blobs
 from imaging.access import record_stores
-from imaging.ingest import IngestResult, ingest
+from imaging.ingest import IngestResult, Staged, stage
 from imaging.ingest import Outcome as IngestOutcome
 
+from .indexing import spool
 from .policies import decide_peer
 from .statuses import Status
 
@@ -33,7 +38,7 @@ if TYPE_CHECKING:
     from pynetdicom.dimse_primitives import C_STORE
     from pynetdicom.events import Event
 
-    from .handlers import Listener
+    from .handlers import Listener, Session
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,28 @@ def flush(actor: Actor, stored: StoredLog) -> None:
         record_stores(actor, taken, via="C-STORE")
 
 
+def _stage(session: Session, received: Path) -> IngestResult:
+    """Stage the received file; a staged object is spooled and queued for its index rows,
+    and counts as stored."""
+    with open(received, "rb") as fp:
+        # pynetdicom deletes its file after this handler: the blob may be that file.
+        staged = stage(fp, source=f"cstore:{session.calling_ae}", adopt=received,
+                       held=session.index.held, series_of=session.index.series_of)
+    if not isinstance(staged, Staged):
+        return staged
+    try:
+        spooled = spool(received, session.calling_ae, staged.key)
+    except BaseException:
+        blobs.delete(staged.key)  # not answered for: nothing may stay half-stored
+        raise
+    session.index.add(staged, spooled)
+    parsed = staged.parsed
+    return IngestResult(IngestOutcome.STORED, sop_instance_uid=parsed.sop_instance_uid,
+                        study_instance_uid=parsed.study_instance_uid,
+                        series_instance_uid=parsed.series_instance_uid,
+                        sop_class_uid=parsed.sop_class_uid)
+
+
 def handle_store(event: Event, listener: Listener) -> int:
     """EVT_C_STORE: check the peer may store, ingest the received file, answer by name."""
     session = listener.session(event.assoc)
@@ -87,10 +114,7 @@ def handle_store(event: Event, listener: Listener) -> int:
                reason=decision.why, detail={"operation": "C-STORE"})
         return Status.NOT_AUTHORISED
     try:
-        with open(event.dataset_path, "rb") as fp:
-            # pynetdicom deletes its file after this handler: the blob may be that file.
-            result = ingest(fp, source=f"cstore:{session.calling_ae}",
-                            adopt=event.dataset_path)
+        result = _stage(session, event.dataset_path)
     except Exception:
         # The database or the blob store failed: nothing half-stored (ingest cleans up), and
         # the sender is told to try again rather than that its object is bad.
@@ -107,8 +131,8 @@ def handle_store(event: Event, listener: Listener) -> int:
         if result.sop_instance_uid != announced:
             log.warning("C-STORE announced %s but the dataset is %s", announced,
                         result.sop_instance_uid)
-        if session.stored.add(result) >= AUDIT_BATCH:
-            flush(session.actor, session.stored)
+        if result.outcome == IngestOutcome.DUPLICATE:  # nothing to index: on the trail now
+            session.indexed(result)
     else:
         record(AuditAction.STORE, session.actor,
                Target("instance", result.sop_instance_uid or announced,

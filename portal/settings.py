@@ -270,6 +270,9 @@ DICOM_AE_TITLE = env.str("DICOM_AE_TITLE", default="PORTAL")
 DICOM_PORT = env.int("DICOM_PORT", default=11112)
 # Accept associations from peers not configured in admin (first installation only).
 DICOM_ALLOW_UNKNOWN_PEERS = env.bool("DICOM_ALLOW_UNKNOWN_PEERS", default=False)
+# Received objects wait here, linked, between the C-STORE answer and their index rows
+# (dimse/indexing.py); keep it on the file system of DICOM_STORAGE_DIR so that is a link.
+DICOM_SPOOL_DIR = Path(env.str("DICOM_SPOOL_DIR", default=str(DATA_DIR / "dicom-spool")))
 # Listener worker processes sharing the port (parallel associations use several cores).
 DICOM_LISTENER_PROCESSES = env.int("DICOM_LISTENER_PROCESSES",
                                    default=min(os.cpu_count() or 1, 4))

@@ -12,8 +12,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import connections
 
 from dimse.handlers import Listener
+from dimse.indexing import recover
 from dimse.processes import serve
 from dimse.server import start
 
@@ -49,6 +51,13 @@ class Command(BaseCommand):
                 "DICOM_ALLOW_UNKNOWN_PEERS is set: any AE title from any host is accepted. "
                 "Configure the peers (manage.py dicom_peers add) and unset it."
             ))
+        recovered = recover()
+        if recovered:
+            self.stderr.write(self.style.WARNING(
+                f"Indexed {len(recovered)} received objects a stopped listener had left in "
+                f"{settings.DICOM_SPOOL_DIR}."
+            ))
+        connections.close_all()  # worker processes open their own
         processes = max(1, options["processes"])
         self.stdout.write(
             f"DICOM listener {listener.ae_title} on {options['host']}:{options['port']}"
