@@ -200,37 +200,45 @@ def recover(pid: int | None = None) -> list[IngestResult]:
     folders = ([root / str(pid)] if pid is not None else
                [f for f in sorted(root.iterdir()) if f.is_dir() and f.name.isdigit()])
     results = []
+    stored: dict[str, list[IngestResult]] = {}  # by calling AE, for the audit trail
     for folder in folders:
         for path in sorted(folder.glob("*")):
             try:
-                results.append(_recover_one(path))
+                calling_ae, result = _recover_one(path)
             except Exception:
                 log.exception("cannot recover %s; it stays in the spool", path)
+                continue
+            results.append(result)
+            if result.outcome == IngestOutcome.STORED:
+                stored.setdefault(calling_ae, []).append(result)
         try:
             folder.rmdir()
         except OSError:
             pass  # not empty (a file that could not be recovered), or gone
+    for calling_ae, accepted in stored.items():
+        record_stores(Actor.peer(calling_ae, ""), accepted,
+                      via="C-STORE (recovered from the spool)")
     return results
 
 
-def _recover_one(path: Path) -> IngestResult:
+def _recover_one(path: Path) -> tuple[str, IngestResult]:
+    """Index one spooled file through the one ingest path; returns the calling AE title
+    it came from and the result."""
     calling_ae, key = _parse_spool_name(path.name)
-    actor = Actor.peer(calling_ae, "")
     indexed = Instance.objects.filter(blob_key=key).values_list("sop_instance_uid",
                                                                 flat=True).first()
     if indexed is not None:  # its rows were committed just before the listener stopped
         path.unlink()
         log.info("spooled %s was already indexed", indexed)
-        return IngestResult(IngestOutcome.DUPLICATE, "already indexed", indexed)
+        return calling_ae, IngestResult(IngestOutcome.DUPLICATE, "already indexed", indexed)
     with open(path, "rb") as fp:
         result = ingest(fp, source=f"cstore:{calling_ae}", adopt=path)
     if not result.accepted:
-        _unindexed(actor, path, result)
-        return result
+        _unindexed(Actor.peer(calling_ae, ""), path, result)
+        return calling_ae, result
     if blobs.storage().exists(key):
         blobs.delete(key)  # the first blob of the object: nothing refers to it
     path.unlink()
     log.warning("recovered received object %s from the spool", result.sop_instance_uid)
-    record_stores(actor, [result], via="C-STORE (recovered from the spool)")
-    return result
+    return calling_ae, result
 

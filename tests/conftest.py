@@ -8,6 +8,7 @@ never see paula's exams.
 from __future__ import annotations
 
 import datetime
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,9 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from accounts.models import Role, User
+from dimse import indexing
 from dimse.testing import RunningListener, running_listener
+from imaging.ingest import Staged, stage
 from imaging.models import Patient
 from imaging.synthetic import PatientSpec, SeriesSpec, write_study
 
@@ -56,6 +59,7 @@ def dicom_storage(settings, tmp_path: Path) -> Path:
             "OPTIONS": {"location": str(tmp_path / "media")},
         },
     }
+    settings.DICOM_SPOOL_DIR = tmp_path / "dicom-spool"
     return location
 
 
@@ -241,3 +245,20 @@ def portal() -> Iterator[RunningListener]:
     """The portal's DICOM listener on a free loopback port, in a thread of this process."""
     with running_listener() as running:
         yield running
+
+
+def spooled_object(path: Path, tmp_path: Path, calling_ae: str = "MODALITY",
+                        pid: int = 999999) -> tuple[Staged, Path]:
+    """What a listener process holds between its answer and the index rows, as it would
+    leave it if it were killed then: the blob written, the received file in its spool."""
+    received = tmp_path / f"received-{path.name}"
+    received.write_bytes(path.read_bytes())
+    with open(received, "rb") as fp:
+        staged = stage(fp, source=f"cstore:{calling_ae}", adopt=received)
+    assert isinstance(staged, Staged)
+    folder = Path(django_settings.DICOM_SPOOL_DIR) / str(pid)
+    folder.mkdir(parents=True, exist_ok=True)
+    spooled = folder / indexing._spool_name(calling_ae, staged.key)
+    os.link(received, spooled)
+    received.unlink()  # pynetdicom's temporary file is gone after the handler
+    return staged, spooled

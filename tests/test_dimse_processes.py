@@ -26,7 +26,7 @@ from dimse.models import Peer
 from dimse.sop_classes import VERIFICATION
 from dimse.testing import LOOPBACK, dcmtk, free_port
 from imaging.models import Instance
-from tests.conftest import database_url
+from tests.conftest import database_url, spooled_object
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -71,6 +71,7 @@ def listener(dicom_storage: Path, tmp_path: Path) -> Iterator[ListenerProcesses]
         "DATABASE_URL": database_url(),
         "DATA_DIR": str(tmp_path / "data"),
         "DICOM_STORAGE_DIR": str(dicom_storage),
+        "DICOM_SPOOL_DIR": str(settings.DICOM_SPOOL_DIR),
     }
     for name in ("S3_BUCKET", "DICOM_ALLOW_UNKNOWN_PEERS"):
         env.pop(name, None)
@@ -162,6 +163,21 @@ def test_a_worker_that_dies_is_replaced(listener: ListenerProcesses):
     echoed = dcmtk("echoscu", "-aet", "MODALITY", "-aec", "PORTAL", LOOPBACK,
                    str(listener.port))
     assert echoed.returncode == 0, echoed.stderr
+
+
+def test_what_a_dead_worker_had_answered_for_is_indexed_when_it_is_replaced(
+    listener: ListenerProcesses, ct_study: tuple[str, list[Path]], tmp_path: Path,
+):
+    victim = min(listener.workers())
+    # As the worker would leave it if killed between its answer and the index rows.
+    staged, spooled = spooled_object(ct_study[1][0], tmp_path, pid=victim)
+    os.kill(victim, signal.SIGKILL)
+    listener.wait_for_workers(2, without=victim)
+    deadline = time.monotonic() + 10
+    while spooled.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Instance.objects.get().sop_instance_uid == staged.parsed.sop_instance_uid
+    assert not spooled.exists()
 
 
 def test_stopping_the_listener_stops_every_worker(listener: ListenerProcesses):
