@@ -54,6 +54,7 @@ class Session:
     calling_ae: str
     stored: StoredLog = field(default_factory=StoredLog)
     ending: bool = False
+    released: bool = False  # the release is answered: a connection closed now is no abort
     lock: threading.Lock = field(default_factory=threading.Lock)
     index: BackgroundIndex = field(init=False)
 
@@ -189,6 +190,9 @@ def before_release_answer(event: Event, listener: Listener) -> None:
         session = listener.session(event.assoc)
         if session is not None:
             session.index.drain()
+            # The peer closes the connection as soon as it has the answer, which the
+            # network thread may see before this thread marks the association released.
+            session.released = True
 
 
 def on_released(event: Event, listener: Listener) -> None:
@@ -204,8 +208,9 @@ def on_aborted(event: Event, listener: Listener) -> None:
 def on_conn_close(event: Event, listener: Listener) -> None:
     """EVT_CONN_CLOSE: a peer that drops the connection without a release or an abort
     still gets its association closed on the record."""
-    if event.assoc in listener.sessions:
-        _end(listener, event.assoc, aborted=not event.assoc.is_released)
+    session = listener.session(event.assoc)
+    if session is not None:
+        _end(listener, event.assoc, aborted=not (event.assoc.is_released or session.released))
     else:
         discard_partial_object(event.assoc)
 

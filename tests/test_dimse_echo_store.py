@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,27 @@ def test_several_associations_are_served_at_once(portal, modality):
         assert first.send_c_echo().Status == 0
     finally:
         first.release()
+
+
+def test_a_peer_that_closes_the_connection_right_after_its_release_is_not_aborted(
+    portal, modality, monkeypatch: pytest.MonkeyPatch,
+):
+    """The network thread may see the connection close before the association's own
+    thread has marked it released; that is still a release, not an abort."""
+    from pynetdicom.acse import ACSE
+
+    answer = ACSE.send_release
+
+    def answer_then_dawdle(self: ACSE, is_response: bool = False) -> None:
+        answer(self, is_response)
+        if is_response:
+            time.sleep(0.3)  # echoscu has its answer and closes meanwhile
+
+    monkeypatch.setattr(ACSE, "send_release", answer_then_dawdle)
+    result = dcmtk("echoscu", "-aet", "MODALITY", "-aec", "PORTAL", *portal.address())
+    assert result.returncode == 0, result.stderr
+    portal.wait_idle()
+    outcomes = list(AuditEvent.objects.filter(action=AuditAction.ASSOCIATION,
+                                              peer_ae="MODALITY").values_list("outcome",
+                                                                              flat=True))
+    assert outcomes == [Outcome.ALLOWED]
