@@ -10,7 +10,9 @@ What makes the early answer safe:
 
 * the object is staged first (``imaging.ingest.stage``): parsed, checked, compared with
   what is stored and with what this association has staged, written as the blob. A
-  refusal, a duplicate or a conflict is answered as before;
+  refusal, a duplicate or a conflict is answered as before. Its SHA-256 is computed by
+  the index thread, on the other core while the next object arrives (hashing does not
+  hold the interpreter lock), and before its rows are written;
 * before the answer, the received file is also linked into this process's spool folder
   (``DICOM_SPOOL_DIR/<pid>``); it leaves the spool when its rows are committed. A listener
   stopped in between (killed, power cut) leaves it there, and :func:`recover` indexes it
@@ -41,7 +43,7 @@ from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
 from imaging import blobs
 from imaging.access import record_stores
-from imaging.ingest import IngestResult, Staged, index, ingest
+from imaging.ingest import IngestResult, Staged, checksummed, index, ingest
 from imaging.ingest import Outcome as IngestOutcome
 from imaging.models import Instance
 
@@ -102,7 +104,7 @@ class BackgroundIndex:
         self.on_indexed = on_indexed
         self._lock = threading.Condition()
         self._queue: list[tuple[Staged, Path]] = []
-        self._held: dict[str, str] = {}  # SOP Instance UID -> SHA-256, until indexed
+        self._held: dict[str, tuple[Staged, Path]] = {}  # by SOP Instance UID, until indexed
         self._series: dict[str, str] = {}  # Series Instance UID -> Study Instance UID
         self._busy = False
         self._thread: threading.Thread | None = None
@@ -110,7 +112,17 @@ class BackgroundIndex:
     def held(self, sop_instance_uid: str) -> str | None:
         """The checksum of an object staged on this association and not yet indexed."""
         with self._lock:
-            return self._held.get(sop_instance_uid)
+            held = self._held.get(sop_instance_uid)
+        if held is None:
+            return None
+        staged, spooled = held
+        if staged.sha256:
+            return staged.sha256
+        try:
+            with open(spooled, "rb") as fp:
+                return blobs.sha256(fp)[0]
+        except FileNotFoundError:
+            return None  # indexed meanwhile: the caller finds it stored
 
     def series_of(self, series_instance_uid: str) -> str | None:
         """The study of a series this association has staged objects of."""
@@ -121,7 +133,7 @@ class BackgroundIndex:
         parsed = staged.parsed
         with self._lock:
             self._queue.append((staged, spooled))
-            self._held[parsed.sop_instance_uid] = staged.sha256
+            self._held[parsed.sop_instance_uid] = (staged, spooled)
             self._series[parsed.series_instance_uid] = parsed.study_instance_uid
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
@@ -159,7 +171,7 @@ class BackgroundIndex:
 
     def _index(self, batch: list[tuple[Staged, Path]]) -> None:
         try:
-            results = index([staged for staged, _ in batch])
+            results = index([_checksummed(staged, spooled) for staged, spooled in batch])
         except Exception:
             # The database failed: the blobs are gone again, the spool keeps the bytes, and
             # the listener indexes them when it starts again.
@@ -177,6 +189,11 @@ class BackgroundIndex:
                     _unindexed(self.actor, spooled, result)
             except Exception:
                 log.exception("after indexing %s", staged.parsed.sop_instance_uid)
+
+
+def _checksummed(staged: Staged, spooled: Path) -> Staged:
+    with open(spooled, "rb") as fp:
+        return checksummed(staged, fp)
 
 
 def _unindexed(actor: Actor, spooled: Path, result: IngestResult) -> None:

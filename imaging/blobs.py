@@ -111,16 +111,18 @@ class _HashingReader:
         return self._hash.hexdigest(), size
 
 
-def write(fp: IO[bytes], key: str, *, adopt: Path | None = None) -> tuple[str, int]:
+def write(fp: IO[bytes], key: str, *, adopt: Path | None = None,
+          checksum: bool = True) -> tuple[str | None, int]:
     """Write ``fp`` from its start under ``key``, streaming, and hash it on the way.
 
     Returns the SHA-256 (hex) and size of what was written. If the write fails, whatever
     part of the blob reached the storage is deleted again. ``adopt``: ``fp`` is this local
     file, which the caller gives up; a storage on the same local file system takes the file
-    itself (a hard link) instead of a copy.
+    itself (a hard link) instead of a copy. ``checksum=False``: the caller hashes the file
+    later; an adopted file is then not read at all, and its SHA-256 is returned as None.
     """
     if adopt is not None:
-        taken = _adopt(fp, adopt, key)
+        taken = _adopt(fp, adopt, key, checksum=checksum)
         if taken is not None:
             return taken
     fp.seek(0)
@@ -136,7 +138,8 @@ def write(fp: IO[bytes], key: str, *, adopt: Path | None = None) -> tuple[str, i
     return reader.finish()
 
 
-def _adopt(fp: IO[bytes], path: Path, key: str) -> tuple[str, int] | None:
+def _adopt(fp: IO[bytes], path: Path, key: str, *, checksum: bool = True,
+           ) -> tuple[str | None, int] | None:
     """Link ``path`` into a local storage under ``key``; None where that cannot be done.
 
     The DICOM listener receives each object into a file first; on this kind of machine
@@ -158,7 +161,7 @@ def _adopt(fp: IO[bytes], path: Path, key: str) -> tuple[str, int] | None:
     try:
         if store.file_permissions_mode is not None:
             os.chmod(target, store.file_permissions_mode)
-        return sha256(fp)
+        return sha256(fp) if checksum else (None, os.fstat(fp.fileno()).st_size)
     except BaseException:
         Path(target).unlink(missing_ok=True)
         raise

@@ -13,7 +13,7 @@ import datetime
 import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -83,7 +83,8 @@ Held = Callable[[str], "str | None"]
 
 def stage(fp: IO[bytes], *, source: str = "", study: str | None = None,
           adopt: Path | None = None, held: Held | None = None,
-          series_of: Callable[[str], str | None] | None = None) -> Staged | IngestResult:
+          series_of: Callable[[str], str | None] | None = None,
+          checksum_later: bool = False) -> Staged | IngestResult:
     """Parse, check and store one object, without indexing it: the :class:`Staged` object,
     or the result if it ends here (refused, or already held).
 
@@ -117,8 +118,18 @@ def stage(fp: IO[bytes], *, source: str = "", study: str | None = None,
     if copy is not None:
         return _compare(parsed, copy, blobs.sha256(fp)[0])
     key = blobs.new_key()
-    digest, size = blobs.write(fp, key, adopt=adopt)  # hashed on the way
-    return Staged(parsed, key, digest, size, source)
+    digest, size = blobs.write(fp, key, adopt=adopt, checksum=not checksum_later)
+    return Staged(parsed, key, digest or "", size, source)
+
+
+def checksummed(staged: Staged, fp: IO[bytes]) -> Staged:
+    """``staged`` with the SHA-256 of its bytes, read from ``fp``, if it has none yet."""
+    if staged.sha256:
+        return staged
+    digest, size = blobs.sha256(fp)
+    if size != staged.size:
+        raise RuntimeError(f"{staged.key} changed size between staging and checksum")
+    return replace(staged, sha256=digest)
 
 
 def _refused(parsed: ParsedObject, reason: str) -> IngestResult:
@@ -279,6 +290,8 @@ def _index(staged: list[Staged]) -> list[int]:
     known: dict[str, KnownSeries] = {}
     rows: list[dict[str, Any]] = []
     for item in staged:
+        if not item.sha256:
+            raise ValueError(f"{item.key} has no checksum: see checksummed()")
         parsed = item.parsed
         if parsed.series_instance_uid not in known:
             known[parsed.series_instance_uid] = _series(parsed)

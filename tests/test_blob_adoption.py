@@ -91,3 +91,40 @@ def test_files_adopted_into_a_new_and_then_an_existing_folder_are_both_linked(
         with received.open("rb") as fp:
             blobs.write(fp, f"f00/{name}.dcm", adopt=received)
         assert _blob_path(f"f00/{name}.dcm").stat().st_ino == received.stat().st_ino
+
+
+def test_an_adopted_file_can_be_left_to_the_caller_to_checksum(
+    tmp_path: Path, dicom_storage: Path,
+):
+    received = tmp_path / "received.dcm"
+    received.write_bytes(b"later" * 1000)
+    with received.open("rb") as fp:
+        assert blobs.write(fp, "f01/later.dcm", adopt=received, checksum=False) == (None, 5000)
+    assert _blob_path("f01/later.dcm").stat().st_ino == received.stat().st_ino
+
+
+@pytest.mark.django_db
+def test_an_object_staged_without_its_checksum_is_indexed_only_with_it(
+    tmp_path: Path, dicom_storage: Path, ct_study: tuple[str, list[Path]],
+):
+    from imaging.ingest import Staged, checksummed, index, stage
+
+    def staged_slice(number: int) -> tuple[Staged, Path]:
+        received = tmp_path / f"slice-{number}.dcm"
+        received.write_bytes(ct_study[1][number].read_bytes())
+        with received.open("rb") as fp:
+            staged = stage(fp, adopt=received, checksum_later=True)
+        assert isinstance(staged, Staged) and staged.sha256 == ""
+        return staged, received
+
+    unchecked, _ = staged_slice(1)
+    with pytest.raises(ValueError, match="no checksum"):
+        index([unchecked])
+    assert not _blob_path(unchecked.key).exists()  # refused whole: nothing half-stored
+
+    staged, received = staged_slice(0)
+    with received.open("rb") as fp:
+        [result] = index([checksummed(staged, fp)])
+    assert result.outcome == Outcome.STORED
+    instance = Instance.objects.get(sop_instance_uid=result.sop_instance_uid)
+    assert instance.sha256 == hashlib.sha256(received.read_bytes()).hexdigest()

@@ -8,6 +8,7 @@ ever deleted.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -91,7 +92,12 @@ def test_a_sender_that_has_finished_finds_all_it_sent_indexed(
     # storescu has had its release answered: no waiting here.
     assert Instance.objects.count() == len(files)
     assert _spooled() == []
-    assert len(stored_files(Path(settings.STORAGES["dicom"]["OPTIONS"]["location"]))) == len(files)
+    storage = Path(settings.STORAGES["dicom"]["OPTIONS"]["location"])
+    assert len(stored_files(storage)) == len(files)
+    for instance in Instance.objects.all():  # checksummed by the index thread
+        blob = (storage / instance.blob_key).read_bytes()
+        assert instance.sha256 == hashlib.sha256(blob).hexdigest()
+        assert instance.size_bytes == len(blob)
 
 
 def test_a_query_on_the_same_association_finds_what_it_has_just_sent(
