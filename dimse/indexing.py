@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -51,6 +52,12 @@ log = logging.getLogger(__name__)
 
 UNINDEXED = "unindexed"
 IDLE_EXIT = 1.0  # seconds an index thread waits for more work before it ends
+# An index thread lets objects gather for up to BATCH_WAIT seconds (or BATCH_MAX objects)
+# and writes them in one transaction: a series arriving at 200 objects a second is indexed
+# ten at a time, for a tenth of the queries, commits and interpreter time per object. A
+# release, a query or a retrieve on the association does not wait for the batch to fill.
+BATCH_WAIT = 0.05
+BATCH_MAX = 64
 
 
 def spool_root() -> Path:
@@ -107,6 +114,7 @@ class BackgroundIndex:
         self._held: dict[str, tuple[Staged, Path]] = {}  # by SOP Instance UID, until indexed
         self._series: dict[str, str] = {}  # Series Instance UID -> Study Instance UID
         self._busy = False
+        self._hurry = 0  # threads waiting in drain()
         self._thread: threading.Thread | None = None
 
     def held(self, sop_instance_uid: str) -> str | None:
@@ -139,13 +147,19 @@ class BackgroundIndex:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="dicom-index")
                 self._thread.start()
-            self._lock.notify_all()
+            if len(self._queue) in (1, BATCH_MAX):
+                self._lock.notify_all()
 
     def drain(self) -> None:
         """Wait until everything added so far is indexed (or set aside)."""
         with self._lock:
-            while self._queue or self._busy:
-                self._lock.wait()
+            self._hurry += 1
+            self._lock.notify_all()
+            try:
+                while self._queue or self._busy:
+                    self._lock.wait()
+            finally:
+                self._hurry -= 1
 
     def _run(self) -> None:
         try:
@@ -156,6 +170,12 @@ class BackgroundIndex:
                     if not self._queue:
                         self._thread = None
                         return
+                    gathering = time.monotonic() + BATCH_WAIT
+                    while len(self._queue) < BATCH_MAX and not self._hurry:
+                        left = gathering - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._lock.wait(left)
                     batch, self._queue = self._queue, []
                     self._busy = True
                 try:
