@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -41,6 +42,19 @@ def database_url() -> str:
     host = db["HOST"] or "localhost"
     port = f":{db['PORT']}" if db["PORT"] else ""
     return f"postgres://{auth}@{host}{port}/{quote(db['NAME'], safe='')}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stray_database_sessions(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """Before the test database is dropped, end the sessions of threads that outlived their
+    test (a listener's association or index thread finishing a moment late); otherwise
+    PostgreSQL refuses to drop it and a stale test database is left behind."""
+    yield
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                       " WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
 
 @pytest.fixture(autouse=True)
