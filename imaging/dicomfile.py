@@ -167,7 +167,7 @@ def read_part10(fp: IO[bytes]) -> FileDataset | None:
     (group_length,) = struct.unpack_from("<L", head, 140)
     meta_bytes = fp.read(group_length)
     after = fp.read(4)
-    found = (_file_meta(head[140:144], meta_bytes, start + 140)
+    found = (_file_meta(head[140:144], meta_bytes, start + 132)
              if len(meta_bytes) == group_length else None)
     if found is None or len(after) < 4 or after[:2] in (b"\x00\x00", b"\x02\x00"):
         fp.seek(start)  # no dataset, a command set, or more File Meta elements
@@ -189,7 +189,8 @@ def _file_meta(group_length: bytes, raw: bytes, offset: int,
                ) -> tuple[FileMetaDataset, UID] | None:
     """The File Meta elements (their group length's value, then the bytes after it) as raw
     elements, and the transfer syntax; None unless they are plain Explicit VR Little Endian
-    group 2 elements filling ``raw`` exactly, with a transfer syntax."""
+    group 2 elements filling ``raw`` exactly, with a transfer syntax. ``offset``: where the
+    group length element starts in the file."""
     meta = FileMetaDataset()
     meta.set_original_encoding(False, True, "iso8859")
     meta[0x00020000] = RawDataElement(Tag(0x00020000), "UL", 4, group_length, offset + 8,

@@ -30,6 +30,9 @@ def _both(data: bytes) -> tuple[Any, Any] | None:
     fast = dicomfile.read_part10(io.BytesIO(data))
     if fast is None:
         return None
+    for tag in fast.file_meta.keys():  # each raw element says where its value is
+        raw = fast.file_meta.get_item(tag)
+        assert data[raw.value_tell:raw.value_tell + raw.length] == raw.value
     plain = dcmread(io.BytesIO(data), defer_size=dicomfile.DEFER_SIZE)
     return fast, plain
 
