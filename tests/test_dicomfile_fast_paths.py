@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from imaging import dicomfile
@@ -31,7 +32,8 @@ def _both(data: bytes) -> tuple[Any, Any] | None:
     if fast is None:
         return None
     for tag in fast.file_meta.keys():  # each raw element says where its value is
-        raw = fast.file_meta.get_item(tag)
+        raw = fast.file_meta.get_item(tag, keep_deferred=True)
+        assert isinstance(raw, RawDataElement)
         assert data[raw.value_tell:raw.value_tell + raw.length] == raw.value
     plain = dcmread(io.BytesIO(data), defer_size=dicomfile.DEFER_SIZE)
     return fast, plain
