@@ -80,10 +80,7 @@ def spool(received: Path, calling_ae: str, key: str) -> Path:
     folder = spool_root() / str(os.getpid())
     target = folder / _spool_name(calling_ae, key)
     try:
-        os.link(received, target)
-    except FileNotFoundError:
-        folder.mkdir(parents=True, exist_ok=True)
-        os.link(received, target)
+        blobs.hard_link(received, target)
     except OSError:  # another file system: a copy
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(received, target)

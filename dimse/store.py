@@ -94,11 +94,7 @@ def _stage(session: Session, received: Path) -> IngestResult:
         blobs.delete(staged.key)  # not answered for: nothing may stay half-stored
         raise
     session.index.add(staged, spooled)
-    parsed = staged.parsed
-    return IngestResult(IngestOutcome.STORED, sop_instance_uid=parsed.sop_instance_uid,
-                        study_instance_uid=parsed.study_instance_uid,
-                        series_instance_uid=parsed.series_instance_uid,
-                        sop_class_uid=parsed.sop_class_uid)
+    return staged.stored()
 
 
 def handle_store(event: Event, listener: Listener) -> int:

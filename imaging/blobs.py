@@ -151,11 +151,7 @@ def _adopt(fp: IO[bytes], path: Path, key: str, *, checksum: bool = True,
         return None
     target = store.path(key)
     try:
-        try:
-            os.link(path, target)  # refuses an existing name, like the storage's O_EXCL
-        except FileNotFoundError:  # the key's folder is new
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            os.link(path, target)
+        hard_link(path, target)  # refuses an existing name, like the storage's O_EXCL
     except OSError:
         return None  # another file system, or links not supported: copy instead
     try:
@@ -165,6 +161,17 @@ def _adopt(fp: IO[bytes], path: Path, key: str, *, checksum: bool = True,
     except BaseException:
         Path(target).unlink(missing_ok=True)
         raise
+
+
+def hard_link(source: str | Path, target: str | Path) -> None:
+    """Link ``source`` as ``target``, creating ``target``'s folder only when it is new (the
+    usual folder exists: linking first saves a system call per file). Raises OSError as
+    ``os.link`` does: an existing target, another file system, no links."""
+    try:
+        os.link(source, target)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.link(source, target)
 
 
 def sha256(fp: IO[bytes]) -> tuple[str, int]:

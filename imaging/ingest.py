@@ -76,6 +76,17 @@ class Staged:
     size: int
     source: str
 
+    def stored(self, pk: int | None = None) -> IngestResult:
+        """The object's result once it is stored (``pk``: its index row, when written)."""
+        return IngestResult(
+            Outcome.STORED,
+            sop_instance_uid=self.parsed.sop_instance_uid,
+            study_instance_uid=self.parsed.study_instance_uid,
+            instance_id=pk,
+            series_instance_uid=self.parsed.series_instance_uid,
+            sop_class_uid=self.parsed.sop_class_uid,
+        )
+
 
 # Another copy of an object not yet indexed: its SOP Instance UID -> the SHA-256 of its bytes.
 Held = Callable[[str], "str | None"]
@@ -110,8 +121,7 @@ def stage(fp: IO[bytes], *, source: str = "", study: str | None = None,
             series = _known_series(parsed.series_instance_uid)
             known = series.study_uid if series is not None else None
         if known is not None and known != parsed.study_instance_uid:
-            return _refused(parsed, f"SeriesInstanceUID {parsed.series_instance_uid} already "
-                                    "belongs to another study")
+            return _refused(parsed, _series_elsewhere(parsed))
     pending = held(parsed.sop_instance_uid) if held is not None else None
     copy: tuple[int | None, str] | None = (
         (None, pending) if pending is not None else _stored_sha256(parsed.sop_instance_uid))
@@ -132,6 +142,10 @@ def checksummed(staged: Staged, fp: IO[bytes]) -> Staged:
     return replace(staged, sha256=digest)
 
 
+def _series_elsewhere(parsed: ParsedObject) -> str:
+    return f"SeriesInstanceUID {parsed.series_instance_uid} already belongs to another study"
+
+
 def _refused(parsed: ParsedObject, reason: str) -> IngestResult:
     return IngestResult(Outcome.REJECTED, reason, parsed.sop_instance_uid,
                         parsed.study_instance_uid,
@@ -150,7 +164,7 @@ def index(staged: list[Staged]) -> list[IngestResult]:
             try:
                 with transaction.atomic():
                     pks = _index(staged)
-                indexed = {s.key: _stored(s, pk) for s, pk in zip(staged, pks, strict=True)}
+                indexed = {s.key: s.stored(pk) for s, pk in zip(staged, pks, strict=True)}
             except (IntegrityError, InvalidObject, OperationalError) as exc:
                 # OperationalError: PostgreSQL chose this batch as a deadlock victim
                 # (two workers creating the same new patient or study in another order).
@@ -204,17 +218,6 @@ class IngestBatch:
         return [indexed[slot.key] if isinstance(slot, Staged) else slot for slot in slots]
 
 
-def _stored(item: Staged, pk: int) -> IngestResult:
-    return IngestResult(
-        Outcome.STORED,
-        sop_instance_uid=item.parsed.sop_instance_uid,
-        study_instance_uid=item.parsed.study_instance_uid,
-        instance_id=pk,
-        series_instance_uid=item.parsed.series_instance_uid,
-        sop_class_uid=item.parsed.sop_class_uid,
-    )
-
-
 def _commit_one(item: Staged, attempts: int = 3) -> IngestResult:
     parsed = item.parsed
     try:
@@ -238,7 +241,7 @@ def _commit_one(item: Staged, attempts: int = 3) -> IngestResult:
     except BaseException:
         blobs.delete(item.key)
         raise
-    return _stored(item, pk)
+    return item.stored(pk)
 
 
 def _sql(statement: str, **tables: str) -> str:
@@ -297,10 +300,7 @@ def _index(staged: list[Staged]) -> list[int]:
             known[parsed.series_instance_uid] = _series(parsed)
         series = known[parsed.series_instance_uid]
         if series.study_uid != parsed.study_instance_uid:
-            raise InvalidObject(
-                f"SeriesInstanceUID {parsed.series_instance_uid} already belongs to another "
-                "study"
-            )
+            raise InvalidObject(_series_elsewhere(parsed))
         rows.append(dict(
             sop_instance_uid=parsed.sop_instance_uid,
             series_id=series.pk,
@@ -368,9 +368,7 @@ def _series(parsed: ParsedObject) -> KnownSeries:
         defaults={"study": study, **parsed.series},
     )
     if series.study_id != study.pk:
-        raise InvalidObject(
-            f"SeriesInstanceUID {parsed.series_instance_uid} already belongs to another study"
-        )
+        raise InvalidObject(_series_elsewhere(parsed))
     patient = study.patient
     return KnownSeries(series.pk, study.pk, study.study_instance_uid,
                        PatientFacts(patient.pk, patient.patient_id, patient.name,
