@@ -46,12 +46,19 @@ class WakeUp:
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self.write_fd, False)
+        self._lock = threading.Lock()
+        self._closed = False
 
     def set(self) -> None:
-        try:
-            os.write(self.write_fd, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # full: a wake-up is pending anyway; closed: the DUL has ended
+        # pynetdicom stops a DUL again after its thread has ended; by then the descriptor
+        # number may belong to another file or socket, which must never get this byte.
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                os.write(self.write_fd, b"\0")
+            except BlockingIOError:
+                pass  # full: a wake-up is pending anyway
 
     def clear(self) -> None:
         try:
@@ -61,11 +68,12 @@ class WakeUp:
             pass
 
     def close(self) -> None:
-        for fd in (self.read_fd, self.write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            os.close(self.read_fd)
+            os.close(self.write_fd)
 
 
 class WakingQueue(queue.Queue):  # type: ignore[type-arg]

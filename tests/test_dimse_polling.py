@@ -144,3 +144,26 @@ def test_associations_leave_no_wake_up_pipes_open(portal: RunningListener):
     # A pipe left open would be two descriptors per association; allow a socket or two
     # that another part of the process has open for a moment.
     assert open_files() < before + 5
+
+
+def test_a_wake_up_after_its_pipe_is_closed_writes_nowhere():
+    """pynetdicom stops a DUL again after its thread ended and closed its pipe; the
+    descriptor numbers may by then belong to another file, which must not get the byte."""
+    wake = polling.WakeUp()
+    numbers = (wake.read_fd, wake.write_fd)
+    wake.close()
+    reader, writer = numbers  # another pipe now has the numbers just closed
+    for fresh, number in zip(os.pipe(), numbers, strict=True):
+        if fresh != number:
+            os.dup2(fresh, number)
+            os.close(fresh)
+    try:
+        wake.set()
+        wake.close()  # closing twice closes nothing of the new pipe
+        os.set_blocking(reader, False)
+        with pytest.raises(BlockingIOError):
+            os.read(reader, 1)  # nothing was written into the new pipe
+        os.write(writer, b"x")  # and it is still open
+    finally:
+        os.close(reader)
+        os.close(writer)
