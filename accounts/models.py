@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
@@ -46,11 +46,6 @@ class User(AbstractUser):
     )
     clinics = models.ManyToManyField(Clinic, blank=True, related_name="members",
                                      verbose_name=_("clinics"))
-
-    @property
-    def may_ingest(self) -> bool:
-        """Technicians and admins bring images in; see imaging.policies."""
-        return self.is_superuser or self.role in (Role.ADMIN, Role.TECHNICIAN)
 
     @property
     def needs_second_factor(self) -> bool:
@@ -177,7 +172,7 @@ class ApiToken(models.Model):
     prefix = models.CharField(_("prefix"), max_length=16, editable=False)
     created = models.DateTimeField(_("created"), auto_now_add=True)
     last_used = models.DateTimeField(_("last used"), null=True, blank=True, editable=False)
-    expires = models.DateTimeField(_("expires"), null=True, blank=True)
+    expires = models.DateTimeField(_("expires"))  # every token expires (accounts.tokens)
     revoked = models.DateTimeField(_("revoked"), null=True, blank=True)
 
     class Meta:
@@ -195,7 +190,12 @@ class ApiToken(models.Model):
     @classmethod
     def issue(cls, user: User, name: str, expires: datetime | None = None
               ) -> tuple[ApiToken, str]:
-        """Create a token; returns it and its secret, which is never stored or shown again."""
+        """Create a token; returns it and its secret, which is never stored or shown again.
+
+        Without ``expires`` it lasts ``API_TOKEN_DEFAULT_DAYS``; every token expires.
+        """
+        if expires is None:
+            expires = timezone.now() + timedelta(days=settings.API_TOKEN_DEFAULT_DAYS)
         secret = secrets.token_urlsafe(32)
         token = cls.objects.create(user=user, name=name, token_hash=cls.hash(secret),
                                    prefix=secret[: cls.PREFIX_LENGTH], expires=expires)
@@ -203,7 +203,7 @@ class ApiToken(models.Model):
 
     @property
     def active(self) -> bool:
-        return self.revoked is None and (self.expires is None or self.expires > timezone.now())
+        return self.revoked is None and self.expires > timezone.now()
 
     def revoke(self) -> None:
         if self.revoked is None:

@@ -1,8 +1,9 @@
-"""Account pages: the user's own DICOMweb API tokens."""
+"""Account pages: the user's own DICOMweb API tokens (minted by :mod:`accounts.tokens`)."""
 
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -10,34 +11,50 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
+from audit.trail import Actor
+from imaging import policies, principals
+
+from . import tokens as api_tokens
 from .models import ApiToken
 
 
 class TokenForm(forms.Form):
     name = forms.CharField(label=gettext_lazy("Name"), max_length=100,
                            help_text=gettext_lazy("Which client or device uses it"))
-    expires = forms.DateTimeField(label=gettext_lazy("Expires"), required=False,
-                                  help_text=gettext_lazy("Leave empty for no expiry"))
+    days = forms.IntegerField(label=gettext_lazy("Valid for (days)"), min_value=1,
+                              max_value=settings.API_TOKEN_MAX_DAYS,
+                              initial=settings.API_TOKEN_DEFAULT_DAYS)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def tokens(request: HttpRequest) -> HttpResponse:
     """List, create (the secret is shown once, on this response only) and revoke tokens."""
+    principal = principals.of_request(request)
+    may_mint = policies.decide(principal, policies.Action.MINT_TOKEN)
     form = TokenForm(request.POST or None)
     secret = ""
-    if request.method == "POST" and form.is_valid():
-        _token, secret = ApiToken.issue(
-            request.user,  # type: ignore[arg-type]
-            form.cleaned_data["name"], form.cleaned_data["expires"],
-        )
-        form = TokenForm()
+    status = 200
+    if request.method == "POST":
+        if not may_mint:
+            # Refused on the record; the page says why.
+            try:
+                api_tokens.mint(principal, request.POST.get("name", ""),
+                                actor=Actor.from_request(request))
+            except api_tokens.NotAllowed:
+                status = 403
+        elif form.is_valid():
+            _token, secret = api_tokens.mint(
+                principal, form.cleaned_data["name"], days=form.cleaned_data["days"],
+                actor=Actor.from_request(request))
+            form = TokenForm()
     return render(request, "accounts/tokens.html", {
         "form": form,
         "secret": secret,
+        "may_mint": bool(may_mint),
         "tokens": ApiToken.objects.filter(user=request.user.pk),
         "dicomweb_hint": _("Send it as: Authorization: Bearer <token>"),
-    })
+    }, status=status)
 
 
 @login_required
@@ -45,5 +62,5 @@ def tokens(request: HttpRequest) -> HttpResponse:
 def revoke_token(request: HttpRequest, pk: int) -> HttpResponse:
     # Someone else's token is a 404, the same as no token at all.
     token = get_object_or_404(ApiToken, pk=pk, user=request.user.pk)
-    token.revoke()
+    api_tokens.revoke(token, actor=Actor.from_request(request))
     return redirect("accounts:tokens")

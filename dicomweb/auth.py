@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from accounts import second_factor
 from accounts.models import ApiToken
+from imaging import principals
 
 from .renderers import problem
 
@@ -89,6 +90,7 @@ def _basic(request: HttpRequest, credentials: str) -> HttpResponse | None:
             "this account signs in with a second factor; use an API token (Bearer)"
         )
     request.user = user
+    principals.set_for_request(request, principals.Principal.for_user(user))
     return None
 
 
@@ -106,4 +108,5 @@ def _bearer(request: HttpRequest, secret: str) -> HttpResponse | None:
     if token.last_used is None or now - token.last_used > LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used=now)
     request.user = token.user
+    principals.set_for_request(request, principals.Principal.for_token(token.user, token.pk))
     return None

@@ -30,7 +30,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.urls import reverse
 
 from audit.trail import Actor
-from imaging import policies
+from imaging import policies, principals
 from imaging.access import record_search
 from imaging.models import Study
 from imaging.query import Level, QueryError, attribute, datasets, find
@@ -126,7 +126,7 @@ def search(request: HttpRequest, level: Level, study: str | None = None,
                 warnings.append(f"The {key} query key is not supported")
             else:
                 keys.append((key, value))
-        query = find(level, keys, studies=policies.visible_studies(request.user),
+        query = find(level, keys, studies=policies.visible_studies(principals.of_request(request)),
                      study_uid=study, series_uid=series, include=include, fuzzy=fuzzy)
     except (BadQuery, QueryError) as exc:
         return problem(HTTPStatus.BAD_REQUEST, str(exc))

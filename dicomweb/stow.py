@@ -21,7 +21,7 @@ from django.urls import reverse
 
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
-from imaging import policies
+from imaging import policies, principals
 from imaging.access import record_stores
 from imaging.ingest import WRONG_STUDY, IngestBatch, IngestResult
 from imaging.ingest import Outcome as IngestOutcome
@@ -61,7 +61,7 @@ def store(request: HttpRequest, study: str | None) -> HttpResponse:
     if refused is not None:
         return refused
     actor = Actor.from_request(request)
-    if not policies.may_ingest(request.user):
+    if not policies.decide(principals.of_request(request), policies.Action.STORE):
         record(AuditAction.STORE, actor, Target("study", study or ""), Outcome.DENIED,
                reason="may not store")
         return problem(HTTPStatus.FORBIDDEN, "this account may not store instances")

@@ -45,7 +45,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from audit.models import AuditAction
 from audit.trail import Actor
-from imaging import access, blobs
+from imaging import access, blobs, principals
 from imaging.models import Instance, Series, Study
 
 from . import auth, rendering
@@ -112,19 +112,21 @@ def _resolve(
     """
     actor = Actor.from_request(request)
     if instance is not None:
-        obj = access.get_or_404(request.user, actor, action, "instance", instance)
+        obj = access.get_or_404(principals.of_request(request), actor, action, "instance",
+                                instance)
         assert isinstance(obj, Instance)
         if (obj.series.series_instance_uid != series
                 or obj.series.study.study_instance_uid != study):
             raise Http404
         return obj
     if series is not None:
-        found = access.get_or_404(request.user, actor, action, "series", series)
+        found = access.get_or_404(principals.of_request(request), actor, action, "series",
+                                  series)
         assert isinstance(found, Series)
         if found.study.study_instance_uid != study:
             raise Http404
         return found
-    top = access.get_or_404(request.user, actor, action, "study", study)
+    top = access.get_or_404(principals.of_request(request), actor, action, "study", study)
     assert isinstance(top, Study)
     return top
 

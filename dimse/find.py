@@ -22,11 +22,12 @@ from pydicom.valuerep import PersonName
 
 from audit.models import AuditAction, Outcome
 from audit.trail import record
+from imaging import policies
 from imaging.access import record_search
 from imaging.models import Patient, Study
 from imaging.query import COLUMNS, Level, Query, QueryError, datasets, find
 
-from .policies import decide_peer
+from .policies import decide_peer, principal_for
 from .sop_classes import PATIENT_ROOT
 from .statuses import Status
 
@@ -113,7 +114,9 @@ def handle_find(event: Event, listener: Listener) -> Iterator[tuple[int, Dataset
         if level != "PATIENT" and level not in LEVELS:
             raise IdentifierError(f"QueryRetrieveLevel {level!r} is not supported")
         keys = matching_keys(identifier)
-        query = find(LEVELS.get(level, "study"), keys, studies=Study.objects.all())
+        visible = policies.visible_studies(principal_for(
+            session.peer, allow_unknown=listener.allow_unknown_peers))
+        query = find(LEVELS.get(level, "study"), keys, studies=visible)
     except (IdentifierError, QueryError) as exc:
         log.info("C-FIND from %s refused: %s", session.calling_ae, exc)
         record(AuditAction.SEARCH, session.actor, None, Outcome.FAILED, reason=str(exc),

@@ -39,6 +39,12 @@ class Peer(models.Model):
     may_query = models.BooleanField(_("may query (C-FIND)"), default=False)
     may_retrieve = models.BooleanField(_("may retrieve (C-GET, C-MOVE)"), default=False)
     enabled = models.BooleanField(_("enabled"), default=True)
+    # Bound to a clinic: it stores into, finds and retrieves that clinic's patients only.
+    # Unbound: the whole archive (a first installation, or a router for every clinic).
+    clinic = models.ForeignKey("accounts.Clinic", null=True, blank=True,
+                               on_delete=models.PROTECT, related_name="dicom_peers",
+                               verbose_name=_("clinic"),
+                               help_text=_("empty: the peer sees every clinic's patients"))
     description = models.CharField(_("description"), max_length=200, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)

@@ -29,12 +29,12 @@ from pynetdicom.presentation import PresentationContext
 
 from audit.models import AuditAction, Outcome
 from audit.trail import Target, record
-from imaging import blobs
-from imaging.models import Instance
+from imaging import blobs, policies
+from imaging.models import Instance, Study
 
 from . import handlers
 from .peers import destination as find_destination
-from .policies import decide_peer, may_receive
+from .policies import decide_peer, may_receive, principal_for
 from .sop_classes import PATIENT_ROOT
 from .statuses import Status
 
@@ -70,7 +70,8 @@ def _values(identifier: Dataset, keyword: str) -> list[str]:
     return [str(v).strip() for v in items if str(v).strip()]
 
 
-def matching_instances(identifier: Dataset, model: str) -> QuerySet[Instance]:
+def matching_instances(identifier: Dataset, model: str,
+                       studies: QuerySet[Study] | None = None) -> QuerySet[Instance]:
     """The instances a C-GET or C-MOVE identifier names (hierarchical retrieve).
 
     Not :mod:`imaging.query`'s matching, on purpose: a retrieve names objects by unique keys
@@ -86,6 +87,8 @@ def matching_instances(identifier: Dataset, model: str) -> QuerySet[Instance]:
     if not _values(identifier, own_key):
         raise IdentifierError(f"{own_key} is required at the {level} level")
     instances = Instance.objects.all()
+    if studies is not None:
+        instances = instances.filter(series__study__in=studies.values("pk"))
     for lvl in LEVELS[: LEVELS.index(level) + 1]:
         keyword, field = UNIQUE_KEYS[lvl]
         values = _values(identifier, keyword)
@@ -195,7 +198,10 @@ def handle_get(event: Event, listener: Listener) -> Iterator[Any]:
         return
     try:
         identifier = _identifier(event)
-        instances = matching_instances(identifier, str(event.request.AffectedSOPClassUID))
+        instances = matching_instances(
+            identifier, str(event.request.AffectedSOPClassUID),
+            policies.visible_studies(principal_for(
+                session.peer, allow_unknown=listener.allow_unknown_peers)))
     except IdentifierError as exc:
         record(AuditAction.RETRIEVE, session.actor, None, Outcome.FAILED, reason=str(exc),
                detail={"operation": "C-GET"})
@@ -250,7 +256,10 @@ def handle_move(event: Event, listener: Listener) -> Iterator[Any]:
     assert target is not None and target.port is not None
     try:
         identifier = _identifier(event)
-        instances = matching_instances(identifier, str(event.request.AffectedSOPClassUID))
+        instances = matching_instances(
+            identifier, str(event.request.AffectedSOPClassUID),
+            policies.visible_studies(principal_for(
+                session.peer, allow_unknown=listener.allow_unknown_peers)))
     except IdentifierError as exc:
         record(AuditAction.RETRIEVE, session.actor, None, Outcome.FAILED, reason=str(exc),
                detail=detail)

@@ -1,6 +1,8 @@
-"""Policy plus audit, for every read path: pages, DICOMweb, downloads.
+"""Policy plus audit, for every path to patient data: pages, admin, DICOMweb, DIMSE,
+downloads, shares.
 
-``authorize`` asks :mod:`imaging.policies` and writes the one audit entry; callers turn a
+``authorize`` asks :func:`imaging.policies.decide` for a
+:class:`~imaging.principals.Principal` and writes the one audit entry; callers turn a
 refusal into a 404 so that existence never leaks. Searches record one entry per patient
 whose studies were returned.
 """
@@ -8,7 +10,7 @@ whose studies were returned.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.http import Http404
 
@@ -17,14 +19,12 @@ from audit.trail import Actor, Target, record
 
 from . import policies
 from .models import Instance, Patient, Series, Study
-
-if TYPE_CHECKING:
-    from .policies import AnyUser
+from .principals import Principal
 
 ArchiveObject = Patient | Study | Series | Instance
 
 
-def _patient_of(obj: ArchiveObject) -> Patient:
+def patient_of(obj: ArchiveObject) -> Patient:
     if isinstance(obj, Patient):
         return obj
     if isinstance(obj, Study):
@@ -45,21 +45,38 @@ def target_of(obj: ArchiveObject) -> Target:
 
 
 def authorize(
-    user: AnyUser, actor: Actor, action: AuditAction, obj: ArchiveObject,
-    *, detail: dict[str, Any] | None = None,
+    principal: Principal, actor: Actor, action: AuditAction | str, obj: ArchiveObject,
+    *, detail: dict[str, Any] | None = None, **context: Any,
 ) -> policies.Decision:
-    """Decide and record. The caller must refuse (404) when the decision says no."""
-    decision = policies.decide(user, action, _patient_of(obj))
+    """Decide and record. The caller must refuse (404) when the decision says no.
+
+    ``context`` goes to :func:`~imaging.policies.decide` (``outside``, ``legal_basis``...);
+    the audit entry's action is the policy action's audit name (``SHARE`` for a link).
+    """
+    decision = policies.decide(principal, action, patient_of(obj), **context)
+    extra = dict(detail or {})
+    if decision.basis:
+        extra["basis"] = decision.basis
+    if decision.platform:
+        extra["platform_wide"] = True
     record(
-        action, actor, target_of(obj),
+        AUDIT_ACTION.get(policies.Action(action), str(action)), actor, target_of(obj),
         Outcome.ALLOWED if decision.allowed else Outcome.DENIED,
-        reason=decision.why, break_glass=decision.break_glass, detail=detail,
+        reason=decision.why, break_glass=decision.break_glass, detail=extra,
     )
     return decision
 
 
+#: Policy actions recorded under another audit action.
+AUDIT_ACTION = {
+    policies.Action.ISSUE_CODE: AuditAction.SHARE,
+    policies.Action.MANAGE_LINK: AuditAction.SHARE,
+    policies.Action.MINT_TOKEN: AuditAction.LOGIN,
+}
+
+
 def get_or_404(
-    user: AnyUser, actor: Actor, action: AuditAction, level: str, uid: str,
+    principal: Principal, actor: Actor, action: AuditAction, level: str, uid: str,
 ) -> ArchiveObject:
     """The study, series or instance with ``uid`` if ``user`` may ``action`` it, else 404.
 
@@ -80,7 +97,7 @@ def get_or_404(
         record(action, actor, Target(level=level, uid=uid), Outcome.FAILED,
                reason="no such object")
         raise Http404
-    if not authorize(user, actor, action, obj):
+    if not authorize(principal, actor, action, obj):
         raise Http404
     return obj
 
@@ -114,30 +131,34 @@ BREAK_GLASS_HOURS = 4
 MIN_REASON_LENGTH = 15
 
 
-def break_the_glass(user: AnyUser, actor: Actor, patient: Patient, reason: str) -> None:
+def break_the_glass(principal: Principal, actor: Actor, patient: Patient, reason: str
+                    ) -> None:
     """Open an emergency access to ``patient`` for a doctor, with a written reason.
 
-    The access is allowed for a few hours, every use is marked in the trail, and the
-    admin reviews it (accounts.BreakGlassAccess in admin).
+    Only for a patient of one of the doctor's clinics. The access is allowed for a few
+    hours, every use is marked in the trail, and the admin reviews it
+    (accounts.BreakGlassAccess in admin).
     """
     from datetime import timedelta
 
     from django.utils import timezone
 
-    from accounts.models import BreakGlassAccess, Role
+    from accounts.models import BreakGlassAccess
 
     reason = reason.strip()
-    if not user.is_authenticated or getattr(user, "role", "") != Role.DOCTOR:
+    decision = policies.decide(principal, policies.Action.BREAK_GLASS, patient)
+    if not decision:
         record(AuditAction.BREAK_GLASS, actor, Target.patient(patient), Outcome.DENIED,
-               reason="only doctors may break the glass")
-        raise BreakGlassRefused("only doctors may break the glass")
+               reason=decision.why)
+        raise BreakGlassRefused(decision.why)
     if len(reason) < MIN_REASON_LENGTH:
         raise BreakGlassRefused(
             f"write the clinical reason (at least {MIN_REASON_LENGTH} characters)"
         )
+    assert principal.user is not None  # only doctors get here
     now = timezone.now()
     BreakGlassAccess.objects.create(
-        doctor_id=user.pk, patient=patient, reason=reason, opened=now,
+        doctor=principal.user, patient=patient, reason=reason, opened=now,
         expires=now + timedelta(hours=BREAK_GLASS_HOURS),
     )
     record(AuditAction.BREAK_GLASS, actor, Target.patient(patient), Outcome.ALLOWED,

@@ -10,27 +10,30 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
-from accounts.models import Role
 from audit.trail import Actor
 
-from . import access
+from . import access, policies, principals
 from .models import Patient
 
 
 @login_required
 def break_the_glass(request: HttpRequest) -> HttpResponse:
-    if getattr(request.user, "role", "") != Role.DOCTOR:
+    principal = principals.of_request(request)
+    if not policies.decide(principal, policies.Action.BREAK_GLASS):
         raise PermissionDenied(_("Only doctors may open an emergency access."))
     error = ""
     patient_id = request.POST.get("patient_id", request.GET.get("patient_id", "")).strip()
     reason = request.POST.get("reason", "")
     if request.method == "POST":
-        patient = Patient.objects.filter(patient_id=patient_id).first() if patient_id else None
+        # Only patients of the doctor's clinics: another clinic's look the same as none.
+        patient = (Patient.objects.filter(patient_id=patient_id,
+                                          clinic_id__in=sorted(principal.clinic_ids or ()))
+                   .first() if patient_id else None)
         if patient is None:
             error = _("No patient with this ID in the archive.")
         else:
             try:
-                access.break_the_glass(request.user, Actor.from_request(request), patient,
+                access.break_the_glass(principal, Actor.from_request(request), patient,
                                        reason)
             except access.BreakGlassRefused as exc:
                 error = str(exc)

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods
 
 from audit.trail import Actor
 
-from . import access, policies
+from . import access, policies, principals
 from .ingest import IngestResult, Outcome, ingest
 from .sources import open_zip_members
 
@@ -29,11 +29,12 @@ ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError,
 
 @login_required
 def study_list(request: HttpRequest) -> HttpResponse:
-    user = request.user
-    if not policies.may_browse(user) and policies.may_ingest(user):
+    principal = principals.of_request(request)
+    may_store = bool(policies.decide(principal, policies.Action.STORE))
+    if not policies.decide(principal, policies.Action.BROWSE) and may_store:
         # Technicians bring images in but have no archive to browse.
         return redirect("imaging:upload")
-    studies = policies.visible_studies(user)
+    studies = policies.visible_studies(principal)
     query = request.GET.get("q", "").strip()
     if query:
         studies = studies.filter(patient__name__icontains=query) | studies.filter(
@@ -45,7 +46,7 @@ def study_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "imaging/study_list.html",
-        {"page": page, "query": query, "may_ingest": policies.may_ingest(user)},
+        {"page": page, "query": query, "may_ingest": may_store},
     )
 
 
@@ -58,7 +59,7 @@ def upload(request: HttpRequest) -> HttpResponse:
     It is 200 when at least one object is now in the archive, 422 when none is, and 400
     when the request carries no file at all.
     """
-    if not policies.may_ingest(request.user):
+    if not policies.decide(principals.of_request(request), policies.Action.STORE):
         raise PermissionDenied(_("You may not upload images."))
     if request.method == "GET":
         return render(request, "imaging/upload.html", {"upload_texts": _upload_texts()})

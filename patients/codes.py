@@ -25,7 +25,7 @@ from django.contrib.auth import login
 from django.core.exceptions import PermissionDenied
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
@@ -33,14 +33,16 @@ from django.utils import timezone, translation
 from accounts.models import Role, User
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
+from imaging import access as archive_access
 from imaging import policies
 from imaging.models import Patient
+from imaging.principals import as_principal
 
 from . import throttle
 from .models import ALPHABET, GROUP, GROUPS, AccessCode, hash_code, lifetime, normalize
 
 if TYPE_CHECKING:
-    from imaging.policies import AnyUser
+    from imaging.principals import Caller
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ MAX_FAILURES = 10
 SESSION_SECONDS = 2 * 3600
 # The session remembers which patient the code was for; patient pages show only that one.
 SESSION_PATIENT = "patients:code_patient"
+SESSION_CODE = "patients:code"
 BACKEND = "accounts.backends.EmailOrUsernameBackend"
 
 
@@ -58,6 +61,7 @@ class Refusal(enum.StrEnum):
     EXPIRED = "expired"
     REVOKED = "revoked"
     LOCKED = "locked"  # too many wrong birth dates with this code
+    OWN_CODE = "own_code"  # the person who issued the code cannot sign in with it
     HAS_ACCOUNT = "has_account"  # the record belongs to an account with a password
     TOO_MANY = "too_many"  # rate limit
 
@@ -83,23 +87,37 @@ def format_code(code: str) -> str:
     return "-".join(chars[i:i + GROUP] for i in range(0, len(chars), GROUP))
 
 
-def may_issue(user: AnyUser) -> bool:
-    return policies.may_ingest(user) or policies.is_admin(user)
+def may_issue(by: Caller) -> bool:
+    """Whether ``by`` issues codes at all (for some patient of their clinics)."""
+    return bool(policies.decide(as_principal(by), policies.Action.ISSUE_CODE))
 
 
-def issue_code(patient: Patient, by: AnyUser, *, actor: Actor | None = None,
+def issuable_patients(by: Caller) -> QuerySet[Patient]:
+    """The patients ``by`` may issue a code for: those of their clinics."""
+    principal = as_principal(by)
+    if not may_issue(principal):
+        return Patient.objects.none()
+    clinics = principal.clinic_ids
+    patients = Patient.objects.all()
+    return patients if clinics is None else patients.filter(clinic_id__in=sorted(clinics))
+
+
+def issue_code(patient: Patient, by: Caller, *, actor: Actor | None = None,
                expires_in: datetime.timedelta | None = None) -> tuple[AccessCode, str]:
     """A new code for ``patient``; returns it and the plaintext, shown only this once."""
-    actor = actor or Actor.for_user(by)
-    if not may_issue(by):
-        record(AuditAction.SHARE, actor, Target.patient(patient), Outcome.DENIED,
-               reason="may not issue access codes", detail={"step": "issue_access_code"})
-        raise NotAllowed("may not issue access codes")
-    code = new_code()
+    principal = as_principal(by)
+    actor = actor or Actor.for_user(principal.user)
     with transaction.atomic():
+        decision = archive_access.authorize(
+            principal, actor, policies.Action.ISSUE_CODE, patient,
+            detail={"step": "issue_access_code"})
+        if not decision:
+            raise NotAllowed("may not issue access codes")
+        code = new_code()
         access = AccessCode.objects.create(
             patient=patient, code_hash=hash_code(code), prefix=normalize(code)[:GROUP],
-            created_by_id=by.pk, expires=timezone.now() + (expires_in or lifetime()),
+            created_by_id=principal.user_id,
+            expires=timezone.now() + (expires_in or lifetime()),
         )
         record(AuditAction.SHARE, actor, Target.patient(patient), Outcome.ALLOWED,
                detail={"step": "issue_access_code", "code": access.pk,
@@ -143,17 +161,26 @@ def send_code(patient: Patient, code: str, email: str, portal_url: str,
     record(AuditAction.SHARE, actor, Target.patient(patient), Outcome.ALLOWED, detail=detail)
 
 
-def revoke_code(access: AccessCode, by: AnyUser, *, actor: Actor | None = None) -> bool:
-    """Stop the code now; True if this call revoked it. Sessions it opened end by expiry."""
-    actor = actor or Actor.for_user(by)
+def revoke_code(access: AccessCode, by: Caller, *, actor: Actor | None = None) -> bool:
+    """Stop the code now; True if this call revoked it.
+
+    The sessions it opened end at their next request (the policy checks the code on every
+    one), and the download links made in them are revoked with it.
+    """
+    principal = as_principal(by)
+    actor = actor or Actor.for_user(principal.user)
     detail = {"step": "revoke_access_code", "code": access.pk, "prefix": access.prefix}
-    if not may_issue(by):
+    if not policies.decide(principal, policies.Action.ISSUE_CODE, access.patient):
         record(AuditAction.SHARE, actor, Target.patient(access.patient), Outcome.DENIED,
                reason="may not revoke access codes", detail=detail)
         raise NotAllowed("may not revoke access codes")
     now = timezone.now()
     changed = AccessCode.objects.filter(pk=access.pk, revoked__isnull=True).update(revoked=now)
     if changed:
+        from sharing.models import DownloadLink
+
+        DownloadLink.objects.filter(access_code=access.pk, revoked__isnull=True).update(
+            revoked=now)
         access.revoked = now
         record(AuditAction.SHARE, actor, Target.patient(access.patient), Outcome.ALLOWED,
                detail=detail)
@@ -223,6 +250,11 @@ def redeem(code: str, birth_date: datetime.date | None, request: HttpRequest) ->
         raise _refuse(request, access, Refusal.EXPIRED, "access code expired", prefix)
     if access.failures >= MAX_FAILURES:
         raise _refuse(request, access, Refusal.LOCKED, "access code locked", prefix)
+    signed_in = getattr(request, "user", None)
+    if (signed_in is not None and signed_in.is_authenticated
+            and access.created_by_id == signed_in.pk):
+        raise _refuse(request, access, Refusal.OWN_CODE,
+                      "the person who issued the code tried to sign in with it", prefix)
     user = patient.user
     if user is not None and not (user.is_active and _code_only_account(user)):
         raise _refuse(request, access, Refusal.HAS_ACCOUNT,
@@ -235,6 +267,7 @@ def redeem(code: str, birth_date: datetime.date | None, request: HttpRequest) ->
                                                    last_used=timezone.now())
     login(request, user, backend=BACKEND)
     request.session[SESSION_PATIENT] = patient.pk
+    request.session[SESSION_CODE] = access.pk
     request.session.set_expiry(SESSION_SECONDS)
     record(AuditAction.LOGIN, Actor.from_request(request), Target.patient(patient),
            Outcome.ALLOWED, detail={"method": "access_code", "prefix": prefix,
@@ -244,5 +277,18 @@ def redeem(code: str, birth_date: datetime.date | None, request: HttpRequest) ->
 
 def session_patient(request: HttpRequest) -> int | None:
     """The patient a code session is limited to (None for an account sign-in)."""
-    value = request.session.get(SESSION_PATIENT)
+    session = getattr(request, "session", None)
+    value = session.get(SESSION_PATIENT) if session is not None else None
     return int(value) if value is not None else None
+
+
+def session_code(request: HttpRequest) -> int | None:
+    """The access code a session was opened with; -1 for a code session that lost it.
+
+    None means an account sign-in. Older code sessions that did not keep the code are
+    treated as ended (the principal they give opens nothing).
+    """
+    if session_patient(request) is None:
+        return None
+    value = request.session.get(SESSION_CODE)
+    return int(value) if value is not None else -1

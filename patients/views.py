@@ -27,7 +27,7 @@ from accounts import second_factor
 from accounts.models import User
 from audit.models import AuditAction
 from audit.trail import Actor
-from imaging import access, policies, reports
+from imaging import access, policies, principals, reports
 from imaging.models import Instance, Study
 
 from . import codes, images, throttle
@@ -35,7 +35,7 @@ from .codes import CodeRefused, Refusal
 
 STATUS = {
     Refusal.WRONG: 400, Refusal.EXPIRED: 410, Refusal.REVOKED: 410, Refusal.LOCKED: 403,
-    Refusal.HAS_ACCOUNT: 403, Refusal.TOO_MANY: 429,
+    Refusal.HAS_ACCOUNT: 403, Refusal.TOO_MANY: 429, Refusal.OWN_CODE: 403,
 }
 LOGIN = reverse_lazy("patients:login")
 DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y")
@@ -78,11 +78,7 @@ def patient_login(request: HttpRequest) -> HttpResponse:
 
 def _studies(request: HttpRequest) -> QuerySet[Study]:
     """The signed-in patient's studies; only the code's patient for a code sign-in."""
-    studies = policies.visible_studies(request.user)
-    patient = codes.session_patient(request)
-    if patient is not None:
-        studies = studies.filter(patient_id=patient)
-    return studies
+    return policies.visible_studies(principals.of_request(request))
 
 
 @login_required(login_url=LOGIN)
@@ -105,11 +101,9 @@ def exam_list(request: HttpRequest) -> HttpResponse:
 
 def _own_study(request: HttpRequest, study_uid: str) -> Study:
     """The study if it is one of the patient's; else 404, refused on the record."""
-    study = access.get_or_404(request.user, Actor.from_request(request), AuditAction.VIEW,
-                              "study", study_uid)
+    study = access.get_or_404(principals.of_request(request), Actor.from_request(request),
+                              AuditAction.VIEW, "study", study_uid)
     assert isinstance(study, Study)
-    if not _studies(request).filter(pk=study.pk).exists():
-        raise Http404  # another record of the same account, outside this code session
     return study
 
 
@@ -137,8 +131,8 @@ def frame_image(request: HttpRequest, study_uid: str, sop_uid: str, frame: int
         sop_instance_uid=sop_uid, series__study__study_instance_uid=study_uid,
         series__study__in=_studies(request)).first())
     if instance is None:
-        access.get_or_404(request.user, Actor.from_request(request), AuditAction.VIEW,
-                          "instance", sop_uid)
+        access.get_or_404(principals.of_request(request), Actor.from_request(request),
+                          AuditAction.VIEW, "instance", sop_uid)
         raise Http404  # allowed, but not under this study (or outside the code session)
     try:
         image = images.render_frame(instance, frame, preset=request.GET.get("preset", ""),

@@ -221,6 +221,11 @@ PATIENT_CODE_FAILURE_WINDOW = env.int("PATIENT_CODE_FAILURE_WINDOW", default=900
 PATIENT_CODE_ADDRESS_LIMIT = env.int("PATIENT_CODE_ADDRESS_LIMIT", default=10)
 PATIENT_CODE_PREFIX_LIMIT = env.int("PATIENT_CODE_PREFIX_LIMIT", default=5)
 
+# DICOMweb API tokens always expire: this many days unless the user picks fewer, at most
+# API_TOKEN_MAX_DAYS.
+API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)
+API_TOKEN_MAX_DAYS = env.int("API_TOKEN_MAX_DAYS", default=365)
+
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or env.str("REDIS_URL", default="")
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL

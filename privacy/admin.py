@@ -16,6 +16,7 @@ from django.utils.translation import ngettext
 
 from accounts.models import Consent
 from imaging import policies
+from imaging.principals import as_principal
 
 from . import consent as consents
 from . import retention
@@ -164,7 +165,7 @@ class PurgeRequestAdmin(_ReadOnly):
     actions = ["approve_and_purge", "cancel_selected"]
 
     def has_purge_permission(self, request: HttpRequest) -> bool:
-        return policies.is_admin(request.user)
+        return bool(policies.decide(as_principal(request.user), policies.Action.DELETE))
 
     @admin.action(description=_("Approve and purge the selected patients…"),
                   permissions=["purge"])

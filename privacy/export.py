@@ -37,11 +37,12 @@ from audit.models import AuditAction, AuditEvent, Outcome
 from audit.trail import Actor, Target, record
 from imaging import blobs, policies
 from imaging.models import Instance, Patient
+from imaging.principals import as_principal
 
 from .models import DataExport
 
 if TYPE_CHECKING:
-    from imaging.policies import AnyUser
+    from imaging.principals import Caller
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +62,16 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def may_export(user: AnyUser, patient: Patient) -> bool:
-    """The patient themself, or an admin acting on their request."""
-    if policies.is_admin(user):
-        return True
-    return bool(user.is_authenticated and user.is_active and patient.user_id == user.pk)
+def may_export(by: Caller, patient: Patient) -> bool:
+    """The patient themself, or an admin of their clinic acting on their request."""
+    return bool(policies.decide(as_principal(by), policies.Action.EXPORT, patient))
 
 
-def request_export(patient: Patient, user: Any, *, language: str = "") -> DataExport:
+def request_export(patient: Patient, by: Caller, *, language: str = "") -> DataExport:
     """Record the request and build the export in the background once this commits."""
-    if not may_export(user, patient):
+    if not may_export(by, patient):
         raise PermissionDenied("only the patient or an admin may export a patient's data")
+    user = as_principal(by).user
     from .tasks import build_export
 
     with transaction.atomic():
@@ -217,7 +217,7 @@ def _notify_ready(export: DataExport) -> None:
         log.exception("could not send the export-ready mail for export %s", export.pk)
 
 
-def issue_link(export: DataExport, user: Any) -> str:
+def issue_link(export: DataExport, user: Caller) -> str:
     """A fresh download token for a ready export; the previous link stops working.
 
     Only the token's hash is stored, so the link is shown once, right now.
@@ -244,7 +244,7 @@ class NotYours(Exception):
     """The signed-in user is neither the patient nor an admin."""
 
 
-def open_download(token: str, user: AnyUser, actor: Actor) -> tuple[DataExport, IO[bytes]]:
+def open_download(token: str, user: Caller, actor: Actor) -> tuple[DataExport, IO[bytes]]:
     """Check the token and the user, count and audit the download, open the file."""
     export = (DataExport.objects.select_related("patient")
               .filter(token_hash=token_hash(token)).first())

@@ -33,6 +33,7 @@ from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
 from imaging import policies
 from imaging.models import Instance, Patient, Series, Study
+from imaging.principals import as_principal
 
 from . import export
 from .models import DataExport, LegalHold, PendingBlobDeletion, PurgeRequest, Tombstone
@@ -172,8 +173,15 @@ def lift_hold(hold: LegalHold, by: Any) -> LegalHold:
 
 # --- Approval and purge ---------------------------------------------------------------------
 
-def _require_admin(user: Any) -> None:
-    if not policies.is_admin(user):
+def _require_admin(user: Any, patient_pk: int | None = None) -> None:
+    """Only admins purge, and only their clinics' patients (the policy's ``DELETE``)."""
+    principal = as_principal(user)
+    patient = Patient.objects.filter(pk=patient_pk).first() if patient_pk else None
+    if patient is None:
+        allowed = policies.decide(principal, policies.Action.DELETE)
+    else:
+        allowed = policies.decide(principal, policies.Action.DELETE, patient)
+    if not allowed:
         raise PermissionDenied("only admins approve and carry out purges")
 
 
@@ -184,6 +192,7 @@ def approve(request_id: int, approved_by: User, reason: str) -> PurgeRequest:
         raise ValueError("approving a purge needs a reason")
     with transaction.atomic():
         request = PurgeRequest.objects.select_for_update().get(pk=request_id)
+        _require_admin(approved_by, request.patient_pk)
         if request.status == PurgeRequest.Status.APPROVED:
             return request
         if request.status != PurgeRequest.Status.LISTED:
@@ -232,6 +241,7 @@ def purge(request_id: int, approved_by: User, reason: str,
     refused: str | None = None
     with transaction.atomic():
         request = PurgeRequest.objects.select_for_update().get(pk=request_id)
+        _require_admin(approved_by, request.patient_pk)
         if request.status == PurgeRequest.Status.PURGED:
             return Tombstone.objects.get(request=request)
         if request.status != PurgeRequest.Status.APPROVED:

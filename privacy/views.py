@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
@@ -18,6 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import Consent, Purpose
 from audit.trail import Actor
+from imaging import policies, principals
 from imaging.models import Patient
 
 from . import consent as consents
@@ -30,7 +32,13 @@ def _own_patient(request: HttpRequest, pk: object) -> Patient:
         pk_int = int(str(pk))
     except ValueError:
         pk_int = 0
-    return get_object_or_404(Patient, pk=pk_int, user=request.user.pk)
+    return get_object_or_404(_own_records(request), pk=pk_int)
+
+
+def _own_records(request: HttpRequest) -> QuerySet[Patient]:
+    """The caller's own patient records (only the code's patient in a code session)."""
+    return policies.visible_patients(principals.of_request(request)).filter(
+        user=request.user.pk)
 
 
 @login_required
@@ -43,7 +51,7 @@ def overview(request: HttpRequest) -> HttpResponse:
             "history": Consent.objects.filter(patient=patient).order_by("-given", "-pk"),
             "exports": DataExport.objects.filter(patient=patient).order_by("-created")[:10],
         }
-        for patient in Patient.objects.filter(user=request.user.pk).order_by("pk")
+        for patient in _own_records(request).order_by("pk")
     ]
     return render(request, "privacy/overview.html",
                   {"records": records, "text_version": consents.CURRENT_TEXT_VERSION})
@@ -70,7 +78,7 @@ def consent_give(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def consent_revoke(request: HttpRequest, pk: int) -> HttpResponse:
-    consent = get_object_or_404(Consent, pk=pk, patient__user=request.user.pk)
+    consent = get_object_or_404(Consent, pk=pk, patient__in=_own_records(request))
     consents.revoke(consent, request.user)
     messages.success(request, _("Your consent was revoked."))
     return redirect("privacy:overview")
@@ -80,7 +88,7 @@ def consent_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def export_request(request: HttpRequest) -> HttpResponse:
     patient = _own_patient(request, request.POST.get("patient"))
-    export = exports.request_export(patient, request.user,
+    export = exports.request_export(patient, principals.of_request(request),
                                     language=getattr(request, "LANGUAGE_CODE", ""))
     messages.success(request, _("Your export was requested. It is prepared in the "
                                 "background; this page shows when it is ready."))
@@ -89,7 +97,7 @@ def export_request(request: HttpRequest) -> HttpResponse:
 
 def _own_export(request: HttpRequest, pk: int) -> DataExport:
     return get_object_or_404(DataExport.objects.select_related("patient"), pk=pk,
-                             patient__user=request.user.pk)
+                             patient__in=_own_records(request))
 
 
 @login_required
@@ -107,7 +115,7 @@ def export_link(request: HttpRequest, pk: int) -> HttpResponse:
     if not export.downloadable:
         return render(request, "privacy/export_detail.html", {"export": export, "link": None},
                       status=409)
-    token = exports.issue_link(export, request.user)
+    token = exports.issue_link(export, principals.of_request(request))
     link = request.build_absolute_uri(reverse("privacy:export_download", args=[token]))
     response = render(request, "privacy/export_detail.html", {"export": export, "link": link})
     response["Cache-Control"] = "no-store"
@@ -118,7 +126,8 @@ def export_link(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def export_download(request: HttpRequest, token: str) -> HttpResponseBase:
     try:
-        export, fp = exports.open_download(token, request.user, Actor.from_request(request))
+        export, fp = exports.open_download(token, principals.of_request(request),
+                                           Actor.from_request(request))
     except (exports.LinkUnknown, exports.NotYours):
         return render(request, "privacy/link_invalid.html", {"expired": False}, status=404)
     except exports.LinkExpired:

@@ -45,6 +45,18 @@ class DownloadLink(models.Model):
     # The language of the README and index page in the ZIP, fixed so every download of a
     # link is byte for byte the same (resumable).
     language = models.CharField(_("language"), max_length=16, blank=True)
+    # Sent to someone outside the care team (not the patient's own address).
+    outside = models.BooleanField(_("outside the care team"), default=False)
+    # What the share rests on: "consent" (checked again at every use), a legal basis
+    # chosen by staff (imaging.policies.LEGAL_BASES) with its reason, or "" when it goes
+    # to the patient only.
+    basis = models.CharField(_("basis"), max_length=32, blank=True)
+    basis_reason = models.TextField(_("reason for the legal basis"), blank=True)
+    # Made in a receipt-code session: the link lasts no longer than the code and is
+    # revoked with it.
+    access_code = models.ForeignKey("patients.AccessCode", null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+",
+                                    verbose_name=_("made with access code"))
 
     class Meta:
         verbose_name = _("download link")
@@ -92,6 +104,16 @@ class Share(models.Model):
                                    on_delete=models.SET_NULL, related_name="+",
                                    verbose_name=_("revoked by"))
     language = models.CharField(_("language"), max_length=16, blank=True)
+    # What the share rests on: "consent" (checked again at every use), a legal basis
+    # chosen by staff (imaging.policies.LEGAL_BASES) with its reason, or "" when it goes
+    # to the patient only.
+    basis = models.CharField(_("basis"), max_length=32, blank=True)
+    basis_reason = models.TextField(_("reason for the legal basis"), blank=True)
+    # Made in a receipt-code session: the link lasts no longer than the code and is
+    # revoked with it.
+    access_code = models.ForeignKey("patients.AccessCode", null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+",
+                                    verbose_name=_("made with access code"))
 
     class Meta:
         verbose_name = _("share with a professional")

@@ -1,10 +1,14 @@
 """Download links and shares with outside professionals: create, resolve, count, revoke.
 
 Who may share a study is :func:`imaging.policies.decide` with ``SHARE`` (a patient only
-their own records; a doctor per grant; admins). A patient sharing with a professional also
-needs a sharing consent at that moment (:func:`privacy.consent.require_consent`). Every
-creation, use, refusal and revocation goes to the audit trail (``SHARE`` for giving and
-taking back access, ``DOWNLOAD``/``VIEW`` for using it).
+their own records; a doctor per grant; admins within their clinics). Sharing outside the
+care team (a share with a professional, a link mailed to another address than the
+patient's) needs the patient's sharing consent, or a legal basis staff choose with a
+reason; whoever shares. The same decision is taken again, for the person who made the link,
+at every use: a link stops when its maker's grant ends, when the consent it rests on is
+revoked, or when the access code it was made with is. Every creation, use, refusal and
+revocation goes to the audit trail (``SHARE`` for giving and taking back access,
+``DOWNLOAD``/``VIEW`` for using it).
 
 Tokens are ``secrets.token_urlsafe(32)``, shown once; only their SHA-256 is stored (the
 same helper as the LGPD export links, :func:`privacy.export.token_hash`).
@@ -22,26 +26,28 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
+from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import F
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
-from accounts.models import Purpose, Role
+from accounts.models import Purpose
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
-from imaging import policies
+from imaging import access, policies
 from imaging.models import Study
-from privacy.consent import ConsentRequired, require_consent
+from imaging.principals import Kind, Principal, as_principal
+from privacy.consent import ConsentRequired
 from privacy.export import token_hash
 
 from . import archive
 from .models import DEFAULT_LIFETIME, DownloadLink, Share
 
 if TYPE_CHECKING:
-    from imaging.policies import AnyUser
+    from imaging.principals import Caller
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,7 @@ class Refusal(enum.StrEnum):
     USED_UP = "used_up"
     PIN_REQUIRED = "pin_required"
     WRONG_PIN = "wrong_pin"
+    WITHDRAWN = "withdrawn"  # its maker may no longer share it, or the consent was revoked
 
 
 class LinkRefused(Exception):
@@ -96,13 +103,70 @@ def _check_lifetime(expires_in: datetime.timedelta) -> None:
             "A link can last from one hour to %(days)d days.") % {"days": MAX_LIFETIME.days})
 
 
-def _authorize_share(user: AnyUser, actor: Actor, studies: Sequence[Study],
-                     detail: dict[str, Any]) -> None:
-    refused = [s for s in studies if not policies.decide(user, AuditAction.SHARE, s.patient)]
-    if refused:
-        record(AuditAction.SHARE, actor, _targets(refused), Outcome.DENIED,
-               reason="may not share this patient's studies", detail=detail)
-        raise NotAllowed("may not share these studies")
+def _check_email(address: str) -> str:
+    address = address.strip()
+    try:
+        validate_email(address)
+    except ValidationError:
+        raise InvalidRequest(translation.gettext("Enter a valid email address.")) from None
+    return address
+
+
+def _authorize_share(principal: Principal, actor: Actor, studies: Sequence[Study],
+                     detail: dict[str, Any], *, outside: bool, legal_basis: str = "",
+                     basis_reason: str = "") -> str:
+    """Decide and record the share of each study; returns what it rests on.
+
+    Refuses with :class:`~privacy.consent.ConsentRequired` when only the consent is
+    missing (the page then offers to record one, or a legal basis), else
+    :class:`NotAllowed`.
+    """
+    basis = ""
+    for study in studies:
+        decision = access.authorize(
+            principal, actor, policies.Action.SHARE, study, detail=detail, outside=outside,
+            legal_basis=legal_basis, basis_reason=basis_reason)
+        if not decision:
+            if decision.why == policies.NO_CONSENT:
+                raise ConsentRequired(study.patient, Purpose.SHARING)
+            if decision.why in policies.BASIS_PROBLEMS:
+                raise InvalidRequest(str(policies.BASIS_PROBLEMS[decision.why]))
+            raise NotAllowed("may not share these studies")
+        basis = decision.basis
+    return basis
+
+
+def _lifetime_within_code(principal: Principal, expires_in: datetime.timedelta
+                          ) -> datetime.datetime:
+    """A link made in a code session ends no later than the code."""
+    expires = timezone.now() + expires_in
+    if principal.kind == Kind.CODE:
+        from patients.models import AccessCode
+
+        code_expires = AccessCode.objects.filter(pk=principal.code_id or 0).values_list(
+            "expires", flat=True).first()
+        if code_expires is not None:
+            expires = min(expires, code_expires)
+    return expires
+
+
+def _maker(created_by: Any, access_code_id: int | None) -> Principal:
+    """The principal who made a link, as she stands now."""
+    if created_by is None:
+        return Principal.anonymous()
+    if access_code_id is not None:
+        return Principal.for_code(created_by, access_code_id)
+    return Principal.for_user(created_by)
+
+
+def _still_shared(obj: DownloadLink | Share, studies: Sequence[Study]) -> bool:
+    """Would its maker still be allowed to make this link, on the same basis, now?"""
+    maker = _maker(obj.created_by, obj.access_code_id)
+    outside = obj.outside if isinstance(obj, DownloadLink) else True
+    basis = "" if obj.basis == "consent" else obj.basis
+    return all(policies.decide(maker, policies.Action.SHARE, s.patient, outside=outside,
+                               legal_basis=basis, basis_reason=obj.basis_reason)
+               for s in studies)
 
 
 def _send(template: str, subject: str, to: str, language: str, context: dict[str, Any]
@@ -117,15 +181,19 @@ def _send(template: str, subject: str, to: str, language: str, context: dict[str
 
 
 def create_download_link(
-    user: AnyUser, studies: Sequence[Study], *, actor: Actor,
+    by: Caller, studies: Sequence[Study], *, actor: Actor,
     expires_in: datetime.timedelta = DEFAULT_LIFETIME, pin: str = "", max_uses: int = 5,
     recipient_email: str = "", language: str = "", link_url: LinkUrl | None = None,
+    legal_basis: str = "", basis_reason: str = "",
 ) -> tuple[DownloadLink, str]:
     """A new link to download ``studies``; returns it and its token (shown only now).
 
     With ``recipient_email`` the link is mailed there, and the PIN, if any, in a second
-    message, so one intercepted mail is not enough.
+    message, so one intercepted mail is not enough. Mailed to anyone but the patient it is
+    a share outside the care team (consent or a legal basis).
     """
+    principal = as_principal(by)
+    user = principal.user
     studies = list(studies)
     if not studies:
         raise InvalidRequest(translation.gettext("Choose at least one exam."))
@@ -138,20 +206,29 @@ def create_download_link(
         raise InvalidRequest(translation.gettext(
             "The PIN is %(min)d to %(max)d digits.")
             % {"min": PIN_LENGTHS[0], "max": PIN_LENGTHS[1]})
-    _authorize_share(user, actor, studies, {"step": "create_link"})
+    recipient_email = _check_email(recipient_email) if recipient_email.strip() else ""
+    outside = bool(recipient_email) and any(
+        _patient_email(s).lower() != recipient_email.lower() for s in studies)
+    basis = _authorize_share(principal, actor, studies,
+                             {"step": "create_link", "sent_to": recipient_email},
+                             outside=outside, legal_basis=legal_basis,
+                             basis_reason=basis_reason)
     token, hashed = new_token()
     language = language or translation.get_language() or settings.LANGUAGE_CODE
     with transaction.atomic():
         link = DownloadLink.objects.create(
-            token_hash=hashed, created_by_id=user.pk, expires=timezone.now() + expires_in,
+            token_hash=hashed, created_by_id=principal.user_id,
+            expires=_lifetime_within_code(principal, expires_in),
             pin_hash=make_password(pin) if pin else "", max_uses=max_uses,
-            recipient_email=recipient_email, language=language,
+            recipient_email=recipient_email, language=language, outside=outside,
+            basis=basis, basis_reason=basis_reason.strip() if basis != "consent" else "",
+            access_code_id=principal.code_id,
         )
         link.studies.set(studies)
         record(AuditAction.SHARE, actor, _targets(studies), Outcome.ALLOWED,
                detail={"step": "create_link", "link": link.pk, "expires": link.expires
                        .isoformat(), "max_uses": max_uses, "pin": bool(pin),
-                       "sent_to": recipient_email})
+                       "sent_to": recipient_email, "basis": basis})
         transaction.on_commit(lambda: _prepare_in_background(link.pk), robust=True)
     if recipient_email and link_url is not None:
         context = {"link": link, "url": link_url(token), "studies": studies, "sender": user}
@@ -179,20 +256,25 @@ def prepare(link_id: int) -> int:
     return len(instances)
 
 
-def may_manage(user: AnyUser, obj: DownloadLink | Share) -> bool:
-    """The person who made it, an admin, or someone who may share all its studies."""
-    if not user.is_authenticated:
-        return False
-    if obj.created_by_id == user.pk or policies.is_admin(user):
-        return True
+def may_manage(by: Caller, obj: DownloadLink | Share) -> bool:
+    """The person who made it, or someone the policy lets manage all its studies' links."""
+    principal = as_principal(by)
     studies = [obj.study] if isinstance(obj, Share) else list(obj.studies.all())
-    return all(policies.decide(user, AuditAction.SHARE, s.patient) for s in studies)
+    return all(policies.decide(principal, policies.Action.MANAGE_LINK, s.patient,
+                               owner_id=obj.created_by_id) for s in studies)
 
 
-def revoke_link(user: AnyUser, link: DownloadLink, actor: Actor) -> bool:
+def _patient_email(study: Study) -> str:
+    user = study.patient.user
+    return user.email if user is not None else ""
+
+
+def revoke_link(by: Caller, link: DownloadLink, actor: Actor) -> bool:
     """Stop the link now; True if this call revoked it (False: it already was)."""
+    principal = as_principal(by)
+    user = principal.user
     studies = list(link.studies.select_related("patient"))
-    if not may_manage(user, link):
+    if user is None or not may_manage(principal, link):
         record(AuditAction.SHARE, actor, _targets(studies), Outcome.DENIED,
                reason="may not revoke this link", detail={"step": "revoke_link",
                                                           "link": link.pk})
@@ -218,7 +300,8 @@ def _refuse_link(link: DownloadLink | None, actor: Actor, reason: Refusal,
 
 
 def find_link(token: str) -> DownloadLink | None:
-    return DownloadLink.objects.filter(token_hash=token_hash(token)).first()
+    return (DownloadLink.objects.select_related("created_by", "access_code")
+            .filter(token_hash=token_hash(token)).first())
 
 
 def resolve_link(token: str, actor: Actor, *, pin: str | None = None,
@@ -233,6 +316,9 @@ def resolve_link(token: str, actor: Actor, *, pin: str | None = None,
     link = find_link(token)
     if link is None:
         raise _refuse_link(None, actor, Refusal.UNKNOWN)
+    code = link.access_code
+    if code is not None and code.revoked is not None and link.revoked is None:
+        link.revoked = code.revoked
     if link.revoked is not None:
         raise _refuse_link(link, actor, Refusal.REVOKED)
     if link.expires <= timezone.now():
@@ -246,6 +332,8 @@ def resolve_link(token: str, actor: Actor, *, pin: str | None = None,
             raise _refuse_link(link, actor, Refusal.WRONG_PIN)
     if link.uses >= link.max_uses and not resuming:
         raise _refuse_link(link, actor, Refusal.USED_UP)
+    if not _still_shared(link, list(link.studies.select_related("patient"))):
+        raise _refuse_link(link, actor, Refusal.WITHDRAWN)
     return link
 
 
@@ -286,49 +374,50 @@ def link_plan(link: DownloadLink) -> archive.Plan:
 
 
 def share_with_professional(
-    user: AnyUser, study: Study, recipient_email: str, *, actor: Actor, link_url: LinkUrl,
+    by: Caller, study: Study, recipient_email: str, *, actor: Actor, link_url: LinkUrl,
     recipient_name: str = "", message: str = "",
     expires_in: datetime.timedelta = DEFAULT_LIFETIME, allow_download: bool = False,
-    language: str = "",
+    language: str = "", legal_basis: str = "", basis_reason: str = "",
 ) -> tuple[Share, str]:
     """Give an outside professional a view-only (optionally downloadable) link by email.
 
-    A patient needs a sharing consent now (raises
-    :class:`~privacy.consent.ConsentRequired`); everyone needs the policy's ``SHARE``.
+    Whoever shares needs the policy's ``SHARE`` and the patient's sharing consent now
+    (raises :class:`~privacy.consent.ConsentRequired`), or, for staff, a legal basis with a
+    reason.
     """
-    recipient_email = recipient_email.strip()
-    if not recipient_email:
+    principal = as_principal(by)
+    user = principal.user
+    if not recipient_email.strip():
         raise InvalidRequest(translation.gettext("Write the professional's email address."))
+    recipient_email = _check_email(recipient_email)
     _check_lifetime(expires_in)
     detail = {"step": "share", "recipient": recipient_email}
-    _authorize_share(user, actor, [study], detail)
-    if getattr(user, "role", "") == Role.PATIENT and not policies.is_admin(user):
-        try:
-            require_consent(study.patient, Purpose.SHARING)
-        except ConsentRequired:
-            record(AuditAction.SHARE, actor, Target.study(study), Outcome.DENIED,
-                   reason="no sharing consent", detail=detail)
-            raise
+    basis = _authorize_share(principal, actor, [study], detail, outside=True,
+                             legal_basis=legal_basis, basis_reason=basis_reason)
     token, hashed = new_token()
     language = language or translation.get_language() or settings.LANGUAGE_CODE
     with transaction.atomic():
         share = Share.objects.create(
             token_hash=hashed, study=study, recipient_name=recipient_name.strip(),
             recipient_email=recipient_email, message=message.strip(),
-            allow_download=allow_download, created_by_id=user.pk,
-            expires=timezone.now() + expires_in, language=language,
+            allow_download=allow_download, created_by_id=principal.user_id,
+            expires=_lifetime_within_code(principal, expires_in), language=language,
+            basis=basis, basis_reason=basis_reason.strip() if basis != "consent" else "",
+            access_code_id=principal.code_id,
         )
         record(AuditAction.SHARE, actor, Target.study(study), Outcome.ALLOWED,
                detail={**detail, "share": share.pk, "expires": share.expires.isoformat(),
-                       "download": allow_download})
+                       "download": allow_download, "basis": basis})
     sender = user.get_full_name() or user.get_username()  # type: ignore[union-attr]
     _send("email_share.txt", "Exam images shared with you", recipient_email, language,
           {"share": share, "url": link_url(token), "study": study, "sender": sender})
     return share, token
 
 
-def revoke_share(user: AnyUser, share: Share, actor: Actor) -> bool:
-    if not may_manage(user, share):
+def revoke_share(by: Caller, share: Share, actor: Actor) -> bool:
+    principal = as_principal(by)
+    user = principal.user
+    if user is None or not may_manage(principal, share):
         record(AuditAction.SHARE, actor, Target.study(share.study), Outcome.DENIED,
                reason="may not revoke this share", detail={"step": "revoke_share",
                                                            "share": share.pk})
@@ -351,17 +440,20 @@ def share_actor(share: Share, actor: Actor) -> Actor:
 
 def resolve_share(token: str, actor: Actor, action: AuditAction = AuditAction.VIEW) -> Share:
     """The usable share for ``token``, or :class:`LinkRefused` (audited)."""
-    share = Share.objects.select_related("study__patient").filter(
+    share = Share.objects.select_related("study__patient", "created_by", "access_code").filter(
         token_hash=token_hash(token)).first()
     reason = None
     if share is None:
         reason = Refusal.UNKNOWN
-    elif share.revoked is not None:
+    elif share.revoked is not None or (share.access_code is not None
+                                       and share.access_code.revoked is not None):
         reason = Refusal.REVOKED
     elif share.expires <= timezone.now():
         reason = Refusal.EXPIRED
     elif action == AuditAction.DOWNLOAD and not share.allow_download:
         reason = Refusal.UNKNOWN
+    elif not _still_shared(share, [share.study]):
+        reason = Refusal.WITHDRAWN
     if reason is not None:
         record(action, share_actor(share, actor) if share else actor,
                Target.study(share.study) if share else None,

@@ -31,7 +31,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from audit.models import AuditAction
 from audit.trail import Actor
 from dicomweb import rendering
-from imaging import blobs, policies
+from imaging import blobs, policies, principals
 from imaging.models import Instance, Series, Study
 from privacy.consent import ConsentRequired
 
@@ -42,7 +42,7 @@ from .zipstream import Archive
 
 STATUS = {
     Refusal.UNKNOWN: 404, Refusal.EXPIRED: 410, Refusal.REVOKED: 410, Refusal.USED_UP: 410,
-    Refusal.WRONG_PIN: 403, Refusal.PIN_REQUIRED: 403,
+    Refusal.WRONG_PIN: 403, Refusal.PIN_REQUIRED: 403, Refusal.WITHDRAWN: 410,
 }
 IMAGES_PER_SERIES = 24
 VIEWPORT = (512, 512)
@@ -73,7 +73,7 @@ def _too_many(request: HttpRequest) -> HttpResponse:
 def _studies(request: HttpRequest, uids: list[str]) -> list[Study]:
     """The studies with these UIDs that the user sees, or 404 if any is not one of them."""
     uids = sorted(set(u.strip() for u in uids if u.strip()))
-    studies = list(policies.visible_studies(request.user)
+    studies = list(policies.visible_studies(principals.of_request(request))
                    .filter(study_instance_uid__in=uids).order_by("-study_date", "pk"))
     if not uids or len(studies) != len(uids):
         raise Http404
@@ -87,6 +87,15 @@ def _int(value: Any, default: int) -> int:
         return default
 
 
+def _basis_form(request: HttpRequest, data: Any) -> dict[str, Any]:
+    """The legal-basis fields, offered to staff when the patient has no sharing consent."""
+    principal = principals.of_request(request)
+    staff = principal.kind == principals.Kind.USER and principal.role in ("admin", "doctor")
+    return {"legal_basis": str(data.get("legal_basis", "")),
+            "basis_reason": str(data.get("basis_reason", ""))[:2000],
+            "legal_bases": list(policies.LEGAL_BASES.items()) if staff else []}
+
+
 def _public_url(request: HttpRequest, name: str) -> services.LinkUrl:
     return lambda token: request.build_absolute_uri(reverse(name, args=[token]))
 
@@ -96,7 +105,8 @@ def _public_url(request: HttpRequest, name: str) -> services.LinkUrl:
 def overview(request: HttpRequest) -> HttpResponse:
     user = request.user
     return render(request, "sharing/overview.html", {
-        "studies": policies.visible_studies(user).order_by("-study_date", "pk")[:200],
+        "studies": policies.visible_studies(principals.of_request(request))
+        .order_by("-study_date", "pk")[:200],
         "links": DownloadLink.objects.filter(created_by=user.pk)
         .prefetch_related("studies")[:100],
         "shares": Share.objects.filter(created_by=user.pk).select_related("study")[:100],
@@ -110,17 +120,21 @@ def link_new(request: HttpRequest) -> HttpResponse:
     data = request.POST if request.method == "POST" else request.GET
     studies = _studies(request, data.getlist("study"))
     form = {"days": data.get("days", "7"), "max_uses": data.get("max_uses", "5"),
-            "email": data.get("email", "")}
+            "email": data.get("email", ""), **_basis_form(request, data)}
     error = ""
+    consent_missing = False
     if request.method == "POST":
         try:
             link, token = services.create_download_link(
-                request.user, studies, actor=Actor.from_request(request),
+                principals.of_request(request), studies, actor=Actor.from_request(request),
                 expires_in=datetime.timedelta(days=_int(form["days"], 0)),
                 pin=data.get("pin", ""), max_uses=_int(form["max_uses"], 0),
                 recipient_email=form["email"].strip(),
                 link_url=_public_url(request, "sharing:public_link"),
+                legal_basis=form["legal_basis"], basis_reason=form["basis_reason"],
             )
+        except ConsentRequired:
+            consent_missing = True
         except services.NotAllowed:
             raise Http404 from None
         except services.InvalidRequest as exc:
@@ -130,8 +144,9 @@ def link_new(request: HttpRequest) -> HttpResponse:
             return render(request, "sharing/link_created.html",
                           {"link": link, "url": url, "studies": studies})
     return render(request, "sharing/link_form.html",
-                  {"studies": studies, "form": form, "error": error},
-                  status=400 if error else 200)
+                  {"studies": studies, "form": form, "error": error,
+                   "consent_missing": consent_missing},
+                  status=403 if consent_missing else 400 if error else 200)
 
 
 @login_required
@@ -142,18 +157,20 @@ def share_new(request: HttpRequest) -> HttpResponse:
     form: dict[str, Any] = {
         "days": data.get("days", "7"), "email": data.get("email", ""),
         "name": data.get("name", ""), "message": data.get("message", ""),
-        "allow_download": bool(data.get("allow_download")),
+        "allow_download": bool(data.get("allow_download")), **_basis_form(request, data),
     }
     error = ""
     consent_missing = False
     if request.method == "POST":
         try:
             share, _token = services.share_with_professional(
-                request.user, study, str(form["email"]), actor=Actor.from_request(request),
+                principals.of_request(request), study, str(form["email"]),
+                actor=Actor.from_request(request),
                 link_url=_public_url(request, "sharing:share_view"),
                 recipient_name=str(form["name"]), message=str(form["message"]),
                 expires_in=datetime.timedelta(days=_int(form["days"], 0)),
                 allow_download=bool(form["allow_download"]),
+                legal_basis=str(form["legal_basis"]), basis_reason=str(form["basis_reason"]),
             )
         except ConsentRequired:
             consent_missing = True
@@ -176,7 +193,7 @@ def share_new(request: HttpRequest) -> HttpResponse:
 def link_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     link = get_object_or_404(DownloadLink, pk=pk)
     try:
-        services.revoke_link(request.user, link, Actor.from_request(request))
+        services.revoke_link(principals.of_request(request), link, Actor.from_request(request))
     except services.NotAllowed:
         raise Http404 from None
     messages.success(request, _("The link was revoked; it no longer works."))
@@ -188,7 +205,7 @@ def link_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 def share_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     share = get_object_or_404(Share.objects.select_related("study__patient"), pk=pk)
     try:
-        services.revoke_share(request.user, share, Actor.from_request(request))
+        services.revoke_share(principals.of_request(request), share, Actor.from_request(request))
     except services.NotAllowed:
         raise Http404 from None
     messages.success(request, _("The share was revoked; it no longer works."))
@@ -233,6 +250,22 @@ def public_link(request: HttpRequest, token: str) -> HttpResponse:
         "link": link, "studies": studies, "remaining": link.max_uses - link.uses,
         "size": sum(s.size_bytes for s in studies), "token": token,
     })
+
+
+def _resume_ticket(request: HttpRequest, link: DownloadLink | None) -> dict[str, Any] | None:
+    """The session's right to resume a counted download: until when, and how many more
+    bytes (one copy of the ZIP per counted use; past that a range is a new use)."""
+    ticket = request.session.get(_resume_key(link)) if link else None
+    if not isinstance(ticket, dict):
+        return None
+    try:
+        until = datetime.datetime.fromisoformat(str(ticket["until"]))
+        budget = int(ticket["budget"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if until <= timezone.now() or budget <= 0:
+        return None
+    return {"until": ticket["until"], "budget": budget}
 
 
 def _pin_verified(request: HttpRequest, token: str) -> bool:
@@ -300,9 +333,8 @@ def public_download(request: HttpRequest, token: str) -> HttpResponseBase:
         return _too_many(request)
     actor = Actor.from_request(request)
     link = services.find_link(token)
-    ticket = request.session.get(_resume_key(link)) if link else None
-    resuming = bool(ticket and datetime.datetime.fromisoformat(ticket) > timezone.now()
-                    and request.headers.get("Range"))
+    ticket = _resume_ticket(request, link)
+    resuming = bool(ticket and request.headers.get("Range"))
     try:
         link = services.resolve_link(token, actor, pin_verified=_pin_verified(request, token),
                                      audit_pin_required=True, resuming=resuming)
@@ -317,15 +349,18 @@ def public_download(request: HttpRequest, token: str) -> HttpResponseBase:
         return _unsatisfiable(zipped.size)
     assert not isinstance(span, str)
     detail = {"bytes": f"{span[0]}-{span[1] - 1}"} if span else {}
-    if resuming and span and span[0] > 0:
+    if ticket and span and span[0] > 0 and span[1] - span[0] <= ticket["budget"]:
         services.record_resume(link, actor, detail)
+        request.session[_resume_key(link)] = {**ticket,
+                                              "budget": ticket["budget"] - (span[1] - span[0])}
     else:
         try:
             services.count_use(link, actor, detail=detail)
         except LinkRefused as refused:
             return _refused(request, refused.reason)
         until = timezone.now() + services.RESUME_WINDOW
-        request.session[_resume_key(link)] = until.isoformat()
+        request.session[_resume_key(link)] = {"until": until.isoformat(),
+                                              "budget": zipped.size}
     day = timezone.localdate(link.created).strftime("%Y%m%d")
     return _zip_response(plan, zipped, span, f"exam-images-{day}.zip")
 

@@ -25,8 +25,16 @@ def clinic(db) -> Clinic:
 
 
 @pytest.fixture
-def paula_record(paula) -> Patient:
-    return Patient.objects.create(patient_id="PAULA-001", name="Pereira^Paula", user=paula)
+def dora(dora, clinic):
+    """dora works at Clínica Sul, where paula is a patient."""
+    dora.clinics.add(clinic)
+    return dora
+
+
+@pytest.fixture
+def paula_record(paula, clinic) -> Patient:
+    return Patient.objects.create(patient_id="PAULA-001", name="Pereira^Paula", user=paula,
+                                  clinic=clinic)
 
 
 @pytest.fixture
@@ -51,7 +59,7 @@ def test_patients_see_only_their_own_records(paula, charlie, paula_record):
 
 
 def test_technicians_ingest_but_do_not_browse(tina, paula_record):
-    assert policies.may_ingest(tina)
+    assert policies.decide(tina, policies.Action.STORE)
     assert not policies.decide(tina, AuditAction.VIEW, paula_record)
     assert list(policies.visible_studies(tina)) == []
 
