@@ -22,8 +22,9 @@ class TokenForm(forms.Form):
     name = forms.CharField(label=gettext_lazy("Name"), max_length=100,
                            help_text=gettext_lazy("Which client or device uses it"))
     days = forms.IntegerField(label=gettext_lazy("Valid for (days)"), min_value=1,
-                              max_value=settings.API_TOKEN_MAX_DAYS,
-                              initial=settings.API_TOKEN_DEFAULT_DAYS)
+                              max_value=settings.API_TOKEN_MAX_DAYS, required=False,
+                              initial=settings.API_TOKEN_DEFAULT_DAYS,
+                              help_text=gettext_lazy("Every token expires; at most a year"))
 
 
 @login_required

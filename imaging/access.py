@@ -10,7 +10,7 @@ whose studies were returned.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.http import Http404
 
@@ -19,7 +19,10 @@ from audit.trail import Actor, Target, record
 
 from . import policies
 from .models import Instance, Patient, Series, Study
-from .principals import Principal
+from .principals import as_principal
+
+if TYPE_CHECKING:
+    from .principals import Caller
 
 ArchiveObject = Patient | Study | Series | Instance
 
@@ -45,7 +48,7 @@ def target_of(obj: ArchiveObject) -> Target:
 
 
 def authorize(
-    principal: Principal, actor: Actor, action: AuditAction | str, obj: ArchiveObject,
+    caller: Caller, actor: Actor, action: AuditAction | str, obj: ArchiveObject,
     *, detail: dict[str, Any] | None = None, **context: Any,
 ) -> policies.Decision:
     """Decide and record. The caller must refuse (404) when the decision says no.
@@ -53,7 +56,7 @@ def authorize(
     ``context`` goes to :func:`~imaging.policies.decide` (``outside``, ``legal_basis``...);
     the audit entry's action is the policy action's audit name (``SHARE`` for a link).
     """
-    decision = policies.decide(principal, action, patient_of(obj), **context)
+    decision = policies.decide(caller, action, patient_of(obj), **context)
     extra = dict(detail or {})
     if decision.basis:
         extra["basis"] = decision.basis
@@ -76,7 +79,7 @@ AUDIT_ACTION = {
 
 
 def get_or_404(
-    principal: Principal, actor: Actor, action: AuditAction, level: str, uid: str,
+    caller: Caller, actor: Actor, action: AuditAction, level: str, uid: str,
 ) -> ArchiveObject:
     """The study, series or instance with ``uid`` if ``user`` may ``action`` it, else 404.
 
@@ -97,7 +100,7 @@ def get_or_404(
         record(action, actor, Target(level=level, uid=uid), Outcome.FAILED,
                reason="no such object")
         raise Http404
-    if not authorize(principal, actor, action, obj):
+    if not authorize(caller, actor, action, obj):
         raise Http404
     return obj
 
@@ -131,8 +134,7 @@ BREAK_GLASS_HOURS = 4
 MIN_REASON_LENGTH = 15
 
 
-def break_the_glass(principal: Principal, actor: Actor, patient: Patient, reason: str
-                    ) -> None:
+def break_the_glass(caller: Caller, actor: Actor, patient: Patient, reason: str) -> None:
     """Open an emergency access to ``patient`` for a doctor, with a written reason.
 
     Only for a patient of one of the doctor's clinics. The access is allowed for a few
@@ -146,6 +148,7 @@ def break_the_glass(principal: Principal, actor: Actor, patient: Patient, reason
     from accounts.models import BreakGlassAccess
 
     reason = reason.strip()
+    principal = as_principal(caller)
     decision = policies.decide(principal, policies.Action.BREAK_GLASS, patient)
     if not decision:
         record(AuditAction.BREAK_GLASS, actor, Target.patient(patient), Outcome.DENIED,

@@ -21,7 +21,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import blobs
+from . import blobs, clinics
 from .dicomfile import InvalidObject, ParsedObject, parse
 from .models import Instance, Patient, PatientConflict, Series, Study
 
@@ -498,11 +498,12 @@ def _new_study(parsed: ParsedObject) -> Study:
 def _patient(fields: dict[str, Any]) -> Patient:
     if not fields["patient_id"]:
         # No PatientID: the object gets a patient of its own, never a shared "unknown".
-        return Patient.objects.create(**fields)
+        return Patient.objects.create(**fields, clinic_id=clinics.for_new_patient())
     patient, _ = Patient.objects.get_or_create(
         patient_id=fields["patient_id"],
         issuer=fields["issuer"],
-        defaults={k: v for k, v in fields.items() if k not in ("patient_id", "issuer")},
+        defaults={**{k: v for k, v in fields.items() if k not in ("patient_id", "issuer")},
+                  "clinic_id": clinics.for_new_patient()},
     )
     return patient
 

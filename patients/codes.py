@@ -33,7 +33,6 @@ from django.utils import timezone, translation
 from accounts.models import Role, User
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
-from imaging import access as archive_access
 from imaging import policies
 from imaging.models import Patient
 from imaging.principals import as_principal
@@ -107,12 +106,12 @@ def issue_code(patient: Patient, by: Caller, *, actor: Actor | None = None,
     """A new code for ``patient``; returns it and the plaintext, shown only this once."""
     principal = as_principal(by)
     actor = actor or Actor.for_user(principal.user)
+    decision = policies.decide(principal, policies.Action.ISSUE_CODE, patient)
+    if not decision:
+        record(AuditAction.SHARE, actor, Target.patient(patient), Outcome.DENIED,
+               reason=decision.why, detail={"step": "issue_access_code"})
+        raise NotAllowed("may not issue access codes")
     with transaction.atomic():
-        decision = archive_access.authorize(
-            principal, actor, policies.Action.ISSUE_CODE, patient,
-            detail={"step": "issue_access_code"})
-        if not decision:
-            raise NotAllowed("may not issue access codes")
         code = new_code()
         access = AccessCode.objects.create(
             patient=patient, code_hash=hash_code(code), prefix=normalize(code)[:GROUP],

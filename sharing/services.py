@@ -37,7 +37,7 @@ from django.utils import timezone, translation
 from accounts.models import Purpose
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
-from imaging import access, policies
+from imaging import policies
 from imaging.models import Study
 from imaging.principals import Kind, Principal, as_principal
 from privacy.consent import ConsentRequired
@@ -123,10 +123,13 @@ def _authorize_share(principal: Principal, actor: Actor, studies: Sequence[Study
     """
     basis = ""
     for study in studies:
-        decision = access.authorize(
-            principal, actor, policies.Action.SHARE, study, detail=detail, outside=outside,
-            legal_basis=legal_basis, basis_reason=basis_reason)
+        decision = policies.decide(principal, policies.Action.SHARE, study.patient,
+                                   outside=outside, legal_basis=legal_basis,
+                                   basis_reason=basis_reason)
         if not decision:
+            # Refusals are recorded here; the share made is recorded by its creation.
+            record(AuditAction.SHARE, actor, Target.study(study), Outcome.DENIED,
+                   reason=decision.why, detail=detail)
             if decision.why == policies.NO_CONSENT:
                 raise ConsentRequired(study.patient, Purpose.SHARING)
             if decision.why in policies.BASIS_PROBLEMS:

@@ -1,8 +1,9 @@
 """Shared fixtures: a private DICOM storage per test, personas, real DICOM files.
 
-Personas follow one story: alice is the clinic admin, tina a technician, dora a doctor,
-paula a patient with records in the archive, and charlie an outsider patient who must
-never see paula's exams.
+Personas follow one story, at Clínica Sul: alice is the platform admin (superuser), tina a
+technician and dora a doctor there, paula a patient with records in the archive, and
+charlie an outsider patient who must never see paula's exams. olga is the admin of another
+clinic (Clínica Norte), who must never see Clínica Sul's patients.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
-from accounts.models import Role, User
+from accounts.models import Clinic, Role, User
 from dimse import indexing
 from dimse.testing import RunningListener, running_listener
 from imaging.ingest import Staged, stage
@@ -99,14 +100,39 @@ def alice(db) -> User:
     return _user("alice", Role.ADMIN, is_staff=True, is_superuser=True)
 
 
+CLINIC = "Clínica Sul"
+
+
+def story_clinic() -> Clinic:
+    """The clinic the story happens at (paula's and charlie's, tina's and dora's)."""
+    return Clinic.objects.get_or_create(name=CLINIC)[0]
+
+
+@pytest.fixture
+def clinic(db) -> Clinic:
+    return story_clinic()
+
+
 @pytest.fixture
 def tina(db) -> User:
-    return _user("tina", Role.TECHNICIAN)
+    user = _user("tina", Role.TECHNICIAN)
+    user.clinics.add(story_clinic())
+    return user
 
 
 @pytest.fixture
 def dora(db) -> User:
-    return _user("dora", Role.DOCTOR)
+    user = _user("dora", Role.DOCTOR)
+    user.clinics.add(story_clinic())
+    return user
+
+
+@pytest.fixture
+def olga(db) -> User:
+    """The admin of another clinic: staff, signed in, and still an outsider to paula."""
+    user = _user("olga", Role.ADMIN, is_staff=True)
+    user.clinics.add(Clinic.objects.get_or_create(name="Clínica Norte")[0])
+    return user
 
 
 @pytest.fixture
@@ -198,6 +224,7 @@ def archived_record(study: tuple[str, list[Path]], patient_id: str) -> Patient:
     """The patient record a study's ingest created, as the clinic has it: no portal account
     yet (tests of access codes start here)."""
     ingest_paths(study[1])
+    Patient.objects.filter(patient_id=patient_id, clinic=None).update(clinic=story_clinic())
     return Patient.objects.get(patient_id=patient_id)
 
 

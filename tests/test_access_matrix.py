@@ -28,7 +28,7 @@ ROLES = {
 
 @pytest.fixture
 def dora_granted(dora: User, paulas_record) -> User:
-    clinic = Clinic.objects.create(name="Clínica Sul")
+    clinic = Clinic.objects.get_or_create(name="Clínica Sul")[0]
     dora.clinics.add(clinic)
     AccessGrant.objects.create(doctor=dora, patient=paulas_record, clinic=clinic)
     return dora

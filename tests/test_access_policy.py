@@ -21,14 +21,7 @@ from imaging.models import Patient, Study
 
 @pytest.fixture
 def clinic(db) -> Clinic:
-    return Clinic.objects.create(name="Clínica Sul")
-
-
-@pytest.fixture
-def dora(dora, clinic):
-    """dora works at Clínica Sul, where paula is a patient."""
-    dora.clinics.add(clinic)
-    return dora
+    return Clinic.objects.get_or_create(name="Clínica Sul")[0]
 
 
 @pytest.fixture
@@ -79,6 +72,7 @@ def test_a_doctor_with_a_care_relationship_at_her_clinic_sees_the_patient(
 
 
 def test_a_grant_at_a_clinic_the_doctor_left_gives_nothing(dora, clinic, paula_record):
+    dora.clinics.remove(clinic)
     _grant(dora, paula_record, clinic)  # dora is not a member of the clinic
     assert not policies.decide(dora, AuditAction.VIEW, paula_record)
     assert list(policies.visible_patients(dora)) == []

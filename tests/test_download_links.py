@@ -109,7 +109,8 @@ def test_a_links_values_are_checked(paula, paulas_study):
 
 def test_a_link_can_be_mailed_with_the_pin_in_a_separate_message(paula, paulas_study,
                                                                  mailoutbox):
-    _link, token = make_link(paula, [paulas_study], pin="4321", recipient_email="me@x.org",
+    _link, token = make_link(paula, [paulas_study], pin="4321",
+                             recipient_email="paula@example.org",
                             link_url=lambda t: f"https://portal.example/s/{t}")
     assert len(mailoutbox) == 2
     assert f"https://portal.example/s/{token}" in mailoutbox[0].body

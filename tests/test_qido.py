@@ -280,7 +280,7 @@ def test_searches_that_return_patients_are_recorded_per_patient(live_server, ali
 def test_dora_sees_only_patients_she_holds_a_grant_for(live_server, dora, alice, archive):
     client = client_for(live_server, "dora")
     assert client.search_for_studies() == []
-    clinic = Clinic.objects.create(name="Clínica Sul")
+    clinic = Clinic.objects.get_or_create(name="Clínica Sul")[0]
     dora.clinics.add(clinic)
     AccessGrant.objects.create(doctor=dora, clinic=clinic,
                                patient=Patient.objects.get(patient_id="PAULA-001"))

@@ -22,6 +22,7 @@ from audit.models import AuditAction, AuditEvent, Outcome
 from audit.trail import Actor
 from imaging.models import Instance, Patient, Study
 from privacy import consent as consents
+from privacy.consent import ConsentRequired
 from sharing import services
 from sharing.models import Share
 
@@ -61,6 +62,12 @@ def share(user, study: Study, **kwargs) -> tuple[Share, str]:
     return services.share_with_professional(
         user, study, "dr.who@outside.example", actor=Actor.for_user(user),
         link_url=lambda token: f"http://testserver/v/{token}", **kwargs)
+
+
+def share_to(user, study: Study, address: str) -> tuple[Share, str]:
+    return services.share_with_professional(
+        user, study, address, actor=Actor.for_user(user),
+        link_url=lambda token: f"http://testserver/v/{token}")
 
 
 def token_in(message: mail.EmailMessage) -> str:
@@ -168,11 +175,67 @@ def test_an_expired_share_is_refused(client, paula, paulas_study, paula_consents
     assert response.context["reason"] == "expired"
 
 
-def test_a_doctor_with_access_shares_without_the_patients_consent(dora, paulas_study,
-                                                                   doras_grant):
-    shared, _token = share(dora, paulas_study)
-    assert shared.created_by == dora
+def test_a_doctor_with_access_needs_the_patients_consent_too(dora, paulas_study,
+                                                              doras_grant):
+    with pytest.raises(ConsentRequired):
+        share(dora, paulas_study)
+    assert not Share.objects.exists() and not mail.outbox
+    refused = AuditEvent.objects.get(action=AuditAction.SHARE, outcome=Outcome.DENIED)
+    assert refused.reason == "no sharing consent" and refused.username == "dora"
+
+
+def test_a_doctor_may_share_on_a_recorded_legal_basis_with_a_reason(dora, paulas_study,
+                                                                    doras_grant):
+    reason = "Transferência para o hospital de referência em cardiologia"
+    shared, _token = share(dora, paulas_study, legal_basis="health_protection",
+                           basis_reason=reason)
+    assert (shared.created_by, shared.basis, shared.basis_reason) == (
+        dora, "health_protection", reason)
     assert len(mail.outbox) == 1
+    given = AuditEvent.objects.get(action=AuditAction.SHARE, outcome=Outcome.ALLOWED)
+    assert given.detail["basis"] == "health_protection"
+    assert given.detail["recipient"] == "dr.who@outside.example"
+
+
+def test_a_legal_basis_needs_a_known_basis_and_a_written_reason(dora, paulas_study,
+                                                                doras_grant):
+    with pytest.raises(services.InvalidRequest):
+        share(dora, paulas_study, legal_basis="because", basis_reason="x" * 30)
+    with pytest.raises(services.InvalidRequest):
+        share(dora, paulas_study, legal_basis="court_order", basis_reason="urgent")
+    assert not Share.objects.exists()
+
+
+def test_patients_cannot_share_on_a_legal_basis(paula, paulas_study):
+    with pytest.raises(services.InvalidRequest):
+        share(paula, paulas_study, legal_basis="health_protection",
+              basis_reason="I want my cardiologist to see it")
+
+
+def test_a_share_stops_when_the_consent_it_rests_on_is_revoked(client, paula, paulas_study,
+                                                               paula_consents):
+    _shared, token = share(paula, paulas_study)
+    assert client.get(reverse("sharing:share_view", args=[token])).status_code == 200
+    consents.revoke(paula_consents, paula)
+    response = client.get(reverse("sharing:share_view", args=[token]))
+    assert response.status_code == 410 and response.context["reason"] == "withdrawn"
+    assert AuditEvent.objects.filter(action=AuditAction.VIEW, outcome=Outcome.DENIED,
+                                     reason="share withdrawn").exists()
+
+
+def test_a_doctors_share_stops_when_her_grant_ends(client, dora, paulas_study, doras_grant,
+                                                   paula_consents):
+    _shared, token = share(dora, paulas_study)
+    assert client.get(reverse("sharing:share_view", args=[token])).status_code == 200
+    AccessGrant.objects.filter(pk=doras_grant.pk).update(
+        ends=timezone.now() - datetime.timedelta(minutes=1))
+    assert client.get(reverse("sharing:share_view", args=[token])).status_code == 410
+
+
+def test_the_recipient_address_is_validated(paula, paulas_study, paula_consents):
+    with pytest.raises(services.InvalidRequest):
+        share_to(paula, paulas_study, "not an address")
+    assert not Share.objects.exists()
 
 
 def test_a_doctor_without_access_cannot_share(client, dora, paulas_study):
