@@ -8,10 +8,13 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from accounts.models import AccessGrant, BreakGlassAccess, Clinic
+
+from .admin_scope import ClinicScopedAdmin, admin_principal
 from .models import Instance, Patient, PatientConflict, Series, Study
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnlyAdmin(ClinicScopedAdmin):
     """Archive rows are written only by the ingest path; admins look, they do not edit."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -34,11 +37,14 @@ class StudyInline(admin.TabularInline):  # type: ignore[type-arg]
 
 
 @admin.register(Patient)
-class PatientAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ("name", "patient_id", "issuer", "birth_date", "sex", "user")
+class PatientAdmin(ClinicScopedAdmin):
+    patient_path = ""
+    list_display = ("name", "patient_id", "issuer", "birth_date", "sex", "clinic", "user")
+    list_filter = ("clinic",)
     search_fields = ("name", "patient_id")
     readonly_fields = ("patient_id", "issuer", "name", "birth_date", "sex", "created")
-    fields = (*readonly_fields, "user")  # linking a portal user is the one editable field
+    # Linking a portal user and the clinic are the editable fields.
+    fields = (*readonly_fields, "clinic", "user")
     raw_id_fields = ("user",)
     inlines = [StudyInline]
 
@@ -75,6 +81,7 @@ class StudyAdmin(ReadOnlyAdmin):
 
 @admin.register(Series)
 class SeriesAdmin(ReadOnlyAdmin):
+    patient_path = "study__patient"
     list_display = ("series_instance_uid", "study", "modality", "description", "num_instances")
     list_filter = ("modality",)
     search_fields = ("series_instance_uid", "study__study_instance_uid")
@@ -83,6 +90,7 @@ class SeriesAdmin(ReadOnlyAdmin):
 
 @admin.register(Instance)
 class InstanceAdmin(ReadOnlyAdmin):
+    patient_path = "series__study__patient"
     list_display = (
         "sop_instance_uid", "series", "instance_number", "transfer_syntax_uid", "size_bytes",
         "received", "fixity_ok",
@@ -94,7 +102,7 @@ class InstanceAdmin(ReadOnlyAdmin):
 
 
 @admin.register(PatientConflict)
-class PatientConflictAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class PatientConflictAdmin(ClinicScopedAdmin):
     list_display = ("created", "patient", "instance", "status")
     list_filter = ("status",)
     readonly_fields = ("patient", "instance", "differences", "created", "resolved_by")
@@ -117,3 +125,58 @@ class PatientConflictAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             status=PatientConflict.Status.RESOLVED, resolved_by=request.user,
             resolution_note=f"Resolved in bulk on {timezone.now():%Y-%m-%d}",
         )
+
+
+@admin.register(Clinic)
+class ClinicAdmin(ClinicScopedAdmin):
+    """Clinics and their retention rules; a clinic admin sees (and edits) her own."""
+
+    clinic_path = "pk"
+    list_display = ("name", "cnes", "retention_years", "minor_retention_age")
+    search_fields = ("name", "cnes")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return admin_principal(request).is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return admin_principal(request).is_superuser
+
+
+@admin.register(AccessGrant)
+class AccessGrantAdmin(ClinicScopedAdmin):
+    """Care relationships and explicit grants, given within one's clinics."""
+
+    list_display = ("doctor", "patient", "clinic", "kind", "starts", "ends")
+    list_filter = ("kind", "clinic")
+    search_fields = ("doctor__username", "patient__name", "patient__patient_id")
+    raw_id_fields = ("patient",)
+    list_select_related = ("doctor", "patient", "clinic")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = super().get_queryset(request)
+        clinics = admin_principal(request).clinic_ids
+        return queryset if clinics is None else queryset.filter(clinic_id__in=sorted(clinics))
+
+
+@admin.register(BreakGlassAccess)
+class BreakGlassAccessAdmin(ClinicScopedAdmin):
+    """Emergency accesses, listed for the clinic admin's review."""
+
+    list_display = ("opened", "doctor", "patient", "expires", "reviewed", "reviewed_by")
+    list_filter = ("reviewed",)
+    readonly_fields = ("doctor", "patient", "reason", "opened", "expires", "reviewed_by",
+                       "reviewed")
+    fields = (*readonly_fields, "review_note")
+    list_select_related = ("doctor", "patient")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: BreakGlassAccess, form: Any,
+                   change: bool) -> None:
+        if obj.reviewed is None:
+            obj.reviewed, obj.reviewed_by = timezone.now(), request.user  # type: ignore[assignment]
+        super().save_model(request, obj, form, change)

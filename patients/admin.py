@@ -20,6 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from audit.trail import Actor
+from imaging.admin_scope import ClinicScopedAdmin
 from imaging.models import Patient
 
 from . import codes
@@ -27,7 +28,7 @@ from .models import AccessCode, lifetime
 
 
 @admin.register(AccessCode)
-class AccessCodeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class AccessCodeAdmin(ClinicScopedAdmin):
     list_display = ("prefix", "patient", "created", "created_by", "expires", "uses",
                     "last_used", "failures", "revoked")
     list_filter = ("revoked", "expires")
@@ -73,8 +74,9 @@ class AccessCodeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             raise PermissionDenied
         data = request.POST if request.method == "POST" else request.GET
         ids = [int(i) for i in data.get("patients", "").split(",") if i.strip().isdigit()]
-        patients = list(Patient.objects.filter(pk__in=ids).select_related("clinic")
-                        .order_by("name", "pk"))
+        # Only patients of the issuer's clinics: others are not listed, not even by name.
+        patients = list(codes.issuable_patients(request.user).filter(pk__in=ids)
+                        .select_related("clinic").order_by("name", "pk"))
         if not patients:
             raise PermissionDenied
         default_days = round(lifetime().total_seconds() / 86400)

@@ -16,6 +16,7 @@ from django.utils.translation import ngettext
 
 from accounts.models import Consent
 from imaging import policies
+from imaging.admin_scope import ClinicScopedAdmin
 from imaging.principals import as_principal
 
 from . import consent as consents
@@ -27,7 +28,7 @@ if not auditlog.contains(Consent):
     auditlog.register(Consent)
 
 
-class _ReadOnly(admin.ModelAdmin):  # type: ignore[type-arg]
+class _ReadOnly(ClinicScopedAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -63,7 +64,7 @@ class _HoldState(_Active):
 
 
 @admin.register(Consent)
-class ConsentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ConsentAdmin(ClinicScopedAdmin):
     """Paper and reception consents are added here; none is ever edited or deleted."""
 
     list_display = ("patient", "purpose", "text_version", "given", "channel", "recorded_by",
@@ -119,7 +120,7 @@ class DataExportAdmin(_ReadOnly):
 
 
 @admin.register(LegalHold)
-class LegalHoldAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class LegalHoldAdmin(ClinicScopedAdmin):
     list_display = ("pk", "patient", "study", "reason", "placed_by", "placed", "lifted",
                     "lifted_by")
     list_filter = (_HoldState,)
@@ -215,6 +216,7 @@ class PurgeRequestAdmin(_ReadOnly):
 
 @admin.register(Tombstone)
 class TombstoneAdmin(_ReadOnly):
+    superuser_only = True
     list_display = ("patient_id", "issuer", "initials", "clinic", "num_instances",
                     "last_exam", "retention_end", "approved_by_name", "purged_at",
                     "blobs_deleted")
@@ -224,6 +226,7 @@ class TombstoneAdmin(_ReadOnly):
 
 @admin.register(PendingBlobDeletion)
 class PendingBlobDeletionAdmin(_ReadOnly):
+    superuser_only = True
     list_display = ("storage", "key", "tombstone", "created", "attempts", "last_error")
     actions = ["retry"]
 

@@ -12,12 +12,13 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from audit.trail import Actor
+from imaging.admin_scope import ClinicScopedAdmin
 
 from . import services
 from .models import DownloadLink, Share
 
 
-class _RevocableAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class _RevocableAdmin(ClinicScopedAdmin):
     exclude = ("token_hash", "pin_hash")
     actions = ["revoke"]
     date_hierarchy = "created"
@@ -47,6 +48,7 @@ class _RevocableAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(DownloadLink)
 class DownloadLinkAdmin(_RevocableAdmin):
+    patient_path = "studies__patient"
     list_display = ("pk", "created", "created_by", "expires", "uses", "max_uses", "revoked")
     list_filter = ("revoked", "expires")
     search_fields = ("created_by__username", "recipient_email",
@@ -55,6 +57,7 @@ class DownloadLinkAdmin(_RevocableAdmin):
 
 @admin.register(Share)
 class ShareAdmin(_RevocableAdmin):
+    patient_path = "study__patient"
     list_display = ("pk", "study", "recipient_email", "created_by", "expires",
                     "allow_download", "views", "revoked")
     list_filter = ("revoked", "allow_download", "expires")

@@ -130,8 +130,12 @@ def dora(db) -> User:
 @pytest.fixture
 def olga(db) -> User:
     """The admin of another clinic: staff, signed in, and still an outsider to paula."""
+    from django.contrib.auth.models import Permission
+
     user = _user("olga", Role.ADMIN, is_staff=True)
     user.clinics.add(Clinic.objects.get_or_create(name="Clínica Norte")[0])
+    user.user_permissions.add(*Permission.objects.filter(
+        content_type__app_label__in=("imaging", "patients", "privacy", "sharing", "accounts")))
     return user
 
 
@@ -224,7 +228,7 @@ def archived_record(study: tuple[str, list[Path]], patient_id: str) -> Patient:
     """The patient record a study's ingest created, as the clinic has it: no portal account
     yet (tests of access codes start here)."""
     ingest_paths(study[1])
-    Patient.objects.filter(patient_id=patient_id, clinic=None).update(clinic=story_clinic())
+    Patient.objects.filter(patient_id=patient_id).update(clinic=story_clinic())
     return Patient.objects.get(patient_id=patient_id)
 
 

@@ -1,8 +1,10 @@
-"""Every role against every way in: pages, DICOMweb search and retrieval, the patient
-portal, download links. One study (paula's) is the target; each cell says whether the role
-reaches it, and every refusal of a direct UID is on the record.
+"""Every principal against every way in: pages, admin, DICOMweb search and retrieval, the
+patient portal, download links, exports, receipt codes, API tokens. One study (paula's, at
+Clínica Sul) is the target; each cell says whether the principal reaches it, and every
+refusal of a direct UID is on the record.
 
-(DICOM peers are principals of their own, not users: see tests/test_dimse_peers.py.)
+Code sessions are in tests/test_code_sessions.py; DICOM peers (bound to a clinic or not) in
+tests/test_dimse_peers.py.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from audit.models import AuditEvent
 
 # role fixture -> does it reach paula's study?
 ROLES = {
-    "alice": True,          # clinic admin
+    "alice": True,          # platform admin (superuser)
+    "olga": False,          # admin of another clinic
     "dora_granted": True,   # doctor with a care relationship at her clinic
     "dora": False,          # the same doctor, no grant
     "tina": False,          # technician: stores, does not browse
@@ -32,6 +35,19 @@ def dora_granted(dora: User, paulas_record) -> User:
     dora.clinics.add(clinic)
     AccessGrant.objects.create(doctor=dora, patient=paulas_record, clinic=clinic)
     return dora
+
+
+# Beyond reading: who may do what else to paula's record, by principal.
+MAY = {
+    #               export  issue code  mint token  admin page
+    "alice":        (True,  True,       True,       True),
+    "olga":         (False, False,      True,       False),
+    "dora_granted": (False, False,      True,       False),
+    "dora":         (False, False,      True,       False),
+    "tina":         (False, True,       True,       False),
+    "paula":        (True,  False,      False,      False),  # no second factor yet
+    "charlie":      (False, False,      False,      False),
+}
 
 
 @pytest.fixture(params=sorted(ROLES))
@@ -108,3 +124,57 @@ def test_anonymous_dicomweb_gets_401(client, paulas_study):
         response = client.get(url)
         assert response.status_code == 401
         assert "WWW-Authenticate" in response
+
+
+def test_exporting_the_patients_data(role, paulas_record):
+    from privacy import export
+
+    username, _client, _ = role
+    user = User.objects.get(username=username)
+    assert export.may_export(user, paulas_record) is MAY[_persona(user)][0]
+
+
+def test_issuing_a_receipt_code(role, paulas_record):
+    from patients import codes
+
+    username, _client, _ = role
+    user = User.objects.get(username=username)
+    try:
+        codes.issue_code(paulas_record, user)
+        issued = True
+    except codes.NotAllowed:
+        issued = False
+    assert issued is MAY[_persona(user)][1]
+
+
+def test_minting_an_api_token(role):
+    username, client, _ = role
+    user = User.objects.get(username=username)
+    response = client.post("/accounts/tokens/", {"name": "viewer"})
+    assert (response.status_code == 200 and bool(response.context["secret"])) is \
+        MAY[_persona(user)][2]
+
+
+def test_the_admin_study_page(role, paulas_study):
+    username, client, _ = role
+    user = User.objects.get(username=username)
+    response = client.get(f"/admin/imaging/study/{paulas_study.pk}/change/")
+    if MAY[_persona(user)][3]:
+        assert response.status_code == 200
+    else:
+        assert response.status_code in (302, 403, 404)
+        assert b"Pereira" not in response.content
+
+
+def test_the_admin_patient_list_shows_only_the_clinics_patients(client, olga, alice,
+                                                                 paulas_study):
+    client.force_login(olga)
+    page = client.get("/admin/imaging/patient/")
+    assert page.status_code == 200 and b"Pereira" not in page.content
+    client.force_login(alice)
+    assert b"Pereira" in client.get("/admin/imaging/patient/").content
+
+
+def _persona(user: User) -> str:
+    granted = AccessGrant.objects.filter(doctor=user).exists()
+    return "dora_granted" if user.username == "dora" and granted else user.username
