@@ -230,6 +230,40 @@ def test_a_resume_is_not_a_new_use_but_a_restart_is(client, paula, paulas_study)
     assert restart.status_code == 410  # bytes from 0 are a new download: the use is spent
 
 
+def test_after_the_last_use_ranges_fetch_at_most_the_rest_of_one_copy(client, paula,
+                                                                     paulas_study):
+    link, token = make_link(paula, [paulas_study], max_uses=1)
+    whole = body(client.get(download_url(token)))
+    third = len(whole) // 3
+    # Resuming the one counted download works, up to one copy of the archive in all...
+    for _ in range(3):
+        part = client.get(download_url(token), HTTP_RANGE=f"bytes={len(whole) - third}-")
+        assert part.status_code == 206
+    # ...and not a byte more: ranges are not a way around the use limit.
+    refused = client.get(download_url(token), HTTP_RANGE=f"bytes={len(whole) - third}-")
+    assert refused.status_code == 410
+    assert DownloadLink.objects.get(pk=link.pk).uses == 1
+    assert events(AuditAction.DOWNLOAD, outcome=Outcome.DENIED)[-1].reason == "link used_up"
+
+
+def test_a_revoked_link_refuses_a_resume_too(client, paula, paulas_study):
+    link, token = make_link(paula, [paulas_study], max_uses=1)
+    whole = body(client.get(download_url(token)))
+    services.revoke_link(paula, link, Actor.for_user(paula))
+    resumed = client.get(download_url(token), HTTP_RANGE=f"bytes={len(whole) - 100}-")
+    assert resumed.status_code == 410
+
+
+def test_a_link_mailed_outside_the_care_team_needs_the_patients_consent(paula,
+                                                                        paulas_study):
+    from privacy.consent import ConsentRequired
+
+    with pytest.raises(ConsentRequired):
+        make_link(paula, [paulas_study], recipient_email="friend@elsewhere.example",
+                  link_url=lambda t: f"https://portal.example/s/{t}")
+    assert not DownloadLink.objects.exists()
+
+
 def test_a_resume_without_the_first_part_is_a_new_download(client, paula, paulas_study):
     _link, token = make_link(paula, [paulas_study], max_uses=1)
     response = client.get(download_url(token), HTTP_RANGE="bytes=100-")
