@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -31,7 +32,7 @@ OLD = PatientSpec("PAULA-OLD-7", "Pereira^Paula", datetime.date(1975, 4, 12), "F
 
 
 @pytest.fixture(scope="module")
-def old_study(tmp_path_factory) -> tuple[str, list]:
+def old_study(tmp_path_factory) -> tuple[str, list[Path]]:
     folder = tmp_path_factory.mktemp("old-record")
     return write_study(folder, OLD, [SeriesSpec("CR", 1, size=64)],
                        study_date=datetime.date(2019, 5, 6), accession="ACC-OLD-1",
