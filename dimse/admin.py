@@ -9,9 +9,9 @@ from .models import Peer
 class PeerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = (
         "ae_title", "host", "port", "may_store", "may_query", "may_retrieve", "enabled",
-        "description",
+        "clinic", "description",
     )
-    list_filter = ("enabled", "may_store", "may_query", "may_retrieve")
+    list_filter = ("enabled", "may_store", "may_query", "may_retrieve", "clinic")
     list_editable = ("enabled",)
     search_fields = ("ae_title", "host", "description")
     readonly_fields = ("created", "updated")

@@ -29,7 +29,8 @@ def _peers(*args: str) -> str:
 
 def test_dicom_peers_adds_lists_updates_and_removes_a_peer(transactional_db):
     assert "added CT01" in _peers("add", "CT01", "10.0.0.21", "104", "--store")
-    assert _peers("list").split("\n")[0].split("\t") == ["CT01", "10.0.0.21", "104", "store"]
+    assert _peers("list").split("\n")[0].split("\t") == ["CT01", "10.0.0.21", "104", "store",
+                                                       "all clinics"]
     assert "updated CT01" in _peers("add", "CT01", "10.0.0.22", "--store", "--query")
     peer = Peer.objects.get(ae_title="CT01")
     assert (peer.host, peer.port, peer.may_store, peer.may_query, peer.may_retrieve) == (
@@ -94,3 +95,47 @@ def test_a_peer_may_only_what_it_is_allowed():
     assert decide_peer(None, AuditAction.RETRIEVE, allow_unknown=True)
     assert not may_receive(modality)
     assert may_receive(Peer(ae_title="WS", host="10.0.0.40", port=11112))
+
+
+def test_dicom_peers_binds_a_peer_to_a_clinic(transactional_db):
+    from accounts.models import Clinic
+
+    clinic = Clinic.objects.create(name="Clínica Sul")
+    assert "added US02" in _peers("add", "US02", "10.0.0.52", "--store", "--clinic",
+                                  "Clínica Sul")
+    assert Peer.objects.get(ae_title="US02").clinic == clinic
+    assert _peers("list").strip().endswith("Clínica Sul")
+    with pytest.raises(CommandError, match="no clinic named"):
+        _peers("add", "US03", "10.0.0.53", "--clinic", "Clínica Nenhuma")
+
+
+def test_a_peer_bound_to_a_clinic_finds_and_retrieves_only_that_clinics_patients(
+        portal, ct_study, other_study, tmp_path):
+    from accounts.models import Clinic
+    from imaging.models import Patient
+
+    from .conftest import ingest_paths
+    from .test_dimse_find import findscu
+
+    ingest_paths(ct_study[1])
+    ingest_paths(other_study[1])
+    sul = Clinic.objects.create(name="Clínica Sul")
+    norte = Clinic.objects.create(name="Clínica Norte")
+    Patient.objects.filter(patient_id="PAULA-001").update(clinic=sul)
+    Patient.objects.filter(patient_id="CHARLIE-002").update(clinic=norte)
+    Peer.objects.create(ae_title="WORKSTATION", host="127.0.0.1", may_query=True,
+                        may_retrieve=True, clinic=norte)
+    result, answers = findscu(portal, tmp_path, "QueryRetrieveLevel=STUDY", "PatientID",
+                              "StudyInstanceUID")
+    assert result.returncode == 0, result.stderr
+    assert [a.PatientID for a in answers] == ["CHARLIE-002"]
+    got = tmp_path / "got"
+    got.mkdir()
+    refused = dcmtk("getscu", "-aet", "WORKSTATION", "-aec", portal.ae_title, "-S",
+                    "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={ct_study[0]}",
+                    "-od", str(got), *portal.address(), timeout=60)
+    portal.wait_idle()
+    assert not list(got.iterdir()), refused.stdout  # paula's study is not the peer's
+    Peer.objects.filter(ae_title="WORKSTATION").update(clinic=None)  # archive-wide
+    _result, answers = findscu(portal, tmp_path, "QueryRetrieveLevel=STUDY", "PatientID")
+    assert sorted(a.PatientID for a in answers) == ["CHARLIE-002", "PAULA-001"]

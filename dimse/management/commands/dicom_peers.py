@@ -2,6 +2,7 @@
 
     manage.py dicom_peers add CT01 10.0.0.21 104 --store
     manage.py dicom_peers add WORKSTATION 10.0.0.40 11112 --query --retrieve
+    manage.py dicom_peers add US02 10.0.0.52 --store --clinic "Clínica Sul"
     manage.py dicom_peers list
     manage.py dicom_peers remove CT01
 
@@ -15,6 +16,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.models import Clinic
 from dimse.models import Peer
 
 
@@ -34,6 +36,9 @@ class Command(BaseCommand):
                          help="may retrieve (C-GET, C-MOVE)")
         add.add_argument("--disabled", action="store_true", help="configured but refused")
         add.add_argument("--description", default="")
+        add.add_argument("--clinic", default=None,
+                         help="bind the peer to this clinic (name): it stores into, finds "
+                              "and retrieves that clinic's patients only; \"\" unbinds it")
         sub.add_parser("list", help="list the peers")
         remove = sub.add_parser("remove", help="remove a peer")
         remove.add_argument("ae_title")
@@ -61,6 +66,8 @@ class Command(BaseCommand):
         peer.may_retrieve = options["retrieve"]
         peer.enabled = not options["disabled"]
         peer.description = options["description"] or peer.description
+        if options["clinic"] is not None:
+            peer.clinic = self._clinic(options["clinic"])
         try:
             peer.full_clean()
         except ValidationError as exc:
@@ -69,6 +76,16 @@ class Command(BaseCommand):
             )) from exc
         peer.save()
         self.stdout.write(f"{'added' if created else 'updated'} {self._line(peer)}")
+
+    @staticmethod
+    def _clinic(name: str) -> Clinic | None:
+        if not name.strip():
+            return None
+        clinic = Clinic.objects.filter(name=name.strip()).first()
+        if clinic is None:
+            known = ", ".join(Clinic.objects.values_list("name", flat=True)) or "none"
+            raise CommandError(f"no clinic named {name!r} (clinics: {known})")
+        return clinic
 
     def _list(self) -> None:
         for peer in Peer.objects.all():
@@ -79,5 +96,6 @@ class Command(BaseCommand):
         may = [name for name, flag in (("store", peer.may_store), ("query", peer.may_query),
                                        ("retrieve", peer.may_retrieve)) if flag]
         state = "" if peer.enabled else " (disabled)"
+        clinic = peer.clinic.name if peer.clinic else "all clinics"
         return (f"{peer.ae_title}\t{peer.host}\t{peer.port or '-'}\t"
-                f"{','.join(may) or 'none'}{state}")
+                f"{','.join(may) or 'none'}{state}\t{clinic}")
