@@ -269,8 +269,11 @@ def can_transcode(source: str, target: str) -> bool:
     return target == source or target in TRANSCODE_TARGETS
 
 
-def transcode(fp: IO[bytes], target: str) -> bytes:
-    """The object read from ``fp`` re-encoded as a Part 10 file in ``target``.
+def transcode(fp: IO[bytes], target: str, out: IO[bytes]) -> None:
+    """The object read from ``fp`` re-encoded as a Part 10 file in ``target``, into ``out``.
+
+    ``out`` is a file the caller streams from afterwards (a spooled temporary file), so a
+    transcoded copy is never held as one more whole ``bytes`` next to the decoded pixels.
 
     Encapsulated pixel data is decoded with the installed plugins (pylibjpeg, pyjpegls)
     and re-encoded for compressed targets (RLE, JPEG-LS and JPEG 2000, lossless only).
@@ -304,11 +307,9 @@ def transcode(fp: IO[bytes], target: str) -> bytes:
         ds.file_meta.TransferSyntaxUID = target_uid
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        out = BytesIO()
         ds.save_as(out, enforce_file_format=True,
                    implicit_vr=target_uid.is_implicit_VR, little_endian=True)
     except CannotTranscode:
         raise
     except Exception as exc:  # plugins raise many types on unsupported images
         raise CannotTranscode(f"cannot transcode to {target}: {exc}") from exc
-    return out.getvalue()

@@ -9,9 +9,12 @@ nothing holds a whole study in memory.
 
 Decisions worth knowing:
 
-- Without ``transfer-syntax`` (or with ``*``), instances are sent exactly as stored, as
-  Orthanc and dcm4chee do, rather than the Explicit VR Little Endian default of PS3.18:
-  viewers take any transfer syntax and the archive never re-encodes without being asked.
+- Without ``transfer-syntax``, instances come in Explicit VR Little Endian, the default
+  of PS3.18: objects stored otherwise (JPEG-LS, JPEG 2000, RLE, implicit VR) are
+  transcoded losslessly into a temporary copy that is streamed; the stored blob is never
+  changed. An object no installed codec can decode is then sent as stored, its part
+  naming its transfer syntax. ``transfer-syntax=*`` (dicomweb-client, OHIF) sends every
+  object exactly as stored.
 - Bare datasets (received over DIMSE without File Meta Information) are sent with a
   generated Part 10 header in front of their stored bytes, because ``application/dicom``
   is the PS3.10 file format.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -193,10 +197,25 @@ class _Stored:
     sop_class_uid: str
     sop_instance_uid: str
     target: str | None  # None: the stored bytes; else the transfer syntax to transcode to
+    asked: bool  # the client named ``target``; else it is the PS3.18 default
 
 
 _STORED_FIELDS = ("blob_key", "size_bytes", "transfer_syntax_uid", "has_file_meta",
                   "sop_class_uid", "sop_instance_uid")
+TRANSCODE_SPOOL_BYTES = 16 * 1024 * 1024  # a transcoded copy larger than this goes to disk
+
+
+def _target(wanted: str | None, stored: str) -> tuple[str | None, bool]:
+    """The transfer syntax to transcode to (None: send as stored) and whether it was asked.
+
+    No ``transfer-syntax`` means Explicit VR Little Endian (PS3.18 8.7.3.5.2); ``*`` means
+    whatever is stored.
+    """
+    if wanted == ANY_TRANSFER_SYNTAX or wanted == stored:
+        return None, False
+    if wanted is None:
+        return (None if stored == ExplicitVRLittleEndian else ExplicitVRLittleEndian), False
+    return wanted, True
 
 
 @_endpoint
@@ -216,26 +235,43 @@ def retrieve(request: HttpRequest, study: str, series: str | None = None,
                 or syntax in pixels.TRANSCODE_TARGETS)
 
     choice = negotiate(accept, [Offer(DICOM, True)], usable=usable)
-    wanted = choice.transfer_syntax
     plan = [
-        _Stored(key, size, ts, meta, sop_class, sop_uid,
-                None if wanted in (None, ANY_TRANSFER_SYNTAX, ts) else wanted)
+        _Stored(key, size, ts, meta, sop_class, sop_uid, *_target(choice.transfer_syntax, ts))
         for key, size, ts, meta, sop_class, sop_uid in rows
     ]
     boundary = _boundary()
     content_type = _multipart_type(DICOM, boundary)
     if isinstance(obj, Instance) and plan[0].target is not None:
         # One object: transcode before answering, so a failure is still a 406.
-        item = plan[0]
-        with blobs.open_blob(item.blob_key) as fp:
-            data = pixels.transcode(fp, item.target or "")
-        part_type = f"{DICOM}; transfer-syntax={item.target}"
-        return StreamingHttpResponse(_multipart(boundary, [(part_type, data)]),
-                                     content_type=content_type)
+        first = _transcoded(plan[0])
+        parts = _instance_parts(boundary, plan, first=first)
+        return StreamingHttpResponse(parts, content_type=content_type)
     response = StreamingHttpResponse(_instance_parts(boundary, plan), content_type=content_type)
     if all(item.target is None for item in plan):
         response["Content-Length"] = str(_multipart_length(boundary, plan))
     return response
+
+
+def _transcoded(item: _Stored) -> IO[bytes] | None:
+    """A transcoded copy of the item in a spooled temporary file, at its start.
+
+    When the client named no transfer syntax and the object cannot be decompressed (a codec
+    missing), None: the stored object is sent, its part saying its transfer syntax. When
+    the client asked for ``item.target``, :class:`~dicomweb.frames.CannotTranscode`.
+    """
+    assert item.target is not None
+    out = tempfile.SpooledTemporaryFile(max_size=TRANSCODE_SPOOL_BYTES)
+    try:
+        with blobs.open_blob(item.blob_key) as fp:
+            pixels.transcode(fp, item.target, cast(IO[bytes], out))
+    except pixels.CannotTranscode as exc:
+        out.close()
+        if item.asked:
+            raise
+        log.warning("WADO-RS: %s sent as stored: %s", item.sop_instance_uid, exc)
+        return None
+    out.seek(0)
+    return cast(IO[bytes], out)
 
 
 def _prefix(item: _Stored) -> bytes:
@@ -258,23 +294,33 @@ def _multipart_length(boundary: str, plan: list[_Stored]) -> int:
     return total
 
 
-def _instance_parts(boundary: str, plan: list[_Stored]) -> Iterator[bytes]:
-    """Each instance's stored bytes in chunks, or its transcoded bytes; never a whole study."""
-    for item in plan:
-        if item.target is None:
-            prefix = _prefix(item)
-            yield _stored_part_header(boundary, item, prefix) + prefix
-            yield from blobs.iter_chunks(item.blob_key)
-        else:
+def _instance_parts(boundary: str, plan: list[_Stored],
+                    first: IO[bytes] | None = None) -> Iterator[bytes]:
+    """Each instance's stored bytes in chunks, or its transcoded copy in chunks; never a
+    whole study, and at most one transcoded object at a time.
+
+    ``first``: the first item's transcoded copy, made before the response began.
+    """
+    for position, item in enumerate(plan):
+        copy = first if position == 0 and first is not None else None
+        if copy is None and item.target is not None:
             try:
-                with blobs.open_blob(item.blob_key) as fp:
-                    data = pixels.transcode(fp, item.target)
+                copy = _transcoded(item)
             except pixels.CannotTranscode as exc:
                 # Headers are sent: leave this instance out rather than break the stream.
                 log.warning("WADO-RS: left %s out: %s", item.sop_instance_uid, exc)
                 continue
-            yield _part_header(boundary, f"{DICOM}; transfer-syntax={item.target}", len(data))
-            yield data
+        if copy is None:
+            prefix = _prefix(item)
+            yield _stored_part_header(boundary, item, prefix) + prefix
+            yield from blobs.iter_chunks(item.blob_key)
+        else:
+            with copy:
+                length = copy.seek(0, 2)
+                copy.seek(0)
+                yield _part_header(boundary, f"{DICOM}; transfer-syntax={item.target}", length)
+                while chunk := copy.read(blobs.CHUNK_SIZE):
+                    yield chunk
         yield b"\r\n"
     yield f"--{boundary}--\r\n".encode("ascii")
 
