@@ -63,6 +63,9 @@ BITSTREAM_MEDIA_TYPES: dict[str, str] = {
     "1.2.840.10008.1.2.5": "image/dicom-rle",
 }
 OCTET_STREAM = "application/octet-stream"
+# Values larger than this stay in the file when a header is read (overlays, private blobs):
+# the largest a renderer needs, a 16-bit palette LUT, is 128 KiB.
+HEADER_DEFER_BYTES = 1024 * 1024
 
 # What ``transfer-syntax=`` may ask for on whole objects. Lossy targets are refused on
 # purpose: the archive does not degrade diagnostic images on a client's request.
@@ -81,13 +84,22 @@ class CannotTranscode(ValueError):
 
 
 def parse_frame_numbers(text: str) -> list[int]:
-    """``"1,3,5"`` as ``[1, 3, 5]`` (1-based, as in the URL); :class:`FrameError` if bad."""
+    """``"1,3,5"`` as ``[1, 3, 5]`` (1-based, as in the URL); :class:`FrameError` if bad.
+
+    Each frame may be named once: PS3.18 lists frames, it does not repeat them, and a list
+    that repeats one frame hundreds of times would only multiply the work of answering.
+    """
     numbers: list[int] = []
+    seen: set[int] = set()
     for piece in text.replace("%2C", ",").replace("%2c", ",").split(","):
         piece = piece.strip()
-        if not piece.isdigit() or int(piece) < 1:
-            raise FrameError(f"frame numbers are positive integers, got {piece!r}")
-        numbers.append(int(piece))
+        if not (piece.isascii() and piece.isdigit()) or int(piece) < 1:
+            raise FrameError(f"frame numbers are positive integers, got {piece[:20]!r}")
+        number = int(piece)
+        if number in seen:
+            raise FrameError(f"frame {number} is asked for more than once")
+        seen.add(number)
+        numbers.append(number)
     return numbers
 
 
@@ -140,10 +152,11 @@ def read_header(fp: IO[bytes]) -> tuple[Dataset, PixelLocation | None]:
 
     ``fp`` must be seekable and positioned at the start of the stored object. Returns the
     dataset without pixel data and the location, or ``None`` when there is no Pixel Data
-    or the file cannot be addressed by offset (deflated).
+    or the file cannot be addressed by offset (deflated). Values over
+    :data:`HEADER_DEFER_BYTES` are not read (their value is None until read from ``fp``).
     """
     start = fp.tell()
-    ds = dcmread(fp, stop_before_pixels=True, force=True)
+    ds = dcmread(fp, stop_before_pixels=True, force=True, defer_size=HEADER_DEFER_BYTES)
     meta = getattr(ds, "file_meta", None)
     tsyntax = UID(str(meta.TransferSyntaxUID)) if meta and "TransferSyntaxUID" in meta else None
     implicit, little = ds.original_encoding
@@ -190,11 +203,16 @@ def read_header(fp: IO[bytes]) -> tuple[Dataset, PixelLocation | None]:
 
 
 def check_frames(numbers: list[int], number_of_frames: int) -> None:
+    """:class:`FrameError` unless every number names one of the object's frames."""
+    plural = "s" if number_of_frames != 1 else ""
+    if len(numbers) > number_of_frames:
+        raise FrameError(f"{len(numbers)} frames asked for: the instance has "
+                         f"{number_of_frames} frame{plural}")
     beyond = [n for n in numbers if n > number_of_frames]
     if beyond:
         raise FrameError(
-            f"frame {beyond[0]} does not exist: the instance has {number_of_frames} frame"
-            f"{'s' if number_of_frames != 1 else ''}"
+            f"frame {beyond[0]} does not exist: the instance has {number_of_frames} "
+            f"frame{plural}"
         )
 
 

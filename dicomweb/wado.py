@@ -43,6 +43,7 @@ from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -177,7 +178,8 @@ def _multipart_type(part_type: str, boundary: str, transfer_syntax: str | None =
 
 
 def _multipart(boundary: str, parts: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
-    """Parts given whole in memory (frames, rendered images), one after the other."""
+    """Parts each given whole in memory (a frame, a rendered image), one after the other:
+    ``parts`` is consumed lazily, so one part is held at a time."""
     for content_type, data in parts:
         yield _part_header(boundary, content_type, len(data))
         yield data
@@ -427,7 +429,8 @@ def frames(request: HttpRequest, study: str, series: str, instance: str,
     choice = negotiate(request.headers.get("Accept"), _frame_offers(stored_syntax),
                        usable=_frame_usable(stored_syntax))
     mode = _frame_mode(choice, stored_syntax)
-    with blobs.open_blob(obj.blob_key) as fp:
+    fp = blobs.open_blob(obj.blob_key)
+    try:
         header, location = pixels.read_header(fp)
         if location is None and "PixelData" not in header and not _has_pixels(fp):
             raise NotFound("this instance has no pixel data")
@@ -436,17 +439,29 @@ def frames(request: HttpRequest, study: str, series: str, instance: str,
         if mode.stored and location is None:
             # Deflated or otherwise not addressable: decode to native instead.
             mode = _FrameMode(False, f"{OCTET_STREAM}; transfer-syntax={ExplicitVRLittleEndian}")
-        data = [
-            pixels.stored_frame(fp, location, n - 1) if mode.stored and location
-            else pixels.native_frame(fp, header, location, n - 1)
-            for n in numbers
-        ]
+    except BaseException:
+        fp.close()
+        raise
+
+    def frame(n: int) -> bytes:
+        if mode.stored and location:
+            return pixels.stored_frame(fp, location, n - 1)
+        return pixels.native_frame(fp, header, location, n - 1)
+
     boundary = _boundary()
     part_media = mode.part_type.split(";")[0]
     return StreamingHttpResponse(
-        _multipart(boundary, [(mode.part_type, d) for d in data]),
+        _closing(fp, _multipart(boundary, ((mode.part_type, frame(n)) for n in numbers))),
         content_type=_multipart_type(part_media, boundary),
     )
+
+
+def _closing(fp: IO[bytes], chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """``chunks``, then ``fp`` closed (also when the client goes away mid-stream)."""
+    try:
+        yield from chunks
+    finally:
+        fp.close()
 
 
 def _has_pixels(fp: IO[bytes]) -> bool:
@@ -597,19 +612,38 @@ def bulkdata(request: HttpRequest, study: str, series: str, instance: str,
                 return _bulk_response(request, choice, fp, location.value_offset,
                                       location.value_length)
         fp.seek(0)
-        value = _element_value(dcmread(fp, force=True), steps)
+        found = _element_value(dcmread(fp, force=True, defer_size=pixels.HEADER_DEFER_BYTES),
+                               steps)
     except BaseException:
         fp.close()
         raise
+    if isinstance(found, tuple):
+        offset, length = found
+        return _bulk_response(request, choice, fp, offset, length)
     fp.close()
-    return _bulk_response(request, choice, None, 0, len(value), value)
+    return _bulk_response(request, choice, None, 0, len(found), found)
 
 
-def _element_value(ds: Dataset, steps: list[int | BaseTag]) -> bytes:
+def _element_value(ds: Dataset, steps: list[int | BaseTag]) -> bytes | tuple[int, int]:
+    """The value at ``steps``: its (offset, length) in the file when the value was left
+    there (larger than :data:`~dicomweb.frames.HEADER_DEFER_BYTES`), else its bytes.
+
+    ``ds`` was read with deferred values from a file that is still open.
+    """
     current: Any = ds
     for position, step in enumerate(steps):
+        last = position == len(steps) - 1
         try:
-            current = current[step] if position % 2 == 0 else current.value[step]
+            if position % 2:
+                current = current.value[step]
+            elif last:
+                raw = current.get_item(step, keep_deferred=True)
+                if (isinstance(raw, RawDataElement) and raw.value is None
+                        and raw.length not in (0, pixels.UNDEFINED_LENGTH)):
+                    return raw.value_tell, raw.length
+                current = current[step]
+            else:
+                current = current[step]
         except (KeyError, IndexError, TypeError):
             raise NotFound("no such bulk data in this instance") from None
     value = getattr(current, "value", None)
@@ -666,16 +700,16 @@ def _bulk_response(request: HttpRequest, choice: Choice, fp: IO[bytes] | None, o
 
 def _encapsulated_bulk(fp: IO[bytes], location: pixels.PixelLocation,
                        choice: Choice) -> HttpResponseBase:
-    """Encapsulated Pixel Data as bulk data: its frames, each in its own part."""
-    try:
-        if not choice.multipart:
-            raise NotAcceptable("encapsulated pixel data is given as multipart frames only")
-        part_type = (f"{pixels.media_type_of(location.transfer_syntax)}; "
-                     f"transfer-syntax={location.transfer_syntax}")
-        data = [pixels.stored_frame(fp, location, i) for i in range(location.number_of_frames)]
-    finally:
+    """Encapsulated Pixel Data as bulk data: its frames, each in its own part, read from
+    the file one at a time."""
+    if not choice.multipart:
         fp.close()
+        raise NotAcceptable("encapsulated pixel data is given as multipart frames only")
+    part_type = (f"{pixels.media_type_of(location.transfer_syntax)}; "
+                 f"transfer-syntax={location.transfer_syntax}")
+    data = ((part_type, pixels.stored_frame(fp, location, i))
+            for i in range(location.number_of_frames))
     boundary = _boundary()
     return StreamingHttpResponse(
-        _multipart(boundary, [(part_type, d) for d in data]),
+        _closing(fp, _multipart(boundary, data)),
         content_type=_multipart_type(part_type.split(";")[0], boundary))
