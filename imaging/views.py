@@ -20,6 +20,7 @@ from audit.trail import Actor
 
 from . import access, policies
 from .ingest import IngestResult, Outcome, ingest
+from .paging import BadNumber, whole_number
 from .sources import open_zip_members
 
 # What a broken or unsupported ZIP raises while its members are read.
@@ -39,7 +40,13 @@ def study_list(request: HttpRequest) -> HttpResponse:
         studies = studies.filter(patient__name__icontains=query) | studies.filter(
             patient__patient_id=query
         ) | studies.filter(accession_number=query)
-    page = Paginator(studies.order_by("-study_date", "-pk"), 50).get_page(request.GET.get("page"))
+    try:
+        number = whole_number("page", request.GET.get("page", ""), default=1, minimum=1)
+    except BadNumber as exc:
+        return HttpResponse(str(exc), status=HTTPStatus.BAD_REQUEST,
+                            content_type="text/plain; charset=utf-8")
+    # A page past the last shows the last, as Paginator.get_page does.
+    page = Paginator(studies.order_by("-study_date", "-pk"), 50).get_page(number)
     access.record_search(Actor.from_request(request), page.object_list,
                          query={"q": query, "page": page.number})
     return render(
