@@ -79,3 +79,31 @@ def test_a_study_list_page_beyond_the_last_shows_the_last(client, archive):
     response = client.get("/imaging/", {"page": "7"})
     assert response.status_code == 200
     assert "CT tórax" in response.content.decode()
+
+
+@pytest.mark.parametrize("value", [str(2**63), "9" * 30, "-" + "9" * 30, "٣", "1.5"])
+def test_a_numeric_matching_key_beyond_the_database_integers_is_400(client, archive, value):
+    response = client.get("/dicomweb/series", {"SeriesNumber": value})
+    assert response.status_code == 400, value
+    assert "SeriesNumber" in response.json()["error"]
+
+
+def test_a_negative_series_number_is_a_valid_match(client, archive):
+    assert client.get("/dicomweb/series", {"SeriesNumber": "-1"}).json() == []
+    assert len(client.get("/dicomweb/series", {"SeriesNumber": "1"}).json()) == 1
+
+
+@pytest.mark.parametrize("query", ["window=nan,400", "window=40,inf", "window=1e999,10",
+                                   "viewport=٣٠٠,300", "viewport=%2B300,300",
+                                   f"viewport={2**63},10", "quality=%2B90", "quality=٩٠",
+                                   f"quality={'9' * 30}"])
+def test_rendering_numbers_that_are_not_plain_finite_numbers_are_400(client, archive,
+                                                                     ct_study, query):
+    from pydicom import dcmread
+
+    ds = dcmread(ct_study[1][0], stop_before_pixels=True)
+    url = (f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+           f"/instances/{ds.SOPInstanceUID}/rendered?{query}")
+    response = client.get(url, HTTP_ACCEPT="image/jpeg")
+    assert response.status_code == 400, query
+    assert response.json()["error"]
