@@ -31,7 +31,7 @@ import secrets
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import wraps
 from http import HTTPStatus
 from typing import IO, Any, Concatenate, ParamSpec, cast
@@ -246,8 +246,11 @@ def retrieve(request: HttpRequest, study: str, series: str | None = None,
     if isinstance(obj, Instance) and plan[0].target is not None:
         # One object: transcode before answering, so a failure is still a 406.
         first = _transcoded(plan[0])
-        parts = _instance_parts(boundary, plan, first=first)
-        return StreamingHttpResponse(parts, content_type=content_type)
+        if first is None:  # no codec, no syntax asked for: as stored, as below
+            plan[0] = replace(plan[0], target=None)
+        else:
+            return StreamingHttpResponse(_instance_parts(boundary, plan, first=first),
+                                         content_type=content_type)
     response = StreamingHttpResponse(_instance_parts(boundary, plan), content_type=content_type)
     if all(item.target is None for item in plan):
         response["Content-Length"] = str(_multipart_length(boundary, plan))

@@ -101,3 +101,36 @@ def test_frames_and_rendered_images_of_a_jpeg_ls_object_still_work(client, alice
     rendered = client.get(f"{base}/rendered", HTTP_ACCEPT="image/png")
     assert rendered.status_code == 200
     assert rendered["Content-Type"] == "image/png"
+
+
+def test_an_implicit_vr_object_comes_back_explicit_with_the_same_values(client, alice):
+    path = pydicom_file("rtdose.dcm")  # Implicit VR Little Endian, 15 frames
+    store([path])
+    client.force_login(alice)
+    original = dcmread(path)
+    [(headers, payload)] = _parts(client.get(_url(original, "instance"),
+                                             HTTP_ACCEPT=DICOM_PARTS))
+    assert headers["content-type"].endswith(ExplicitVRLittleEndian)
+    received = dcmread(io.BytesIO(payload))
+    assert received.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert received.PixelData == original.PixelData
+    assert received.DoseGridScaling == original.DoseGridScaling
+
+
+def test_an_object_no_codec_can_decode_is_sent_as_stored_when_no_syntax_was_asked(
+    client, alice, tmp_path,
+):
+    from pydicom.encaps import encapsulate
+
+    ds = dcmread(pydicom_file("MR_small_jpeg_ls_lossless.dcm"))
+    ds.PixelData = encapsulate([b"\xff\xd8 not a JPEG-LS bitstream \xff\xd9"])
+    path = tmp_path / "broken.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    store([path])
+    client.force_login(alice)
+    url = _url(ds, "instance")
+    [(headers, payload)] = _parts(client.get(url, HTTP_ACCEPT=DICOM_PARTS))
+    assert headers["content-type"].endswith(JPEGLSLossless)
+    assert payload == path.read_bytes()
+    asked = f"{DICOM_PARTS}; transfer-syntax={ExplicitVRLittleEndian}"
+    assert client.get(url, HTTP_ACCEPT=asked).status_code == 406
