@@ -117,6 +117,7 @@ class PixelLocation:
     value_length: int | None  # None for encapsulated (undefined length)
     number_of_frames: int
     frame_length: int  # bytes per native frame (0 when encapsulated or bit-packed)
+    frame_bits: int  # bits per native frame (what bit-packed frames are sliced by)
     bits_allocated: int
     little_endian: bool
     extended_offsets: tuple[bytes, bytes] | None
@@ -196,6 +197,8 @@ def read_header(fp: IO[bytes]) -> tuple[Dataset, PixelLocation | None]:
         value_length=None if encapsulated else length,
         number_of_frames=max(_int(ds, "NumberOfFrames", 1), 1),
         frame_length=0 if encapsulated else native_frame_length(ds),
+        frame_bits=(_int(ds, "Rows", 0) * _int(ds, "Columns", 0)
+                    * _int(ds, "SamplesPerPixel", 1) * _int(ds, "BitsAllocated", 8)),
         bits_allocated=_int(ds, "BitsAllocated", 8),
         little_endian=little,
         extended_offsets=extended,
@@ -231,16 +234,19 @@ def stored_frame(fp: IO[bytes], location: PixelLocation, index: int) -> bytes:
         if len(data) != location.frame_length:
             raise FrameError(f"frame {index + 1} is cut short in the stored file")
         return data
-    # Bit-packed frames that do not start on a byte boundary (BitsAllocated 1).
+    # Bit-packed frames that do not start on a byte boundary (BitsAllocated 1): read the
+    # bytes that hold the frame's bits, never the whole value.
     import numpy as np
 
-    fp.seek(location.value_offset)
-    assert location.value_length is not None
-    bits = np.unpackbits(np.frombuffer(fp.read(location.value_length), np.uint8),
-                         bitorder="little")
-    per_frame = len(bits) // location.number_of_frames if location.number_of_frames else 0
-    return np.packbits(bits[index * per_frame:(index + 1) * per_frame],
-                       bitorder="little").tobytes()
+    start = index * location.frame_bits
+    first, last = start // 8, (start + location.frame_bits + 7) // 8
+    fp.seek(location.value_offset + first)
+    data = fp.read(last - first)
+    if len(data) != last - first:
+        raise FrameError(f"frame {index + 1} is cut short in the stored file")
+    bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
+    offset = start - first * 8
+    return np.packbits(bits[offset:offset + location.frame_bits], bitorder="little").tobytes()
 
 
 def native_frame(fp: IO[bytes], header: Dataset, location: PixelLocation | None,

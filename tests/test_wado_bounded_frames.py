@@ -129,3 +129,29 @@ def test_encapsulated_pixel_data_as_bulk_data_streams_frame_by_frame(client, ali
     assert response.status_code == 200
     parts = parse_multipart(response["Content-Type"], b"".join(response.streaming_content))
     assert [p for _, p in parts] == list(generate_frames(ds.PixelData, number_of_frames=30))
+
+
+def test_bit_packed_frames_off_byte_boundaries_are_sliced_by_offset(client, alice, tmp_path):
+    """Three 5x5 one-bit frames: 75 bits in 10 bytes, frames 2 and 3 start mid-byte."""
+    [ds] = series_datasets(PATIENT, SeriesSpec("CT", 1, size=5), study_uid="1.2.826.0.1.10",
+                           study_date=datetime.date(2026, 1, 5), accession="BITS1",
+                           study_description="bits", series_number=1)
+    ds.NumberOfFrames = 3
+    ds.BitsAllocated = ds.BitsStored = 1
+    ds.HighBit = 0
+    ds.PixelRepresentation = 0
+    frames = np.random.default_rng(3).integers(0, 2, (3, 5, 5), dtype=np.uint8)
+    ds.PixelData = np.packbits(frames.ravel(), bitorder="little").tobytes()
+    for name in ("RescaleIntercept", "RescaleSlope", "RescaleType", "WindowCenter",
+                 "WindowWidth"):
+        delattr(ds, name)
+    path = tmp_path / "bits.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    store([path])
+    client.force_login(alice)
+    response = client.get(f"{_base(ds)}/frames/1,2,3", HTTP_ACCEPT=OCTET_PARTS)
+    assert response.status_code == 200, response.content
+    parts = parse_multipart(response["Content-Type"], b"".join(response.streaming_content))
+    for (_, payload), frame in zip(parts, frames, strict=True):
+        unpacked = np.unpackbits(np.frombuffer(payload, np.uint8), bitorder="little")
+        assert np.array_equal(unpacked[:25].reshape(5, 5), frame)
