@@ -14,7 +14,7 @@ import pytest
 import requests
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from imaging.models import Instance
 from tests.conftest import PASSWORD, stored_files
@@ -149,8 +149,8 @@ def test_a_zip_bomb_is_refused_without_being_unpacked(tmp_path, ct_study, dicom_
 def _dicomdir(folder: Path, file_ids: list[list[str]]) -> Path:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.1.3.10")
+    ds.file_meta.MediaStorageSOPInstanceUID = UID("1.2.826.0.1.3680043.8.498.1")
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.FileSetID = "LIMITS"
     records = []

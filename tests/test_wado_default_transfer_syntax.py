@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 
 from imaging import blobs
@@ -25,14 +28,14 @@ pytestmark = pytest.mark.django_db
 DICOM_PARTS = 'multipart/related; type="application/dicom"'
 
 
-def _jpeg_ls(client, alice):
+def _jpeg_ls(client: Any, alice: Any) -> tuple[Path, Dataset]:
     path = pydicom_file("MR_small_jpeg_ls_lossless.dcm")
     store([path])
     client.force_login(alice)
     return path, dcmread(path)
 
 
-def _url(ds, level: str) -> str:
+def _url(ds: Dataset, level: str) -> str:
     url = f"/dicomweb/studies/{ds.StudyInstanceUID}"
     if level in ("series", "instance"):
         url += f"/series/{ds.SeriesInstanceUID}"
@@ -41,7 +44,7 @@ def _url(ds, level: str) -> str:
     return url
 
 
-def _parts(response):
+def _parts(response: Any) -> list[tuple[dict[str, str], bytes]]:
     assert response.status_code == 200, response
     assert response.streaming
     return parse_multipart(response["Content-Type"], b"".join(response.streaming_content))
