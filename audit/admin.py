@@ -15,6 +15,7 @@ from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .csv_cells import safe_row
 from .models import AuditEvent
 from .trail import Actor, record
 
@@ -30,14 +31,15 @@ class _Echo:
 
 
 def csv_rows(events: QuerySet[AuditEvent]) -> Iterator[str]:
-    """CSV lines for ``events``, streamed from the database in chunks."""
+    """CSV lines for ``events``, streamed from the database in chunks; text that a
+    spreadsheet would take for a formula is escaped (:mod:`audit.csv_cells`)."""
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_FIELDS)
     for row in events.order_by("seq").values_list(*CSV_FIELDS).iterator(chunk_size=2000):
-        yield writer.writerow(
-            [value.isoformat() if isinstance(value, datetime.datetime) else value
-             for value in row]
-        )
+        yield writer.writerow(safe_row(
+            value.isoformat() if isinstance(value, datetime.datetime) else value
+            for value in row
+        ))
 
 
 def csv_response(events: QuerySet[AuditEvent], filename: str) -> StreamingHttpResponse:

@@ -63,6 +63,9 @@ BITSTREAM_MEDIA_TYPES: dict[str, str] = {
     "1.2.840.10008.1.2.5": "image/dicom-rle",
 }
 OCTET_STREAM = "application/octet-stream"
+# Values larger than this stay in the file when a header is read (overlays, private blobs):
+# the largest a renderer needs, a 16-bit palette LUT, is 128 KiB.
+HEADER_DEFER_BYTES = 1024 * 1024
 
 # What ``transfer-syntax=`` may ask for on whole objects. Lossy targets are refused on
 # purpose: the archive does not degrade diagnostic images on a client's request.
@@ -81,13 +84,22 @@ class CannotTranscode(ValueError):
 
 
 def parse_frame_numbers(text: str) -> list[int]:
-    """``"1,3,5"`` as ``[1, 3, 5]`` (1-based, as in the URL); :class:`FrameError` if bad."""
+    """``"1,3,5"`` as ``[1, 3, 5]`` (1-based, as in the URL); :class:`FrameError` if bad.
+
+    Each frame may be named once: PS3.18 lists frames, it does not repeat them, and a list
+    that repeats one frame hundreds of times would only multiply the work of answering.
+    """
     numbers: list[int] = []
+    seen: set[int] = set()
     for piece in text.replace("%2C", ",").replace("%2c", ",").split(","):
         piece = piece.strip()
-        if not piece.isdigit() or int(piece) < 1:
-            raise FrameError(f"frame numbers are positive integers, got {piece!r}")
-        numbers.append(int(piece))
+        if not (piece.isascii() and piece.isdigit()) or int(piece) < 1:
+            raise FrameError(f"frame numbers are positive integers, got {piece[:20]!r}")
+        number = int(piece)
+        if number in seen:
+            raise FrameError(f"frame {number} is asked for more than once")
+        seen.add(number)
+        numbers.append(number)
     return numbers
 
 
@@ -105,6 +117,7 @@ class PixelLocation:
     value_length: int | None  # None for encapsulated (undefined length)
     number_of_frames: int
     frame_length: int  # bytes per native frame (0 when encapsulated or bit-packed)
+    frame_bits: int  # bits per native frame (what bit-packed frames are sliced by)
     bits_allocated: int
     little_endian: bool
     extended_offsets: tuple[bytes, bytes] | None
@@ -140,10 +153,11 @@ def read_header(fp: IO[bytes]) -> tuple[Dataset, PixelLocation | None]:
 
     ``fp`` must be seekable and positioned at the start of the stored object. Returns the
     dataset without pixel data and the location, or ``None`` when there is no Pixel Data
-    or the file cannot be addressed by offset (deflated).
+    or the file cannot be addressed by offset (deflated). Values over
+    :data:`HEADER_DEFER_BYTES` are not read (their value is None until read from ``fp``).
     """
     start = fp.tell()
-    ds = dcmread(fp, stop_before_pixels=True, force=True)
+    ds = dcmread(fp, stop_before_pixels=True, force=True, defer_size=HEADER_DEFER_BYTES)
     meta = getattr(ds, "file_meta", None)
     tsyntax = UID(str(meta.TransferSyntaxUID)) if meta and "TransferSyntaxUID" in meta else None
     implicit, little = ds.original_encoding
@@ -183,6 +197,8 @@ def read_header(fp: IO[bytes]) -> tuple[Dataset, PixelLocation | None]:
         value_length=None if encapsulated else length,
         number_of_frames=max(_int(ds, "NumberOfFrames", 1), 1),
         frame_length=0 if encapsulated else native_frame_length(ds),
+        frame_bits=(_int(ds, "Rows", 0) * _int(ds, "Columns", 0)
+                    * _int(ds, "SamplesPerPixel", 1) * _int(ds, "BitsAllocated", 8)),
         bits_allocated=_int(ds, "BitsAllocated", 8),
         little_endian=little,
         extended_offsets=extended,
@@ -190,11 +206,16 @@ def read_header(fp: IO[bytes]) -> tuple[Dataset, PixelLocation | None]:
 
 
 def check_frames(numbers: list[int], number_of_frames: int) -> None:
+    """:class:`FrameError` unless every number names one of the object's frames."""
+    plural = "s" if number_of_frames != 1 else ""
+    if len(numbers) > number_of_frames:
+        raise FrameError(f"{len(numbers)} frames asked for: the instance has "
+                         f"{number_of_frames} frame{plural}")
     beyond = [n for n in numbers if n > number_of_frames]
     if beyond:
         raise FrameError(
-            f"frame {beyond[0]} does not exist: the instance has {number_of_frames} frame"
-            f"{'s' if number_of_frames != 1 else ''}"
+            f"frame {beyond[0]} does not exist: the instance has {number_of_frames} "
+            f"frame{plural}"
         )
 
 
@@ -213,16 +234,19 @@ def stored_frame(fp: IO[bytes], location: PixelLocation, index: int) -> bytes:
         if len(data) != location.frame_length:
             raise FrameError(f"frame {index + 1} is cut short in the stored file")
         return data
-    # Bit-packed frames that do not start on a byte boundary (BitsAllocated 1).
+    # Bit-packed frames that do not start on a byte boundary (BitsAllocated 1): read the
+    # bytes that hold the frame's bits, never the whole value.
     import numpy as np
 
-    fp.seek(location.value_offset)
-    assert location.value_length is not None
-    bits = np.unpackbits(np.frombuffer(fp.read(location.value_length), np.uint8),
-                         bitorder="little")
-    per_frame = len(bits) // location.number_of_frames if location.number_of_frames else 0
-    return np.packbits(bits[index * per_frame:(index + 1) * per_frame],
-                       bitorder="little").tobytes()
+    start = index * location.frame_bits
+    first, last = start // 8, (start + location.frame_bits + 7) // 8
+    fp.seek(location.value_offset + first)
+    data = fp.read(last - first)
+    if len(data) != last - first:
+        raise FrameError(f"frame {index + 1} is cut short in the stored file")
+    bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
+    offset = start - first * 8
+    return np.packbits(bits[offset:offset + location.frame_bits], bitorder="little").tobytes()
 
 
 def native_frame(fp: IO[bytes], header: Dataset, location: PixelLocation | None,
@@ -269,8 +293,11 @@ def can_transcode(source: str, target: str) -> bool:
     return target == source or target in TRANSCODE_TARGETS
 
 
-def transcode(fp: IO[bytes], target: str) -> bytes:
-    """The object read from ``fp`` re-encoded as a Part 10 file in ``target``.
+def transcode(fp: IO[bytes], target: str, out: IO[bytes]) -> None:
+    """The object read from ``fp`` re-encoded as a Part 10 file in ``target``, into ``out``.
+
+    ``out`` is a file the caller streams from afterwards (a spooled temporary file), so a
+    transcoded copy is never held as one more whole ``bytes`` next to the decoded pixels.
 
     Encapsulated pixel data is decoded with the installed plugins (pylibjpeg, pyjpegls)
     and re-encoded for compressed targets (RLE, JPEG-LS and JPEG 2000, lossless only).
@@ -304,11 +331,9 @@ def transcode(fp: IO[bytes], target: str) -> bytes:
         ds.file_meta.TransferSyntaxUID = target_uid
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        out = BytesIO()
         ds.save_as(out, enforce_file_format=True,
                    implicit_vr=target_uid.is_implicit_VR, little_endian=True)
     except CannotTranscode:
         raise
     except Exception as exc:  # plugins raise many types on unsupported images
         raise CannotTranscode(f"cannot transcode to {target}: {exc}") from exc
-    return out.getvalue()

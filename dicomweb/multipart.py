@@ -48,6 +48,7 @@ class Part:
     headers: dict[str, str]
     file: IO[bytes]
     size: int
+    oversized: bool = False  # larger than the parser's max_part_bytes: ``file`` is empty
 
     @property
     def content_type(self) -> str:
@@ -63,8 +64,13 @@ def _spool() -> IO[bytes]:
 _BOUNDARY_RE = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{1,70}$")
 
 
-def iter_parts(read: Read, boundary: str, *, chunk_size: int = CHUNK_SIZE) -> Iterator[Part]:
+def iter_parts(read: Read, boundary: str, *, chunk_size: int = CHUNK_SIZE,
+               max_part_bytes: int | None = None) -> Iterator[Part]:
     """Yield the parts of a multipart body read with ``read(n)`` (returns b"" at the end).
+
+    A part longer than ``max_part_bytes`` is read to its end but not kept: it is yielded
+    with ``oversized`` set, its size counted and its file empty, so the next parts can
+    still be stored.
 
     Raises
     ------
@@ -135,28 +141,45 @@ def iter_parts(read: Read, boundary: str, *, chunk_size: int = CHUNK_SIZE) -> It
         headers = _headers(raw_headers)
 
         # Part body, spooled until the next delimiter.
-        spool = _spool()
-        size = 0
+        body = _Body(_spool(), max_part_bytes)
         try:
             while True:
                 at = buffer.find(delimiter)
                 if at >= 0:
-                    spool.write(buffer[:at])
-                    size += at
+                    body.write(buffer[:at])
                     del buffer[: at + len(delimiter)]
                     break
                 if len(buffer) > keep:
                     flush = len(buffer) - keep
-                    spool.write(buffer[:flush])
-                    size += flush
+                    body.write(buffer[:flush])
                     del buffer[:flush]
                 if not fill():
                     raise MultipartError("body ends inside a part (truncated upload?)")
         except BaseException:
-            spool.close()
+            body.spool.close()
             raise
-        spool.seek(0)
-        yield Part(headers, spool, size)
+        body.spool.seek(0)
+        yield Part(headers, body.spool, body.size, body.oversized)
+
+
+class _Body:
+    """A part's body going to its spool, counted; past ``limit`` it is counted only."""
+
+    def __init__(self, spool: IO[bytes], limit: int | None) -> None:
+        self.spool, self.limit = spool, limit
+        self.size = 0
+        self.oversized = False
+
+    def write(self, data: bytearray) -> None:
+        self.size += len(data)
+        if self.oversized:
+            return
+        if self.limit is not None and self.size > self.limit:
+            self.oversized = True
+            self.spool.seek(0)
+            self.spool.truncate()  # what was kept so far is dropped, not stored
+            return
+        self.spool.write(data)
 
 
 def _headers(raw: bytes) -> dict[str, str]:

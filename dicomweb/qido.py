@@ -16,6 +16,8 @@ JSON. Decisions worth knowing:
   8.3.4.1 allows; it is still returned.
 - No match is 200 with an empty array. Results beyond ``limit`` (default
   ``DEFAULT_LIMIT``, at most ``MAX_LIMIT``) are announced with a ``Warning`` header.
+- ``offset`` and ``limit`` are whole numbers up to ``imaging.paging.MAX_QUERY_NUMBER``;
+  anything else (negative, ``1.5``, beyond the database's integers) is a 400.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from audit.trail import Actor
 from imaging import policies, principals
 from imaging.access import record_search
 from imaging.models import Study
+from imaging.paging import BadNumber, whole_number
 from imaging.query import Level, QueryError, attribute, datasets, find
 
 from . import auth
@@ -75,18 +78,6 @@ def _acceptable(request: HttpRequest) -> bool:
     return False
 
 
-def _int(name: str, value: str, default: int) -> int:
-    if value.strip() == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise BadQuery(f"{name} must be a whole number, not {value!r}") from None
-    if number < 0:
-        raise BadQuery(f"{name} must not be negative")
-    return number
-
-
 def search(request: HttpRequest, level: Level, study: str | None = None,
            series: str | None = None) -> HttpResponse:
     if request.method not in ("GET", "HEAD"):
@@ -107,12 +98,12 @@ def search(request: HttpRequest, level: Level, study: str | None = None,
         for key, value in pairs:
             name = key.lower()
             if name == "limit":
-                limit = _int("limit", value, DEFAULT_LIMIT)
+                limit = whole_number("limit", value, default=DEFAULT_LIMIT)
                 if limit > MAX_LIMIT:
                     warnings.append(f"The limit was reduced to {MAX_LIMIT}")
                     limit = MAX_LIMIT
             elif name == "offset":
-                offset = _int("offset", value, 0)
+                offset = whole_number("offset", value, default=0)
             elif name == "fuzzymatching":
                 if value.strip().lower() not in ("true", "false", ""):
                     raise BadQuery("fuzzymatching must be true or false")
@@ -128,7 +119,7 @@ def search(request: HttpRequest, level: Level, study: str | None = None,
                 keys.append((key, value))
         query = find(level, keys, studies=policies.visible_studies(principals.of_request(request)),
                      study_uid=study, series_uid=series, include=include, fuzzy=fuzzy)
-    except (BadQuery, QueryError) as exc:
+    except (BadQuery, BadNumber, QueryError) as exc:
         return problem(HTTPStatus.BAD_REQUEST, str(exc))
 
     rows = list(query.queryset[offset: offset + limit + 1]) if limit else []

@@ -9,6 +9,7 @@ Pure code: it never opens files or touches the database.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from io import BytesIO
@@ -19,6 +20,8 @@ from PIL import Image, ImageOps
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
+
+from imaging.paging import whole_number
 
 JPEG = "image/jpeg"
 PNG = "image/png"
@@ -53,6 +56,8 @@ def parse_options(query: Mapping[str, str]) -> RenderOptions:
             center, width = float(parts[0]), float(parts[1])
         except ValueError:
             raise ValueError("window center and width must be numbers") from None
+        if not (math.isfinite(center) and math.isfinite(width)):
+            raise ValueError("window center and width must be finite numbers")
         function = parts[2].lower() if len(parts) == 3 else "linear"
         if function not in WINDOW_FUNCTIONS:
             raise ValueError(f"window function is one of {', '.join(WINDOW_FUNCTIONS)}")
@@ -62,21 +67,15 @@ def parse_options(query: Mapping[str, str]) -> RenderOptions:
     viewport = None
     if query.get("viewport"):
         parts = [p.strip() for p in query["viewport"].split(",")]
-        try:
-            vw, vh = int(parts[0]), int(parts[1])
-        except (ValueError, IndexError):
-            raise ValueError("viewport is width,height in pixels") from None
-        if not (0 < vw <= MAX_VIEWPORT and 0 < vh <= MAX_VIEWPORT):
-            raise ValueError(f"viewport sizes are between 1 and {MAX_VIEWPORT}")
+        if len(parts) != 2 or not all(parts):
+            raise ValueError("viewport is width,height in pixels")
+        vw, vh = (whole_number("viewport", p, default=0, minimum=1, maximum=MAX_VIEWPORT)
+                  for p in parts)
         viewport = (vw, vh)
     quality = 90
     if query.get("quality"):
-        try:
-            quality = int(query["quality"])
-        except ValueError:
-            raise ValueError("quality is an integer from 1 to 100") from None
-        if not 1 <= quality <= 100:
-            raise ValueError("quality is an integer from 1 to 100")
+        quality = whole_number("quality", query["quality"], default=90, minimum=1,
+                               maximum=100)
     return RenderOptions(window, viewport, quality)
 
 

@@ -5,6 +5,11 @@ Each part is streamed to a spool file and handed to the one ingest path
 the same request are stored. The answer is the PS3.18 store response: 200 when every
 instance is stored, 202 when some failed or carry warnings, 409 when none was stored.
 
+A body over ``STOW_MAX_REQUEST_BYTES`` is refused with 413 (up front when its length is
+announced; counted as it streams when chunked), and a part over ``INGEST_MAX_OBJECT_BYTES``
+is read past and reported as a failed SOP entry (Out of Resources) while the other parts
+are stored.
+
 Re-sending an instance already held with the same bytes succeeds (STOW is idempotent); the
 same SOP Instance UID with other bytes is refused as a duplicate and the original kept.
 """
@@ -15,6 +20,7 @@ import logging
 from http import HTTPStatus
 from typing import IO, Any
 
+from django.conf import settings
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.urls import reverse
@@ -82,6 +88,9 @@ def store(request: HttpRequest, study: str | None) -> HttpResponse:
         return problem(HTTPStatus.BAD_REQUEST, "multipart/related without a boundary")
     if request.META.get("CONTENT_LENGTH", "") in ("0",) or not _has_body(request):
         return problem(HTTPStatus.BAD_REQUEST, "empty body: no instances to store")
+    limit = settings.STOW_MAX_REQUEST_BYTES
+    if _declared_length(request) > limit:
+        return problem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _request_too_large(limit))
 
     base = request.build_absolute_uri(reverse("dicomweb:studies"))
     referenced: list[dict[str, Any]] = []
@@ -90,14 +99,24 @@ def store(request: HttpRequest, study: str | None) -> HttpResponse:
     source = f"stow:{request.user.get_username()}"
     parts = 0
     batch = _Batch(actor, base, referenced, failed, study_uids)
+    reader = _BoundedReader(_reader(request), limit)
     try:
-        for part in iter_parts(_reader(request), boundary):
+        for part in iter_parts(reader, boundary,
+                               max_part_bytes=settings.INGEST_MAX_OBJECT_BYTES):
             parts += 1
             with part.file:
                 _store_part(part, study, source, batch, failed)
             if len(batch.staged) >= STORE_BATCH:
                 batch.commit()
         batch.commit()
+    except RequestTooLarge:
+        # A chunked body with no length announced: read no further. Whole parts before the
+        # limit are stored; the one it cut and all after it are not.
+        batch.commit()
+        if not referenced:
+            return problem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _request_too_large(limit))
+        failed.append(_failed("", "", OUT_OF_RESOURCES, _request_too_large(limit)))
+        parts = max(parts, 1)
     except MultipartError as exc:
         batch.commit()
         if not referenced and not failed:
@@ -122,6 +141,43 @@ def store(request: HttpRequest, study: str | None) -> HttpResponse:
     else:
         status = HTTPStatus.OK
     return dicom_json_response(request, response, status=status)
+
+
+class RequestTooLarge(Exception):
+    """The body went past ``STOW_MAX_REQUEST_BYTES`` while it was read."""
+
+
+class _BoundedReader:
+    """``read(n)`` that counts what it gives and stops at ``limit``: a chunked body
+    announces no length, so it is counted as it streams.
+
+    The bytes up to the limit are given (parts that end before it are stored); the next
+    read raises :class:`RequestTooLarge`.
+    """
+
+    def __init__(self, read: Any, limit: int) -> None:
+        self._read, self._limit, self.count = read, limit, 0
+
+    def __call__(self, size: int) -> bytes:
+        if self.count >= self._limit:
+            if self._read(1):
+                raise RequestTooLarge
+            return b""
+        data: bytes = self._read(min(size, self._limit - self.count))
+        self.count += len(data)
+        return data
+
+
+def _declared_length(request: HttpRequest) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def _request_too_large(limit: int) -> str:
+    return (f"the request body is larger than the limit of {limit} bytes "
+            "(STOW_MAX_REQUEST_BYTES); send the instances in several requests")
 
 
 def _has_body(request: HttpRequest) -> bool:
@@ -218,6 +274,12 @@ def _store_part(
         return
     if part.size == 0:
         failed.append(_failed("", "", CANNOT_UNDERSTAND, "empty part"))
+        return
+    if part.oversized:
+        limit = settings.INGEST_MAX_OBJECT_BYTES
+        failed.append(_failed("", "", OUT_OF_RESOURCES,
+                              f"the instance ({part.size} bytes) is larger than the limit of "
+                              f"{limit} bytes (INGEST_MAX_OBJECT_BYTES); not stored"))
         return
     try:
         batch.add(part.file, source, study)

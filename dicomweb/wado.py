@@ -9,9 +9,12 @@ nothing holds a whole study in memory.
 
 Decisions worth knowing:
 
-- Without ``transfer-syntax`` (or with ``*``), instances are sent exactly as stored, as
-  Orthanc and dcm4chee do, rather than the Explicit VR Little Endian default of PS3.18:
-  viewers take any transfer syntax and the archive never re-encodes without being asked.
+- Without ``transfer-syntax``, instances come in Explicit VR Little Endian, the default
+  of PS3.18: objects stored otherwise (JPEG-LS, JPEG 2000, RLE, implicit VR) are
+  transcoded losslessly into a temporary copy that is streamed; the stored blob is never
+  changed. An object no installed codec can decode is then sent as stored, its part
+  naming its transfer syntax. ``transfer-syntax=*`` (dicomweb-client, OHIF) sends every
+  object exactly as stored.
 - Bare datasets (received over DIMSE without File Meta Information) are sent with a
   generated Part 10 header in front of their stored bytes, because ``application/dicom``
   is the PS3.10 file format.
@@ -25,9 +28,10 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import wraps
 from http import HTTPStatus
 from typing import IO, Any, Concatenate, ParamSpec, cast
@@ -39,6 +43,7 @@ from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -175,7 +180,8 @@ def _multipart_type(part_type: str, boundary: str, transfer_syntax: str | None =
 
 
 def _multipart(boundary: str, parts: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
-    """Parts given whole in memory (frames, rendered images), one after the other."""
+    """Parts each given whole in memory (a frame, a rendered image), one after the other:
+    ``parts`` is consumed lazily, so one part is held at a time."""
     for content_type, data in parts:
         yield _part_header(boundary, content_type, len(data))
         yield data
@@ -195,10 +201,25 @@ class _Stored:
     sop_class_uid: str
     sop_instance_uid: str
     target: str | None  # None: the stored bytes; else the transfer syntax to transcode to
+    asked: bool  # the client named ``target``; else it is the PS3.18 default
 
 
 _STORED_FIELDS = ("blob_key", "size_bytes", "transfer_syntax_uid", "has_file_meta",
                   "sop_class_uid", "sop_instance_uid")
+TRANSCODE_SPOOL_BYTES = 16 * 1024 * 1024  # a transcoded copy larger than this goes to disk
+
+
+def _target(wanted: str | None, stored: str) -> tuple[str | None, bool]:
+    """The transfer syntax to transcode to (None: send as stored) and whether it was asked.
+
+    No ``transfer-syntax`` means Explicit VR Little Endian (PS3.18 8.7.3.5.2); ``*`` means
+    whatever is stored.
+    """
+    if wanted == ANY_TRANSFER_SYNTAX or wanted == stored:
+        return None, False
+    if wanted is None:
+        return (None if stored == ExplicitVRLittleEndian else ExplicitVRLittleEndian), False
+    return wanted, True
 
 
 @_endpoint
@@ -218,26 +239,46 @@ def retrieve(request: HttpRequest, study: str, series: str | None = None,
                 or syntax in pixels.TRANSCODE_TARGETS)
 
     choice = negotiate(accept, [Offer(DICOM, True)], usable=usable)
-    wanted = choice.transfer_syntax
     plan = [
-        _Stored(key, size, ts, meta, sop_class, sop_uid,
-                None if wanted in (None, ANY_TRANSFER_SYNTAX, ts) else wanted)
+        _Stored(key, size, ts, meta, sop_class, sop_uid, *_target(choice.transfer_syntax, ts))
         for key, size, ts, meta, sop_class, sop_uid in rows
     ]
     boundary = _boundary()
     content_type = _multipart_type(DICOM, boundary)
     if isinstance(obj, Instance) and plan[0].target is not None:
         # One object: transcode before answering, so a failure is still a 406.
-        item = plan[0]
-        with blobs.open_blob(item.blob_key) as fp:
-            data = pixels.transcode(fp, item.target or "")
-        part_type = f"{DICOM}; transfer-syntax={item.target}"
-        return StreamingHttpResponse(_multipart(boundary, [(part_type, data)]),
-                                     content_type=content_type)
+        first = _transcoded(plan[0])
+        if first is None:  # no codec, no syntax asked for: as stored, as below
+            plan[0] = replace(plan[0], target=None)
+        else:
+            return StreamingHttpResponse(_instance_parts(boundary, plan, first=first),
+                                         content_type=content_type)
     response = StreamingHttpResponse(_instance_parts(boundary, plan), content_type=content_type)
     if all(item.target is None for item in plan):
         response["Content-Length"] = str(_multipart_length(boundary, plan))
     return response
+
+
+def _transcoded(item: _Stored) -> IO[bytes] | None:
+    """A transcoded copy of the item in a spooled temporary file, at its start.
+
+    When the client named no transfer syntax and the object cannot be decompressed (a codec
+    missing), None: the stored object is sent, its part saying its transfer syntax. When
+    the client asked for ``item.target``, :class:`~dicomweb.frames.CannotTranscode`.
+    """
+    assert item.target is not None
+    out = tempfile.SpooledTemporaryFile(max_size=TRANSCODE_SPOOL_BYTES)
+    try:
+        with blobs.open_blob(item.blob_key) as fp:
+            pixels.transcode(fp, item.target, cast(IO[bytes], out))
+    except pixels.CannotTranscode as exc:
+        out.close()
+        if item.asked:
+            raise
+        log.warning("WADO-RS: %s sent as stored: %s", item.sop_instance_uid, exc)
+        return None
+    out.seek(0)
+    return cast(IO[bytes], out)
 
 
 def _prefix(item: _Stored) -> bytes:
@@ -260,23 +301,33 @@ def _multipart_length(boundary: str, plan: list[_Stored]) -> int:
     return total
 
 
-def _instance_parts(boundary: str, plan: list[_Stored]) -> Iterator[bytes]:
-    """Each instance's stored bytes in chunks, or its transcoded bytes; never a whole study."""
-    for item in plan:
-        if item.target is None:
-            prefix = _prefix(item)
-            yield _stored_part_header(boundary, item, prefix) + prefix
-            yield from blobs.iter_chunks(item.blob_key)
-        else:
+def _instance_parts(boundary: str, plan: list[_Stored],
+                    first: IO[bytes] | None = None) -> Iterator[bytes]:
+    """Each instance's stored bytes in chunks, or its transcoded copy in chunks; never a
+    whole study, and at most one transcoded object at a time.
+
+    ``first``: the first item's transcoded copy, made before the response began.
+    """
+    for position, item in enumerate(plan):
+        copy = first if position == 0 and first is not None else None
+        if copy is None and item.target is not None:
             try:
-                with blobs.open_blob(item.blob_key) as fp:
-                    data = pixels.transcode(fp, item.target)
+                copy = _transcoded(item)
             except pixels.CannotTranscode as exc:
                 # Headers are sent: leave this instance out rather than break the stream.
                 log.warning("WADO-RS: left %s out: %s", item.sop_instance_uid, exc)
                 continue
-            yield _part_header(boundary, f"{DICOM}; transfer-syntax={item.target}", len(data))
-            yield data
+        if copy is None:
+            prefix = _prefix(item)
+            yield _stored_part_header(boundary, item, prefix) + prefix
+            yield from blobs.iter_chunks(item.blob_key)
+        else:
+            with copy:
+                length = copy.seek(0, 2)
+                copy.seek(0)
+                yield _part_header(boundary, f"{DICOM}; transfer-syntax={item.target}", length)
+                while chunk := copy.read(blobs.CHUNK_SIZE):
+                    yield chunk
         yield b"\r\n"
     yield f"--{boundary}--\r\n".encode("ascii")
 
@@ -383,7 +434,8 @@ def frames(request: HttpRequest, study: str, series: str, instance: str,
     choice = negotiate(request.headers.get("Accept"), _frame_offers(stored_syntax),
                        usable=_frame_usable(stored_syntax))
     mode = _frame_mode(choice, stored_syntax)
-    with blobs.open_blob(obj.blob_key) as fp:
+    fp = blobs.open_blob(obj.blob_key)
+    try:
         header, location = pixels.read_header(fp)
         if location is None and "PixelData" not in header and not _has_pixels(fp):
             raise NotFound("this instance has no pixel data")
@@ -392,17 +444,29 @@ def frames(request: HttpRequest, study: str, series: str, instance: str,
         if mode.stored and location is None:
             # Deflated or otherwise not addressable: decode to native instead.
             mode = _FrameMode(False, f"{OCTET_STREAM}; transfer-syntax={ExplicitVRLittleEndian}")
-        data = [
-            pixels.stored_frame(fp, location, n - 1) if mode.stored and location
-            else pixels.native_frame(fp, header, location, n - 1)
-            for n in numbers
-        ]
+    except BaseException:
+        fp.close()
+        raise
+
+    def frame(n: int) -> bytes:
+        if mode.stored and location:
+            return pixels.stored_frame(fp, location, n - 1)
+        return pixels.native_frame(fp, header, location, n - 1)
+
     boundary = _boundary()
     part_media = mode.part_type.split(";")[0]
     return StreamingHttpResponse(
-        _multipart(boundary, [(mode.part_type, d) for d in data]),
+        _closing(fp, _multipart(boundary, ((mode.part_type, frame(n)) for n in numbers))),
         content_type=_multipart_type(part_media, boundary),
     )
+
+
+def _closing(fp: IO[bytes], chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """``chunks``, then ``fp`` closed (also when the client goes away mid-stream)."""
+    try:
+        yield from chunks
+    finally:
+        fp.close()
 
 
 def _has_pixels(fp: IO[bytes]) -> bool:
@@ -553,19 +617,38 @@ def bulkdata(request: HttpRequest, study: str, series: str, instance: str,
                 return _bulk_response(request, choice, fp, location.value_offset,
                                       location.value_length)
         fp.seek(0)
-        value = _element_value(dcmread(fp, force=True), steps)
+        found = _element_value(dcmread(fp, force=True, defer_size=pixels.HEADER_DEFER_BYTES),
+                               steps)
     except BaseException:
         fp.close()
         raise
+    if isinstance(found, tuple):
+        offset, length = found
+        return _bulk_response(request, choice, fp, offset, length)
     fp.close()
-    return _bulk_response(request, choice, None, 0, len(value), value)
+    return _bulk_response(request, choice, None, 0, len(found), found)
 
 
-def _element_value(ds: Dataset, steps: list[int | BaseTag]) -> bytes:
+def _element_value(ds: Dataset, steps: list[int | BaseTag]) -> bytes | tuple[int, int]:
+    """The value at ``steps``: its (offset, length) in the file when the value was left
+    there (larger than :data:`~dicomweb.frames.HEADER_DEFER_BYTES`), else its bytes.
+
+    ``ds`` was read with deferred values from a file that is still open.
+    """
     current: Any = ds
     for position, step in enumerate(steps):
+        last = position == len(steps) - 1
         try:
-            current = current[step] if position % 2 == 0 else current.value[step]
+            if position % 2:
+                current = current.value[step]
+            elif last:
+                raw = current.get_item(step, keep_deferred=True)
+                if (isinstance(raw, RawDataElement) and raw.value is None
+                        and raw.length not in (0, pixels.UNDEFINED_LENGTH)):
+                    return raw.value_tell, raw.length
+                current = current[step]
+            else:
+                current = current[step]
         except (KeyError, IndexError, TypeError):
             raise NotFound("no such bulk data in this instance") from None
     value = getattr(current, "value", None)
@@ -622,16 +705,16 @@ def _bulk_response(request: HttpRequest, choice: Choice, fp: IO[bytes] | None, o
 
 def _encapsulated_bulk(fp: IO[bytes], location: pixels.PixelLocation,
                        choice: Choice) -> HttpResponseBase:
-    """Encapsulated Pixel Data as bulk data: its frames, each in its own part."""
-    try:
-        if not choice.multipart:
-            raise NotAcceptable("encapsulated pixel data is given as multipart frames only")
-        part_type = (f"{pixels.media_type_of(location.transfer_syntax)}; "
-                     f"transfer-syntax={location.transfer_syntax}")
-        data = [pixels.stored_frame(fp, location, i) for i in range(location.number_of_frames)]
-    finally:
+    """Encapsulated Pixel Data as bulk data: its frames, each in its own part, read from
+    the file one at a time."""
+    if not choice.multipart:
         fp.close()
+        raise NotAcceptable("encapsulated pixel data is given as multipart frames only")
+    part_type = (f"{pixels.media_type_of(location.transfer_syntax)}; "
+                 f"transfer-syntax={location.transfer_syntax}")
+    data = ((part_type, pixels.stored_frame(fp, location, i))
+            for i in range(location.number_of_frames))
     boundary = _boundary()
     return StreamingHttpResponse(
-        _multipart(boundary, [(part_type, d) for d in data]),
+        _closing(fp, _multipart(boundary, data)),
         content_type=_multipart_type(part_type.split(";")[0], boundary))

@@ -174,6 +174,7 @@ class Attribute:
 
 
 _TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
+_IS_RE = re.compile(r"^[+-]?[0-9]{1,12}$")
 
 
 def attribute(key: str) -> Attribute:
@@ -378,10 +379,12 @@ def _one(attr: Attribute, column: Column, path: str, value: str, *, fuzzy: bool)
     if column.kind == "time":
         return _time_range(attr, path, value)
     if column.kind == "int":
-        try:
-            return Q(**{path: int(value)})
-        except ValueError:
-            raise InvalidValue(f"{attr.keyword}: {value!r} is not a number") from None
+        # An Integer String (PS3.5 6.2): ASCII digits, -2^31 to 2^31-1. int() alone would
+        # take other scripts' digits, and any size.
+        if not _IS_RE.match(value.strip()) or not -2**31 <= int(value) < 2**31:
+            raise InvalidValue(f"{attr.keyword}: {value[:20]!r} is not an integer "
+                               "from -2147483648 to 2147483647")
+        return Q(**{path: int(value)})
     if column.kind == "pn":
         if fuzzy:
             return _fuzzy_name(path, value)

@@ -2,13 +2,19 @@
 
 Each source yields :class:`Candidate` items that open as seekable binary files, so the
 import command and the browser upload feed :func:`imaging.ingest.ingest` the same way.
+
+What a source may bring in is bounded (README, "Limits on what a request may ask for"):
+an object larger than ``INGEST_MAX_OBJECT_BYTES``, ZIP members past the point where the
+archive has expanded ``ZIP_MAX_EXPANSION_RATIO`` times its own size, and DICOMDIR
+references that lead outside the media's folder are refused with a reason, before
+anything is stored. Sizes are counted while a member is unpacked, not taken on trust from
+the archive's directory.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -17,19 +23,44 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from django.conf import settings
+from django.utils.translation import gettext as _
 from pydicom import dcmread
 
 # ZIP members up to this size are unpacked in memory; larger ones spill to a temporary file.
 SPOOL_MAX = 16 * 1024 * 1024
+SPOOL_CHUNK = 1024 * 1024
+
+
+class Refused(Exception):
+    """An object a source will not hand to ingest; the message says why (shown to users)."""
+
+
+def too_large() -> str:
+    """Why an object over ``INGEST_MAX_OBJECT_BYTES`` is refused (for every entry point)."""
+    return _("the object is larger than the limit of %(limit)s bytes "
+             "(INGEST_MAX_OBJECT_BYTES)") % {"limit": settings.INGEST_MAX_OBJECT_BYTES}
+
+
+def _expands_too_much() -> str:
+    return _("the ZIP archive expands to more than %(ratio)s times its size "
+             "(ZIP_MAX_EXPANSION_RATIO): this member and the ones after it were not "
+             "unpacked") % {"ratio": settings.ZIP_MAX_EXPANSION_RATIO}
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A file, or a member of a ZIP file; plain data, so worker processes can take it."""
+    """A file, or a member of a ZIP file; plain data, so worker processes can take it.
+
+    ``refusal`` is set when the source already knows the object must not be ingested
+    (too large, beyond the archive's expansion budget, outside the media folder):
+    :meth:`open` then raises :class:`Refused` with it.
+    """
 
     path: str
     member: str = ""
     size: int = 0
+    refusal: str = ""
 
     @property
     def name(self) -> str:
@@ -37,11 +68,14 @@ class Candidate:
 
     @contextmanager
     def open(self) -> Iterator[IO[bytes]]:
+        if self.refusal:
+            raise Refused(self.refusal)
         if not self.member:
             with open(self.path, "rb") as fp:
                 yield fp
             return
-        with _zipfile(self.path).open(self.member) as src, _spool(src) as fp:
+        with (_zipfile(self.path).open(self.member) as src,
+              _spool(src, settings.INGEST_MAX_OBJECT_BYTES) as fp):
             yield fp
 
 
@@ -101,7 +135,8 @@ def _file(path: Path) -> Candidate:
         size = path.stat().st_size
     except OSError:
         size = 0  # reported as unreadable when it is opened, with the reason
-    return Candidate(str(path), size=size)
+    refusal = too_large() if size > settings.INGEST_MAX_OBJECT_BYTES else ""
+    return Candidate(str(path), size=size, refusal=refusal)
 
 
 def from_dicomdir(path: Path) -> Iterator[Candidate]:
@@ -110,9 +145,13 @@ def from_dicomdir(path: Path) -> Iterator[Candidate]:
     The directory records are read directly rather than through pydicom's ``FileSet``,
     which quietly drops records whose file is missing and refuses a whole DICOMDIR for one
     malformed record: a missing file should be reported, and the rest imported.
+
+    A reference that leads outside the media's folder (``..``, an absolute path, a link
+    pointing elsewhere) is refused, never followed: a DICOMDIR is data from outside.
     """
     ds = dcmread(path)
     root = path.parent
+    inside = root.resolve()
     seen: set[Path] = set()
     for record in ds.get("DirectoryRecordSequence", []):
         file_id = record.get("ReferencedFileID")
@@ -120,15 +159,55 @@ def from_dicomdir(path: Path) -> Iterator[Candidate]:
             continue
         parts = [file_id] if isinstance(file_id, str) else [str(p) for p in file_id]
         referenced = root.joinpath(*(p.strip() for p in parts))
-        if referenced not in seen:
-            seen.add(referenced)
+        if referenced in seen:
+            continue
+        seen.add(referenced)
+        if not referenced.resolve().is_relative_to(inside):
+            yield Candidate(str(referenced), refusal=_(
+                "the DICOMDIR refers to %(file_id)s, outside the media folder; not read")
+                % {"file_id": "\\".join(parts)})
+        else:
             yield _file(referenced)
 
 
 def from_zip(path: Path) -> Iterator[Candidate]:
+    budget = _ExpansionBudget(path.stat().st_size)
     for info in _zipfile(str(path)).infolist():
         if not _skipped_member(info):
-            yield Candidate(str(path), info.filename, info.file_size)
+            yield Candidate(str(path), info.filename, info.file_size,
+                            refusal=budget.refusal(info))
+
+
+class _ExpansionBudget:
+    """How much an archive may still expand to: ``ZIP_MAX_EXPANSION_RATIO`` times its size.
+
+    Members are charged their declared size in order; :mod:`zipfile` never gives more than
+    the declared size of a member (a member that lies fails its CRC check), and
+    :func:`_spool` counts what it unpacks besides. Once the budget is spent every later
+    member is refused too, so a zip bomb costs a look at its directory and nothing more.
+    """
+
+    def __init__(self, archive_size: int) -> None:
+        self.left = settings.ZIP_MAX_EXPANSION_RATIO * max(archive_size, 1)
+        self.spent = False
+
+    def refusal(self, info: zipfile.ZipInfo) -> str:
+        if info.file_size > settings.INGEST_MAX_OBJECT_BYTES:
+            return too_large()
+        if self.spent or info.file_size > self.left:
+            self.spent = True
+            return _expands_too_much()
+        self.left -= info.file_size
+        return ""
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member of an uploaded ZIP: ``file`` to ingest, or the reason it was refused."""
+
+    name: str
+    file: IO[bytes] | None
+    refusal: str = ""
 
 
 def _skipped_member(info: zipfile.ZipInfo) -> bool:
@@ -137,24 +216,45 @@ def _skipped_member(info: zipfile.ZipInfo) -> bool:
 
 
 @contextmanager
-def open_zip_members(fp: IO[bytes]) -> Iterator[Iterator[tuple[str, IO[bytes]]]]:
-    """The members of an already open ZIP (a browser upload), each as a seekable file."""
+def open_zip_members(fp: IO[bytes]) -> Iterator[Iterator[Member]]:
+    """The members of an already open ZIP (a browser upload), each as a seekable file or
+    with the reason it is refused (the same limits as :func:`from_zip`)."""
+    archive_size = fp.seek(0, os.SEEK_END)
+    fp.seek(0)
     with zipfile.ZipFile(fp) as archive:
 
-        def members() -> Iterator[tuple[str, IO[bytes]]]:
+        def members() -> Iterator[Member]:
+            budget = _ExpansionBudget(archive_size)
             for info in archive.infolist():
                 if _skipped_member(info):
                     continue
-                with archive.open(info) as src, _spool(src) as spooled:
-                    yield info.filename, spooled
+                refusal = budget.refusal(info)
+                if refusal:
+                    yield Member(info.filename, None, refusal)
+                    continue
+                try:
+                    with (archive.open(info) as src,
+                          _spool(src, settings.INGEST_MAX_OBJECT_BYTES) as spooled):
+                        yield Member(info.filename, spooled)
+                except Refused as exc:
+                    yield Member(info.filename, None, str(exc))
 
         yield members()
 
 
 @contextmanager
-def _spool(src: IO[bytes]) -> Iterator[IO[bytes]]:
-    """A seekable copy of a stream: in memory when small, on disk when large."""
+def _spool(src: IO[bytes], limit: int) -> Iterator[IO[bytes]]:
+    """A seekable copy of a stream: in memory when small, on disk when large.
+
+    Raises :class:`Refused` as soon as more than ``limit`` bytes come out: what a member
+    unpacks to is counted, whatever its archive declares.
+    """
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX) as spooled:
-        shutil.copyfileobj(src, spooled, 1024 * 1024)
+        copied = 0
+        while chunk := src.read(SPOOL_CHUNK):
+            copied += len(chunk)
+            if copied > limit:
+                raise Refused(too_large())
+            spooled.write(chunk)
         spooled.seek(0)
         yield spooled

@@ -7,6 +7,7 @@ import zlib
 from http import HTTPStatus
 from typing import IO, Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import UploadedFile
@@ -20,7 +21,8 @@ from audit.trail import Actor
 
 from . import access, policies, principals
 from .ingest import IngestResult, Outcome, ingest
-from .sources import open_zip_members
+from .paging import BadNumber, whole_number
+from .sources import open_zip_members, too_large
 
 # What a broken or unsupported ZIP raises while its members are read.
 ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError,
@@ -40,7 +42,13 @@ def study_list(request: HttpRequest) -> HttpResponse:
         studies = studies.filter(patient__name__icontains=query) | studies.filter(
             patient__patient_id=query
         ) | studies.filter(accession_number=query)
-    page = Paginator(studies.order_by("-study_date", "-pk"), 50).get_page(request.GET.get("page"))
+    try:
+        number = whole_number("page", request.GET.get("page", ""), default=1, minimum=1)
+    except BadNumber as exc:
+        return HttpResponse(str(exc), status=HTTPStatus.BAD_REQUEST,
+                            content_type="text/plain; charset=utf-8")
+    # A page past the last shows the last, as Paginator.get_page does.
+    page = Paginator(studies.order_by("-study_date", "-pk"), 50).get_page(number)
     access.record_search(Actor.from_request(request), page.object_list,
                          query={"q": query, "page": page.number})
     return render(
@@ -115,13 +123,19 @@ def _ingest_upload(
 
     with uploaded.open("rb") as fp:
         if not (name.lower().endswith(".zip") and zipfile.is_zipfile(fp)):
+            if (uploaded.size or 0) > settings.INGEST_MAX_OBJECT_BYTES:
+                return [_rejected(name, too_large())]
             return [_describe(name, one(fp))]
         fp.seek(0)
         results: list[dict[str, Any]] = []
         try:
             with open_zip_members(fp) as members:
-                for member_name, member in members:
-                    results.append(_describe(f"{name}!{member_name}", one(member)))
+                for member in members:
+                    member_name = f"{name}!{member.name}"
+                    if member.file is None:
+                        results.append(_rejected(member_name, member.refusal))
+                    else:
+                        results.append(_describe(member_name, one(member.file)))
         except ZIP_ERRORS as exc:
             results.append(_rejected(name, _("the ZIP archive could not be read: %(error)s")
                                      % {"error": exc}))

@@ -33,6 +33,7 @@ from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
+from audit.csv_cells import safe_row
 from audit.models import AuditAction, AuditEvent, Outcome
 from audit.trail import Actor, Target, record
 from imaging import blobs, policies
@@ -185,10 +186,10 @@ def _write_access_report(raw: IO[bytes], patient: Patient) -> None:
     writer.writerow(REPORT_FIELDS)
     for event in access_events(patient).iterator(chunk_size=2000):
         obj = f"{event.level} {event.object_uid}".strip()
-        writer.writerow([
+        writer.writerow(safe_row([
             event.at.isoformat(), event.username or event.peer_ae, event.role, event.action,
             obj, event.study_uid, event.outcome, "yes" if event.break_glass else "",
-        ])
+        ]))
     text.flush()
     text.detach()
 

@@ -229,7 +229,9 @@ def test_a_bare_dataset_is_served_as_a_part10_file(live_server, alice, tmp_path)
     store([bare])
     instance = Instance.objects.get(sop_instance_uid=source.SOPInstanceUID)
     assert not instance.has_file_meta
-    response = _get(live_server, alice, _instance_path(source.StudyInstanceUID))
+    # transfer-syntax=*: as stored (without it, the default Explicit VR Little Endian).
+    response = _get(live_server, alice, _instance_path(source.StudyInstanceUID),
+                    f"{DICOM_PARTS}; transfer-syntax=*")
     [(headers, payload)] = parse_multipart(response.headers["Content-Type"], response.content)
     assert payload[128:132] == b"DICM"
     assert payload.endswith(bare.read_bytes())

@@ -26,7 +26,7 @@ from audit.trail import Actor
 from imaging.access import record_stores
 from imaging.ingest import IngestBatch, IngestResult, Outcome
 from imaging.models import Instance, Patient, Series, Study
-from imaging.sources import Candidate, expand, forget_open_archives
+from imaging.sources import Candidate, Refused, expand, forget_open_archives
 
 AUDIT_BATCH = 500
 # Objects indexed per database transaction (see imaging.ingest.IngestBatch).
@@ -39,6 +39,8 @@ def ingest_candidates(candidates: list[Candidate]) -> list[IngestResult]:
         try:
             with candidate.open() as fp:
                 batch.add(fp, source=f"import:{candidate.name}"[:128])
+        except Refused as exc:  # too large, a zip bomb, outside the media: never stored
+            batch.refuse(str(exc))
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             # One unreadable file or damaged ZIP member must not end the whole import.
             batch.refuse(f"cannot read: {exc}")
