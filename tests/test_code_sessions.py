@@ -116,15 +116,15 @@ def test_a_revoked_code_ends_the_session_it_opened(session, issued, alice, ct_st
     access, _code = issued
     assert uids(session.get("/dicomweb/studies")) == [ct_study[0]]
     codes.revoke_code(access, alice)
-    assert uids(session.get("/dicomweb/studies")) == []
-    assert session.get(f"/dicomweb/studies/{ct_study[0]}/metadata").status_code == 404
+    assert session.get("/dicomweb/studies").status_code == 401  # signed out
+    assert session.get(f"/dicomweb/studies/{ct_study[0]}/metadata").status_code == 401
 
 
 def test_an_expired_code_ends_the_session_it_opened(session, issued, ct_study):
     access, _code = issued
     AccessCode.objects.filter(pk=access.pk).update(
         expires=timezone.now() - datetime.timedelta(seconds=1))
-    assert uids(session.get("/dicomweb/studies")) == []
+    assert session.get("/dicomweb/studies").status_code == 401
 
 
 def test_a_link_made_in_a_code_session_ends_with_the_code(session, issued, alice, ct_study):
@@ -208,3 +208,12 @@ def test_patient_accounts_made_for_codes_have_no_password(session, records):
     assert user.role == Role.PATIENT and not user.has_usable_password()
     assert story_clinic().pk == current.clinic_id
     assert Study.objects.filter(patient=current).exists()
+
+
+def test_a_revoked_codes_session_is_signed_out(session, issued, alice):
+    access, _code = issued
+    assert session.get("/patient/exams/").status_code == 200
+    codes.revoke_code(access, alice)
+    response = session.get("/patient/exams/")
+    assert response.status_code == 302 and response["Location"].startswith("/patient/")
+    assert "_auth_user_id" not in session.session
