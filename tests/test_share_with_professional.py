@@ -274,3 +274,25 @@ def test_the_professional_opens_the_link_over_http(live_server, paula, ct_study,
     assert image.status_code == 200 and image.headers["Content-Type"] == "image/jpeg"
     wrong = requests.get(f"{live_server.url}/v/{token[:-2]}xx", timeout=30)
     assert wrong.status_code == 404 and "Traceback" not in wrong.text
+
+
+def test_the_share_page_offers_staff_a_legal_basis_when_consent_is_missing(client, dora,
+                                                                           paulas_study,
+                                                                           doras_grant):
+    client.force_login(dora)
+    refused = share_form(client, paulas_study)
+    assert refused.status_code == 403 and refused.context["consent_missing"]
+    assert b'name="legal_basis"' in refused.content
+    shared = share_form(client, paulas_study, legal_basis="health_protection",
+                        basis_reason="Encaminhamento ao cardiologista de referência")
+    assert shared.status_code == 302
+    assert Share.objects.get().basis == "health_protection"
+
+
+def test_the_share_page_sends_a_patient_without_consent_to_her_privacy_page(client, paula,
+                                                                            paulas_study):
+    client.force_login(paula)
+    refused = share_form(client, paulas_study)
+    assert refused.status_code == 403
+    assert b'name="legal_basis"' not in refused.content
+    assert reverse("privacy:overview").encode() in refused.content
