@@ -1,19 +1,51 @@
+from typing import Any
+
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .models import ApiToken, User
+from .models import ApiToken, Clinic, User
 
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):  # type: ignore[type-arg]
+    """Accounts, within one's clinics: a clinic admin sees the members of her clinics and
+    the accounts of their patients, and cannot hand out powers she does not have."""
+
     list_display = ("username", "email", "role", "is_staff", "is_active")
-    list_filter = ("role", "is_staff", "is_active")
-    fieldsets = (*(BaseUserAdmin.fieldsets or ()), ("Portal", {"fields": ("role",)}))
+    list_filter = ("role", "is_staff", "is_active", "clinics")
+    fieldsets = (*(BaseUserAdmin.fieldsets or ()), ("Portal", {"fields": ("role", "clinics")}))
+    filter_horizontal = ("groups", "user_permissions", "clinics")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
+        from imaging.admin_scope import admin_principal
+
+        users = super().get_queryset(request)
+        clinics = admin_principal(request).clinic_ids
+        if clinics is None:
+            return users
+        inside = User.objects.filter(
+            Q(clinics__in=sorted(clinics)) | Q(patient_records__clinic_id__in=sorted(clinics))
+        ).values("pk")
+        return users.filter(pk__in=inside, is_superuser=False)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = list(super().get_readonly_fields(request, obj))
+        if not getattr(request.user, "is_superuser", False):
+            fields += ["is_superuser", "user_permissions", "groups"]
+        return fields
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest,
+                                 **kwargs: Any) -> Any:
+        from imaging.admin_scope import admin_principal
+
+        clinics = admin_principal(request).clinic_ids
+        if db_field.name == "clinics" and clinics is not None:
+            kwargs["queryset"] = Clinic.objects.filter(pk__in=sorted(clinics))
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
 
 @admin.register(ApiToken)
@@ -30,9 +62,20 @@ class ApiTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # issued on the portal page, where the secret can be shown once
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiToken]:
+        tokens = super().get_queryset(request)
+        users = admin.site.get_model_admin(User).get_queryset(request)
+        return tokens.filter(user__in=users.values("pk"))
+
     @admin.action(description=_("Revoke selected tokens"))
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        count = queryset.filter(revoked__isnull=True).update(revoked=timezone.now())
+        from audit.trail import Actor
+
+        from . import tokens
+
+        actor = Actor.from_request(request)
+        count = sum(tokens.revoke(token, actor=actor, why="revoked by an admin")
+                    for token in queryset.filter(revoked__isnull=True))
         self.message_user(
             request,
             ngettext("%(count)d token revoked.", "%(count)d tokens revoked.", count)

@@ -178,3 +178,14 @@ def test_the_admin_patient_list_shows_only_the_clinics_patients(client, olga, al
 def _persona(user: User) -> str:
     granted = AccessGrant.objects.filter(doctor=user).exists()
     return "dora_granted" if user.username == "dora" and granted else user.username
+
+
+def test_a_clinic_admin_sees_only_her_clinics_accounts_and_cannot_make_a_superuser(
+        client, olga, dora, paula, paulas_record):
+    client.force_login(olga)
+    listing = client.get("/admin/accounts/user/").content.decode()
+    assert "dora" not in listing and "paula" not in listing and "olga" in listing
+    assert client.get(f"/admin/accounts/user/{dora.pk}/change/").status_code in (302, 404)
+    form = client.get(f"/admin/accounts/user/{olga.pk}/change/")
+    assert form.status_code == 200
+    assert 'name="is_superuser"' not in form.content.decode()
