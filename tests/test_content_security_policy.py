@@ -98,7 +98,7 @@ def study(request, transactional_db, tmp_path: Path) -> str:
                                  study_date=datetime.date(2026, 3, 2), accession="ACC-CSP-1",
                                  description="CT csp")
     else:
-        compressed = Path(get_testdata_file("MR_small_jp2klossless.dcm"))
+        compressed = Path(str(get_testdata_file("MR_small_jp2klossless.dcm")))
         uid, paths = str(pydicom.dcmread(compressed).StudyInstanceUID), [compressed]
     for path in paths:
         with path.open("rb") as fp:
