@@ -35,6 +35,7 @@ from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
 from imaging import policies
 from imaging.models import Patient
+from portal.client_address import client_address
 
 from . import throttle
 from .models import ALPHABET, GROUP, GROUPS, AccessCode, hash_code, lifetime, normalize
@@ -161,7 +162,7 @@ def revoke_code(access: AccessCode, by: AnyUser, *, actor: Actor | None = None) 
 
 
 def _ip(request: HttpRequest) -> str:
-    return str(request.META.get("REMOTE_ADDR", ""))
+    return client_address(request)
 
 
 def _refuse(request: HttpRequest, access: AccessCode | None, reason: Refusal, why: str,
