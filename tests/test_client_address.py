@@ -33,8 +33,10 @@ def behind_a_proxy(settings):
 
 
 def _address(remote: str, forwarded: str | None = None) -> str:
-    extra = {"HTTP_X_FORWARDED_FOR": forwarded} if forwarded is not None else {}
-    return client_address(RequestFactory().get("/", REMOTE_ADDR=remote, **extra))
+    request = RequestFactory().get("/", REMOTE_ADDR=remote)
+    if forwarded is not None:
+        request.META["HTTP_X_FORWARDED_FOR"] = forwarded
+    return client_address(request)
 
 
 def test_from_a_trusted_proxy_the_forwarded_client_is_the_address():
@@ -64,9 +66,9 @@ def test_an_unreadable_header_from_a_proxy_leaves_the_proxy_as_the_address():
     assert _address(PROXY, "not-an-address") == PROXY
 
 
-def _login(client: Client, username: str, **extra: str):
+def _login(client: Client, username: str, HTTP_X_FORWARDED_FOR: str):
     return client.post("/accounts/login/", {"username": username, "password": "wrong"},
-                       **extra)
+                       HTTP_X_FORWARDED_FOR=HTTP_X_FORWARDED_FOR)
 
 
 def test_the_sign_in_lockout_counts_the_forwarded_client_not_the_proxy(db):
