@@ -151,3 +151,15 @@ def test_the_language_menu_still_works_without_inline_handlers(signed_in, live_s
     page.wait_for_load_state()
     page.wait_for_function("document.documentElement.lang === 'es'")
     assert page.evaluate("window.__violations") == [] and messages == []
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("path", ["/imaging/", "/imaging/upload/", "/accounts/tokens/",
+                                  "/sharing/", "/admin/", "/admin/accounts/user/",
+                                  "/admin/accounts/user/add/"])
+def test_portal_and_admin_pages_work_under_the_policy(signed_in, live_server, path):
+    page, messages = signed_in
+    response = page.goto(f"{live_server.url}{path}")
+    assert response is not None and response.status == 200
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__violations") == [] and messages == []
