@@ -219,3 +219,12 @@ def test_a_fresh_demo_admin_gets_in_with_the_printed_link_and_password(db):
     device = TOTPDevice.objects.get(user__username="admin", confirmed=False)
     assert client.post("/accounts/2fa/", {"token": _code(device)}).status_code == 302
     assert client.get("/imaging/").status_code == 200
+
+
+def test_the_password_reset_pages_are_reachable_from_the_login_page(client, db):
+    login = client.get("/accounts/login/").content.decode()
+    assert 'href="/accounts/password-reset/"' in login
+    assert client.get("/accounts/password-reset/").status_code == 200
+    sent = client.post("/accounts/password-reset/", {"email": "nobody@example.org"})
+    assert sent.status_code == 302 and len(mail.outbox) == 0  # says nothing about accounts
+    assert client.get(sent["Location"]).status_code == 200
