@@ -66,8 +66,8 @@ def demo_link(user: User, base_url: str, command: str) -> str:
     return base_url.rstrip("/") + issue(user, Actor.system(command))
 
 
-def redeem(token: str) -> User | None:
-    """The account a valid, unused, unexpired link names, spending the link; else None."""
+def account(token: str) -> User | None:
+    """The account a valid, unused, unexpired link names (the link is not spent); else None."""
     try:
         payload = signing.loads(token, salt=SALT, max_age=lifetime())
     except signing.BadSignature:  # expired links are a subclass
@@ -79,7 +79,14 @@ def redeem(token: str) -> User | None:
         return None
     if TOTPDevice.objects.filter(user=user, confirmed=True).exists():
         return None
-    second_factor.new_pending_device(user)  # changes the fingerprint: the link is spent
+    return user
+
+
+def redeem(token: str) -> User | None:
+    """Like :func:`account`, spending the link."""
+    user = account(token)
+    if user is not None:
+        second_factor.new_pending_device(user)  # changes the fingerprint: the link is spent
     return user
 
 

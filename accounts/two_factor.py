@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_safe
+from django.views.decorators.http import require_http_methods
 from django_otp import login as otp_login
 
 from . import enrolment, second_factor
@@ -59,9 +59,18 @@ def two_factor(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
-@require_safe
+@require_http_methods(["GET", "POST"])
 def enrol(request: HttpRequest, token: str) -> HttpResponse:
-    """An enrolment link an admin issued: this session may enrol that account's phone."""
+    """An enrolment link an admin issued: this session may enrol that account's phone.
+
+    Opening it (GET) only asks to continue, so a mail scanner or a link preview that
+    fetches it does not spend it; continuing (POST) does.
+    """
+    if request.method == "GET":
+        found = enrolment.account(token)
+        if found is None:
+            return render(request, "registration/enrolment_link_invalid.html", status=404)
+        return render(request, "registration/enrol.html", {"account": found})
     user = enrolment.redeem(token)
     if user is None:
         return render(request, "registration/enrolment_link_invalid.html", status=404)

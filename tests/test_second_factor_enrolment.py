@@ -85,7 +85,8 @@ def test_with_the_link_the_doctor_enrols_her_phone_and_reaches_patient_data(admi
                                                                             dora):
     link = issue_link(admin_client, dora)
     client = Client()
-    opened = client.get(link)
+    assert "dora" in client.get(link).content.decode()  # asks to continue
+    opened = client.post(link)
     assert opened.status_code == 302 and opened["Location"].startswith("/accounts/login/")
     assert _login(client, "dora").status_code == 302
     page = client.get("/accounts/2fa/?next=/imaging/")
@@ -98,8 +99,16 @@ def test_with_the_link_the_doctor_enrols_her_phone_and_reaches_patient_data(admi
 
 def test_the_link_works_once(admin_client, dora):
     link = issue_link(admin_client, dora)
-    assert Client().get(link).status_code == 302
+    assert Client().post(link).status_code == 302
     assert Client().get(link).status_code == 404
+    assert Client().post(link).status_code == 404
+
+
+def test_opening_the_link_without_continuing_does_not_spend_it(admin_client, dora):
+    link = issue_link(admin_client, dora)
+    for _ in range(2):  # a link preview, a mail scanner
+        assert Client().get(link).status_code == 200
+    assert Client().post(link).status_code == 302
 
 
 def test_the_link_expires(admin_client, dora, settings, monkeypatch):
@@ -108,16 +117,17 @@ def test_the_link_expires(admin_client, dora, settings, monkeypatch):
     later = time.time() + 73 * 3600
     monkeypatch.setattr("django.core.signing.time.time", lambda: later)
     assert Client().get(link).status_code == 404
+    assert Client().post(link).status_code == 404
 
 
 def test_a_tampered_link_does_not_work(admin_client, dora):
     link = issue_link(admin_client, dora)
-    assert Client().get(link[:-3] + "xx/").status_code == 404
+    assert Client().post(link[:-3] + "xx/").status_code == 404
 
 
 def test_the_secret_is_shown_once_and_a_later_visit_shows_a_new_one(admin_client, dora):
     client = Client()
-    client.get(issue_link(admin_client, dora))
+    client.post(issue_link(admin_client, dora))
     _login(client, "dora")
     first = client.get("/accounts/2fa/").context["secret"]
     first_device = TOTPDevice.objects.get(user=dora, confirmed=False)
@@ -133,7 +143,7 @@ def test_the_secret_is_shown_once_and_a_later_visit_shows_a_new_one(admin_client
 def test_a_wrong_code_while_enrolling_keeps_the_scanned_key_but_does_not_show_it(admin_client,
                                                                                 dora):
     client = Client()
-    client.get(issue_link(admin_client, dora))
+    client.post(issue_link(admin_client, dora))
     _login(client, "dora")
     secret = client.get("/accounts/2fa/").context["secret"]
     device = TOTPDevice.objects.get(user=dora, confirmed=False)
@@ -188,7 +198,7 @@ def test_a_link_opened_in_someone_elses_session_signs_them_out(admin_client, dor
     link = issue_link(admin_client, dora)
     client = Client()
     _login(client, "tina")
-    assert client.get(link)["Location"].startswith("/accounts/login/")
+    assert client.post(link)["Location"].startswith("/accounts/login/")
     assert "_auth_user_id" not in client.session
 
 
@@ -213,7 +223,7 @@ def test_a_fresh_demo_admin_gets_in_with_the_printed_link_and_password(db):
     password = re.search(r"as admin with password (\S+)", printed)
     assert link and password
     client = Client()
-    client.get(link.group(1))
+    client.post(link.group(1))
     assert _login(client, "admin", password.group(1)).status_code == 302
     client.get("/accounts/2fa/")
     device = TOTPDevice.objects.get(user__username="admin", confirmed=False)
