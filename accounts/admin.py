@@ -1,12 +1,19 @@
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin as BaseTOTPDeviceAdmin
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from audit.trail import Actor
+
+from . import enrolment
 from .models import ApiToken, Clinic, User
 
 
@@ -46,6 +53,40 @@ class UserAdmin(BaseUserAdmin):  # type: ignore[type-arg]
         if db_field.name == "clinics" and clinics is not None:
             kwargs["queryset"] = Clinic.objects.filter(pk__in=sorted(clinics))
         return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    actions = ["issue_enrolment_link"]
+
+    @admin.action(description=_("Issue a second-factor enrolment link"))
+    def issue_enrolment_link(self, request: HttpRequest, queryset: QuerySet[User]
+                             ) -> TemplateResponse:
+        """One-time links, on this response only (never stored, never in a message)."""
+        issued, skipped = [], []
+        for user in queryset.order_by("username"):
+            if not user.is_active or TOTPDevice.objects.filter(user=user,
+                                                              confirmed=True).exists():
+                skipped.append(user.get_username())
+            else:
+                path = enrolment.issue(user, Actor.from_request(request))
+                issued.append((user, request.build_absolute_uri(path)))
+        response = TemplateResponse(request, "admin/accounts/enrolment_links.html", {
+            **self.admin_site.each_context(request), "issued": issued, "skipped": skipped,
+            "hours": settings.ENROLMENT_LINK_HOURS,
+        })
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+admin.site.unregister(TOTPDevice)
+
+
+@admin.register(TOTPDevice)
+class TOTPDeviceAdmin(BaseTOTPDeviceAdmin):  # type: ignore[misc]  # django-otp is untyped
+    """Admins see and delete devices, never their keys (OTP_ADMIN_HIDE_SENSITIVE_DATA), and
+    cannot add one: a device whose key an admin chose would be a second factor the admin
+    holds. People enrol their own phone through an enrolment link."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(ApiToken)

@@ -12,7 +12,8 @@ from django.urls import reverse
 
 from . import second_factor
 
-ALWAYS_OPEN = ("/static/", "/i18n/")
+ALWAYS_OPEN = ("/static/", "/i18n/", "/accounts/enrol/", "/accounts/reset/",
+               "/accounts/password-reset/")
 
 
 class RequireSecondFactorMiddleware:
@@ -22,7 +23,7 @@ class RequireSecondFactorMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         user = request.user
         if (
-            getattr(settings, "REQUIRE_2FA", True)
+            settings.REQUIRE_2FA
             and user.is_authenticated
             and not user.is_verified()  # type: ignore[attr-defined]
             and not self._open(request.path)

@@ -27,12 +27,29 @@ def required(user: object) -> bool:
         user=user, confirmed=True).exists()
 
 
-def pending_device(user: User) -> TOTPDevice:
-    """The unconfirmed device being enrolled (created once, reused until confirmed)."""
-    device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
-    if device is None:
-        device = TOTPDevice.objects.create(user=user, name="TOTP", confirmed=False)
+def pending_device(user: User) -> TOTPDevice | None:
+    """The unconfirmed device whose secret was last shown, awaiting its first code."""
+    device: TOTPDevice | None = TOTPDevice.objects.filter(
+        user=user, confirmed=False).order_by("-pk").first()
     return device
+
+
+def new_pending_device(user: User) -> TOTPDevice:
+    """A fresh unconfirmed device, replacing any earlier one.
+
+    Each visit to the enrolment page shows a new secret and the old one stops counting, so
+    a secret is shown exactly once: someone who later reaches the page (a shared computer,
+    a session left open) never sees the key a phone was set up with.
+    """
+    TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+    device: TOTPDevice = TOTPDevice.objects.create(user=user, name="TOTP", confirmed=False)
+    return device
+
+
+def secret(device: TOTPDevice) -> str:
+    """The base32 key, for typing into an app by hand."""
+    uri: str = device.config_url
+    return uri.split("secret=")[1].split("&")[0]
 
 
 def provisioning_uri(device: TOTPDevice) -> str:

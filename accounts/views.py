@@ -1,12 +1,15 @@
-"""Account pages: the user's own DICOMweb API tokens (minted by :mod:`accounts.tokens`)."""
+"""Account pages: the user's own DICOMweb API tokens (minted by :mod:`accounts.tokens`);
+setting a password from a reset link."""
 
 from __future__ import annotations
 
 from django import forms
 from django.conf import settings
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse_lazy
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
@@ -14,6 +17,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from audit.trail import Actor
 from imaging import policies, principals
 
+from . import enrolment
 from . import tokens as api_tokens
 from .models import ApiToken
 
@@ -65,3 +69,18 @@ def revoke_token(request: HttpRequest, pk: int) -> HttpResponse:
     token = get_object_or_404(ApiToken, pk=pk, user=request.user.pk)
     api_tokens.revoke(token, actor=Actor.from_request(request))
     return redirect("accounts:tokens")
+
+
+class PasswordResetConfirm(auth_views.PasswordResetConfirmView):
+    """A password set through the reset link e-mailed to the account signs the person in,
+    and this session may enrol a second factor if the account has none: the link proved
+    the mailbox, which a password typed at the login page does not."""
+
+    post_reset_login = True
+    post_reset_login_backend = "accounts.backends.EmailOrUsernameBackend"
+    success_url = reverse_lazy("two_factor")
+
+    def form_valid(self, form: forms.Form) -> HttpResponse:
+        response = super().form_valid(form)
+        enrolment.allow(self.request, form.user)  # type: ignore[attr-defined]
+        return response

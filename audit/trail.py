@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
+from portal.client_address import client_address
+
 from . import chain
 from .models import AuditAction, AuditEvent, ChainHead, Outcome
 
@@ -41,7 +43,7 @@ class Actor:
             user_id=user.pk if authenticated and user is not None else None,
             username=user.get_username() if authenticated and user is not None else "",
             role=str(getattr(user, "role", "")) if authenticated else "",
-            ip=str(request.META.get("REMOTE_ADDR", ""))[:64],
+            ip=client_address(request)[:64],
             client=str(request.META.get("HTTP_USER_AGENT", ""))[:256],
         )
 

@@ -41,7 +41,7 @@ class CorsMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        prefix = str(getattr(settings, "DICOMWEB_CORS_PATH", "/dicomweb/"))
+        prefix = settings.DICOMWEB_CORS_PATH
         if not request.path.startswith(prefix):
             return self.get_response(request)
         origin = allowed_origin(request.headers.get("Origin", ""))

@@ -36,6 +36,7 @@ from audit.trail import Actor, Target, record
 from imaging import policies
 from imaging.models import Patient
 from imaging.principals import as_principal
+from portal.client_address import client_address
 
 from . import throttle
 from .models import ALPHABET, GROUP, GROUPS, AccessCode, hash_code, lifetime, normalize
@@ -187,7 +188,7 @@ def revoke_code(access: AccessCode, by: Caller, *, actor: Actor | None = None) -
 
 
 def _ip(request: HttpRequest) -> str:
-    return str(request.META.get("REMOTE_ADDR", ""))
+    return client_address(request)
 
 
 def _refuse(request: HttpRequest, access: AccessCode | None, reason: Refusal, why: str,

@@ -10,26 +10,37 @@ import os
 from pathlib import Path
 from typing import Any
 
-import environ
+from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
+
+from portal.environment import Environment
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
-
-DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="")
-if not SECRET_KEY:
-    if not DEBUG and env.bool("PRODUCTION", default=False):
-        raise environ.ImproperlyConfigured("SECRET_KEY must be set in production")
-    # Development and tests only: PRODUCTION=1 refuses to start without a real key.
-    SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"  # noqa: S105
+# Every variable goes through one typed reader that refuses what it cannot read.
+env = Environment(os.environ)
 
 PRODUCTION = env.bool("PRODUCTION", default=False)
+DEBUG = env.bool("DEBUG", default=False)
+# Development and tests only: production refuses to start with it (below).
+DEVELOPMENT_SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"  # noqa: S105
+SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
+if PRODUCTION:
+    if DEBUG:
+        raise ImproperlyConfigured(
+            "DEBUG is on with PRODUCTION=1: debug pages show settings and code to anyone; "
+            "unset DEBUG in production")
+    if (SECRET_KEY == DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 50
+            or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith(("django-insecure", "insecure"))):
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set to a long random value (50 characters or more, not the "
+            "built-in development key) with PRODUCTION=1")
+
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
-DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data"))).resolve()
+DATA_DIR = env.path("DATA_DIR", default=BASE_DIR / "data").resolve()
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -52,6 +63,7 @@ INSTALLED_APPS = [
     "sharing",
     "viewer",
     "patients",
+    "csp",
 ]
 
 MIDDLEWARE = [
@@ -68,6 +80,7 @@ MIDDLEWARE = [
     "patients.middleware.EndedCodeSessionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "auditlog.middleware.AuditlogMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
@@ -106,14 +119,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
     }
     # Kept open between requests: closing a WAL database checkpoints and fsyncs every time.
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=600)
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=600, minimum=0)
     # A file, not memory, so servers and workers that tests start share the test database
     # (they are given its path); one per test run, so parallel runs never collide.
     DATABASES["default"]["TEST"] = {
         "NAME": str(DATA_DIR / f"test-portal-{os.getpid()}.sqlite3")
     }
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60, minimum=0)
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -136,15 +149,22 @@ AUTHENTICATION_BACKENDS = [
 ]
 # Lockout after repeated failures (django-axes), per account (an email counts against the
 # account it names) and per address.
-AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
-AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1.0)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5, minimum=1)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1.0, minimum=0.0)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_USERNAME_CALLABLE = "accounts.backends.lockout_username"
 AXES_RESET_ON_SUCCESS = True
+# The same client address as every other limit and the audit (behind TRUSTED_PROXIES).
+AXES_CLIENT_IP_CALLABLE = "portal.client_address.client_address"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 # TOTP second factor for everyone but patients (accounts.middleware); off only in tests.
 REQUIRE_2FA = env.bool("REQUIRE_2FA", default=True)
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Imaging portal")
+# Admins never read anyone's TOTP key (django-otp's admin shows it otherwise).
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+# A never-enrolled account enrols its phone only through a link an admin issues (or after
+# setting its password through a reset link); the link works once, for this long.
+ENROLMENT_LINK_HOURS = env.int("ENROLMENT_LINK_HOURS", default=72, minimum=1, maximum=24 * 30)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "imaging:study_list"
 LOGOUT_REDIRECT_URL = "login"
@@ -159,21 +179,21 @@ USE_TZ = True
 
 # --- Static files and storage ---------------------------------------------------------------
 STATIC_URL = "static/"
-STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
-S3_BUCKET = env.str("S3_BUCKET", default="")
+S3_BUCKET = env.str("S3_BUCKET")
 DICOM_STORAGE: dict[str, Any]
 if S3_BUCKET:
     DICOM_STORAGE = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
             "bucket_name": S3_BUCKET,
-            "endpoint_url": env.str("S3_ENDPOINT_URL", default="") or None,
-            "region_name": env.str("S3_REGION", default="") or None,
-            "access_key": env.str("S3_ACCESS_KEY_ID", default="") or None,
-            "secret_key": env.str("S3_SECRET_ACCESS_KEY", default="") or None,
-            "location": env.str("S3_PREFIX", default=""),
+            "endpoint_url": env.str("S3_ENDPOINT_URL") or None,
+            "region_name": env.str("S3_REGION") or None,
+            "access_key": env.str("S3_ACCESS_KEY_ID") or None,
+            "secret_key": env.str("S3_SECRET_ACCESS_KEY") or None,
+            "location": env.str("S3_PREFIX"),
             "file_overwrite": False,
             "default_acl": None,
             "querystring_auth": True,
@@ -183,7 +203,7 @@ else:
     DICOM_STORAGE = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {
-            "location": env.str("DICOM_STORAGE_DIR", default=str(DATA_DIR / "dicom")),
+            "location": str(env.path("DICOM_STORAGE_DIR", default=DATA_DIR / "dicom")),
             "base_url": None,
         },
     }
@@ -200,17 +220,19 @@ STORAGES = {
     },
 }
 # Uploads above this size stream to a temporary file instead of memory.
-FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024)
-DATA_UPLOAD_MAX_NUMBER_FILES = env.int("DATA_UPLOAD_MAX_NUMBER_FILES", default=1000)
-FILE_UPLOAD_TEMP_DIR = env.str("FILE_UPLOAD_TEMP_DIR", default="") or None
+FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024,
+                                      minimum=0)
+DATA_UPLOAD_MAX_NUMBER_FILES = env.int("DATA_UPLOAD_MAX_NUMBER_FILES", default=1000, minimum=1)
+FILE_UPLOAD_TEMP_DIR = env.str("FILE_UPLOAD_TEMP_DIR") or None
 # Caps on what comes in (README, "Limits"): one object from any source, one STOW-RS request
 # body, and how many times its own size a ZIP archive may unpack to (zip bombs).
-INGEST_MAX_OBJECT_BYTES = env.int("INGEST_MAX_OBJECT_BYTES", default=2 * 1024**3)
-STOW_MAX_REQUEST_BYTES = env.int("STOW_MAX_REQUEST_BYTES", default=20 * 1024**3)
-ZIP_MAX_EXPANSION_RATIO = env.float("ZIP_MAX_EXPANSION_RATIO", default=200.0)
+INGEST_MAX_OBJECT_BYTES = env.int("INGEST_MAX_OBJECT_BYTES", default=2 * 1024**3, minimum=1)
+STOW_MAX_REQUEST_BYTES = env.int("STOW_MAX_REQUEST_BYTES", default=20 * 1024**3, minimum=1)
+ZIP_MAX_EXPANSION_RATIO = env.float("ZIP_MAX_EXPANSION_RATIO", default=200.0, minimum=1.0)
 
 # --- Cache: shared by every web worker when Redis is configured (rate limits, ZIP layouts) ---
-CACHE_URL = env.str("CACHE_URL", default="") or env.str("REDIS_URL", default="")
+REDIS_URL = env.str("REDIS_URL")
+CACHE_URL = env.str("CACHE_URL") or REDIS_URL
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
     if CACHE_URL
@@ -218,23 +240,35 @@ CACHES = {
 }
 
 # --- Download links and shares: failed token or PIN attempts allowed per address -------------
-SHARING_FAILURE_LIMIT = env.int("SHARING_FAILURE_LIMIT", default=10)
-SHARING_FAILURE_WINDOW = env.int("SHARING_FAILURE_WINDOW", default=900)
+SHARING_FAILURE_LIMIT = env.int("SHARING_FAILURE_LIMIT", default=10, minimum=1)
+SHARING_FAILURE_WINDOW = env.int("SHARING_FAILURE_WINDOW", default=900, minimum=1)
 
 # --- Patient access codes (printed on exam receipts) ------------------------------------------
-PATIENT_CODE_LIFETIME_DAYS = env.int("PATIENT_CODE_LIFETIME_DAYS", default=30)
-PATIENT_CODE_FAILURE_WINDOW = env.int("PATIENT_CODE_FAILURE_WINDOW", default=900)
-PATIENT_CODE_ADDRESS_LIMIT = env.int("PATIENT_CODE_ADDRESS_LIMIT", default=10)
-PATIENT_CODE_PREFIX_LIMIT = env.int("PATIENT_CODE_PREFIX_LIMIT", default=5)
+PATIENT_CODE_LIFETIME_DAYS = env.int("PATIENT_CODE_LIFETIME_DAYS", default=30, minimum=1)
+PATIENT_CODE_FAILURE_WINDOW = env.int("PATIENT_CODE_FAILURE_WINDOW", default=900, minimum=1)
+PATIENT_CODE_ADDRESS_LIMIT = env.int("PATIENT_CODE_ADDRESS_LIMIT", default=10, minimum=1)
+PATIENT_CODE_PREFIX_LIMIT = env.int("PATIENT_CODE_PREFIX_LIMIT", default=5, minimum=1)
 
 # DICOMweb API tokens always expire: this many days unless the user picks fewer, at most
 # API_TOKEN_MAX_DAYS.
-API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)
-API_TOKEN_MAX_DAYS = env.int("API_TOKEN_MAX_DAYS", default=365)
+API_TOKEN_MAX_DAYS = env.int("API_TOKEN_MAX_DAYS", default=365, minimum=1, maximum=3650)
+API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90, minimum=1,
+                                 maximum=API_TOKEN_MAX_DAYS)
 
 # --- Celery ---------------------------------------------------------------------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or env.str("REDIS_URL", default="")
-CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL") or REDIS_URL
+# Tasks run in the web process only when no broker is configured. In production that is
+# an explicit choice (TASKS_IN_PROCESS=1): a forgotten broker must not quietly turn
+# background work into work done inside web requests.
+TASKS_IN_PROCESS = env.bool("TASKS_IN_PROCESS", default=not CELERY_BROKER_URL and not PRODUCTION)
+if TASKS_IN_PROCESS and env.str("CELERY_BROKER_URL"):
+    raise ImproperlyConfigured("TASKS_IN_PROCESS=1 and CELERY_BROKER_URL are both set; "
+                               "choose one")
+if PRODUCTION and not CELERY_BROKER_URL and not TASKS_IN_PROCESS:
+    raise ImproperlyConfigured(
+        "No Celery broker is configured (CELERY_BROKER_URL or REDIS_URL) with PRODUCTION=1: "
+        "set one for background workers, or set TASKS_IN_PROCESS=1 to run tasks in-process")
+CELERY_TASK_ALWAYS_EAGER = TASKS_IN_PROCESS
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = CELERY_BROKER_URL or None
 CELERY_TASK_ACKS_LATE = True
@@ -244,11 +278,12 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE = {
     "verify-fixity": {
         "task": "imaging.tasks.verify_fixity",
-        "schedule": env.float("FIXITY_INTERVAL_SECONDS", default=24 * 3600.0),
+        "schedule": env.float("FIXITY_INTERVAL_SECONDS", default=24 * 3600.0, minimum=60.0),
     },
     "privacy-list-retention-due": {
         "task": "privacy.tasks.list_retention_due",
-        "schedule": env.float("RETENTION_LIST_INTERVAL_SECONDS", default=24 * 3600.0),
+        "schedule": env.float("RETENTION_LIST_INTERVAL_SECONDS", default=24 * 3600.0,
+                              minimum=60.0),
     },
     "privacy-delete-pending-blobs": {
         "task": "privacy.tasks.delete_pending_blobs", "schedule": 3600.0,
@@ -259,13 +294,18 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- Fixity: stored files are re-hashed periodically and compared with their SHA-256 -------
-FIXITY_MAX_AGE_DAYS = env.float("FIXITY_MAX_AGE_DAYS", default=30.0)
-FIXITY_BATCH_SIZE = env.int("FIXITY_BATCH_SIZE", default=5000)
+FIXITY_MAX_AGE_DAYS = env.float("FIXITY_MAX_AGE_DAYS", default=30.0, minimum=0.0)
+FIXITY_BATCH_SIZE = env.int("FIXITY_BATCH_SIZE", default=5000, minimum=1)
 
 # --- DICOMweb ---------------------------------------------------------------------------------
 # Origins allowed to call /dicomweb/ from a browser (a viewer on another host); ["*"] allows
 # any origin without credentials. Empty: same-origin only.
 DICOMWEB_CORS_ORIGINS = env.list("DICOMWEB_CORS_ORIGINS", default=[])
+# Only paths under this prefix get CORS headers (dicomweb.cors).
+DICOMWEB_CORS_PATH = "/dicomweb/"
+# Reverse proxies whose X-Forwarded-For is believed (addresses or CIDR networks): the client
+# address every limit and the audit use (portal.client_address). Empty: REMOTE_ADDR only.
+TRUSTED_PROXIES = env.networks("TRUSTED_PROXIES")
 # Behind a reverse proxy: trust X-Forwarded-Host/-Proto so BulkDataURIs and links are right.
 USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)
 if env.bool("TRUST_X_FORWARDED_PROTO", default=PRODUCTION):
@@ -273,23 +313,23 @@ if env.bool("TRUST_X_FORWARDED_PROTO", default=PRODUCTION):
 
 # OHIF's prebuilt viewer (bin/fetch-ohif) served at /viewer/ when present; cross-origin
 # isolation (COOP/COEP on the viewer) lets OHIF use SharedArrayBuffer for MPR.
-OHIF_DIST = Path(env.str("OHIF_DIST", default=str(BASE_DIR / ".cache" / "ohif" / "dist")))
+OHIF_DIST = env.path("OHIF_DIST", default=BASE_DIR / ".cache" / "ohif" / "dist")
 OHIF_CROSS_ORIGIN_ISOLATED = env.bool("OHIF_CROSS_ORIGIN_ISOLATED", default=False)
 
 # --- DICOM ----------------------------------------------------------------------------------
 DICOM_AE_TITLE = env.str("DICOM_AE_TITLE", default="PORTAL")
-DICOM_PORT = env.int("DICOM_PORT", default=11112)
+DICOM_PORT = env.int("DICOM_PORT", default=11112, minimum=1, maximum=65535)
 # Accept associations from peers not configured in admin (first installation only).
 DICOM_ALLOW_UNKNOWN_PEERS = env.bool("DICOM_ALLOW_UNKNOWN_PEERS", default=False)
 # Received objects wait here, linked, between the C-STORE answer and their index rows
 # (dimse/indexing.py); keep it on the file system of DICOM_STORAGE_DIR so that is a link.
-DICOM_SPOOL_DIR = Path(env.str("DICOM_SPOOL_DIR", default=str(DATA_DIR / "dicom-spool")))
+DICOM_SPOOL_DIR = env.path("DICOM_SPOOL_DIR", default=DATA_DIR / "dicom-spool")
 # Listener worker processes sharing the port (parallel associations use several cores).
 DICOM_LISTENER_PROCESSES = env.int("DICOM_LISTENER_PROCESSES",
-                                   default=min(os.cpu_count() or 1, 4))
+                                   default=min(os.cpu_count() or 1, 4), minimum=1)
 
 # --- Security (production) ------------------------------------------------------------------
-SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600, minimum=60)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the upload page reads the token for its XHR requests
@@ -300,9 +340,27 @@ if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
-    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+
+# Content-Security-Policy (django-csp) for the portal's own pages: scripts only from our
+# static files, nothing framed, no plugins. Inline style attributes remain in templates;
+# styles cannot run code. OHIF under /viewer/ gets its own, looser policy (viewer.views).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:", "blob:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 EMAIL_BACKEND = env.str(
     "EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"
@@ -313,6 +371,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": env.choice(
+        "LOG_LEVEL", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])},
     "loggers": {"pynetdicom": {"level": "WARNING"}},
 }

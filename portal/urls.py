@@ -4,6 +4,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from accounts import two_factor
+from accounts import views as accounts_views
 from imaging import emergency
 
 urlpatterns = [
@@ -13,6 +14,13 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/", include("accounts.urls")),
     path("accounts/2fa/", two_factor.two_factor, name="two_factor"),
+    path("accounts/enrol/<str:token>/", two_factor.enrol, name="enrol"),
+    path("accounts/password-reset/", auth_views.PasswordResetView.as_view(),
+         name="password_reset"),
+    path("accounts/password-reset/sent/", auth_views.PasswordResetDoneView.as_view(),
+         name="password_reset_done"),
+    path("accounts/reset/<uidb64>/<token>/", accounts_views.PasswordResetConfirm.as_view(),
+         name="password_reset_confirm"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("imaging/emergency/", emergency.break_the_glass, name="break_glass"),
     path("imaging/", include("imaging.urls")),

@@ -33,6 +33,7 @@ from audit.trail import Actor
 from dicomweb import rendering
 from imaging import blobs, policies, principals
 from imaging.models import Instance, Series, Study
+from portal.client_address import client_address
 from privacy.consent import ConsentRequired
 
 from . import archive, services, throttle
@@ -49,7 +50,7 @@ VIEWPORT = (512, 512)
 
 
 def _ip(request: HttpRequest) -> str:
-    return str(request.META.get("REMOTE_ADDR", ""))
+    return client_address(request)
 
 
 def _refused(request: HttpRequest, reason: Refusal | str, status: int | None = None,

@@ -10,6 +10,9 @@ from django.test import Client
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts import enrolment
+from audit.trail import Actor
+
 from .conftest import PASSWORD
 
 pytestmark = pytest.mark.two_factor
@@ -39,6 +42,8 @@ def test_five_wrong_passwords_lock_the_account_even_for_the_right_password(dora)
 
 def test_a_doctor_must_enrol_and_enter_a_totp_code_before_seeing_anything(dora):
     client = Client()
+    # Enrolment needs a one-time link from an admin (tests/test_second_factor_enrolment.py).
+    assert client.post(enrolment.issue(dora, Actor.system("test"))).status_code == 302
     assert _login(client, "dora").status_code == 302
     response = client.get("/imaging/")
     assert response.status_code == 302

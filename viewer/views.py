@@ -9,8 +9,12 @@ never meet a login redirect.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, cast
 
+from csp.constants import NONCE, NONE, SELF
+from csp.decorators import csp
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
@@ -20,6 +24,37 @@ from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from . import ohif
+
+P = ParamSpec("P")
+
+# OHIF's own Content-Security-Policy, looser than the portal's (settings) only where OHIF
+# needs it, as tests/test_content_security_policy.py found in Chromium: its two inline
+# scripts in index.html carry this response's nonce; its image codecs (JPEG 2000, JPEG-LS)
+# are Emscripten WebAssembly whose bindings compile JavaScript from strings, hence
+# 'unsafe-eval' (not only 'wasm-unsafe-eval'); its UI sets inline styles and data: images.
+# Still same origin only: no script, worker, frame or connection goes anywhere else.
+OHIF_POLICY = {
+    "default-src": [SELF],
+    "script-src": [SELF, NONCE, "'unsafe-eval'"],
+    "worker-src": [SELF],
+    "style-src": [SELF, "'unsafe-inline'"],
+    "img-src": [SELF, "data:", "blob:"],
+    "font-src": [SELF],
+    "connect-src": [SELF],
+    "media-src": [SELF],
+    "manifest-src": [SELF],
+    "object-src": [NONE],
+    "base-uri": [SELF],
+    "form-action": [SELF],
+    "frame-ancestors": [NONE],
+}
+
+
+
+def _ohif_policy(view: Callable[P, HttpResponseBase]) -> Callable[P, HttpResponseBase]:
+    """django-csp's ``csp`` decorator, typed for views that take URL arguments."""
+    return cast(Callable[P, HttpResponseBase], csp(OHIF_POLICY)(view))  # type: ignore[arg-type]
+
 
 # Paths with one of these endings are files: missing ones are 404, not the SPA page.
 _FILE_SUFFIXES = set(ohif.CONTENT_TYPES)
@@ -48,6 +83,7 @@ def _not_installed(exc: ohif.NotInstalled) -> HttpResponse:
 
 
 @require_safe
+@_ohif_policy
 def page(request: HttpRequest, path: str) -> HttpResponseBase:
     """OHIF's files, and its one page for every route it handles (study list, viewer)."""
     prefix = reverse("viewer:index")
@@ -63,6 +99,8 @@ def page(request: HttpRequest, path: str) -> HttpResponseBase:
         html = ohif.index_html(_dist(), prefix)
     except ohif.NotInstalled as exc:
         return _not_installed(exc)
+    nonce = str(request.csp_nonce)  # type: ignore[attr-defined]  # csp.middleware
+    html = html.replace(b"<script>", f'<script nonce="{nonce}">'.encode())
     response = HttpResponse(html, content_type="text/html; charset=utf-8")
     response["Cache-Control"] = "no-cache, private"
     return _isolation_headers(response)
@@ -80,6 +118,7 @@ def _file_response(found: ohif.Prepared) -> HttpResponseBase:
 
 
 @require_safe
+@_ohif_policy
 @login_required
 def app_config(request: HttpRequest) -> HttpResponseBase:
     """``window.config`` pointing OHIF at this server's DICOMweb, from the request's host."""

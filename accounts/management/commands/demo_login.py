@@ -1,4 +1,5 @@
-"""``manage.py demo_login``: the superuser "admin" with a fresh random password, printed.
+"""``manage.py demo_login``: the superuser "admin" with a fresh random password, printed,
+and a one-time link to enrol its second factor while it has none.
 
 Run by ``bin/portal`` on every start so a demo always has a working login, and no password
 is ever written in the repository or reused between runs.
@@ -9,8 +10,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from accounts import enrolment
+from accounts.models import User
 from imaging.demo import reset_admin
 
 
@@ -30,7 +34,13 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         username = options["username"]
         password = reset_admin(username)
+        base_url = f"http://127.0.0.1:{options['port']}"
+        link = enrolment.demo_link(User.objects.get(username=username), base_url, "demo_login")
+        if link:
+            self.stdout.write(
+                f"First open {link} (once, within {settings.ENROLMENT_LINK_HOURS} h) to set "
+                f"up {username}'s authenticator app, then:"
+            )
         self.stdout.write(
-            f"Log in at http://127.0.0.1:{options['port']}/ as {username} "
-            f"with password {password}"
+            f"Log in at {base_url}/ as {username} with password {password}"
         )

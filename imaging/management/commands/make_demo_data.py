@@ -7,11 +7,14 @@ already present is recognised and left alone.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from accounts import enrolment
+from accounts.models import User
 from imaging import demo
 from imaging.ingest import Outcome
 
@@ -80,5 +83,12 @@ class Command(BaseCommand):
         self.stdout.write("Demo users (new random passwords each run):")
         for username, (role, password) in report.users.items():
             self.stdout.write(f"  {role:<10} {username:<12} {password}")
+        # Staff need a second factor, and a password alone does not let anyone enrol one.
+        base_url = f"http://127.0.0.1:{os.environ.get('PORT') or '8000'}"
+        for username in report.users:
+            link = enrolment.demo_link(User.objects.get(username=username), base_url,
+                                       "make_demo_data")
+            if link:
+                self.stdout.write(f"  {username} sets up an authenticator app once at {link}")
         if report.problems:
             raise CommandError(f"{len(report.problems)} demo images were not stored")
