@@ -84,7 +84,7 @@ class Listener:
 
     @property
     def allow_unknown_peers(self) -> bool:
-        return bool(getattr(settings, "DICOM_ALLOW_UNKNOWN_PEERS", False))
+        return bool(settings.DICOM_ALLOW_UNKNOWN_PEERS)
 
     def session(self, assoc: Association, *, caught_up: bool = False) -> Session | None:
         """The association's session; ``caught_up``: once every object it has sent is

@@ -61,12 +61,13 @@ class RunningListener:
 
 @contextmanager
 def running_listener(
-    ae_title: str = "PORTAL", *, network_timeout: float = 30.0,
+    ae_title: str = "PORTAL", *, network_timeout: float = 30.0, patches: bool | None = None,
 ) -> Iterator[RunningListener]:
-    """The portal's listener in a thread of this process, on a free loopback port."""
+    """The portal's listener in a thread of this process, on a free loopback port;
+    ``patches``: with the pynetdicom patches or without (by default as configured)."""
     port = free_port()
     listener = Listener(ae_title=ae_title, network_timeout=network_timeout)
-    server = start(listener, LOOPBACK, port, block=False)
+    server = start(listener, LOOPBACK, port, block=False, patches=patches)
     assert server is not None
     try:
         yield RunningListener(ae_title, LOOPBACK, port, listener)

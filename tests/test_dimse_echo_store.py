@@ -15,7 +15,7 @@ from dimse.models import Peer
 from dimse.testing import dataset_bytes, dcmtk, storescp
 from imaging.models import Instance
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pynetdicom_as_is_too]
 
 
 @pytest.fixture
