@@ -41,9 +41,14 @@ def _waiters(messages: queue.Queue[object]) -> int:
     return len(messages.not_empty._waiters)  # type: ignore[attr-defined]
 
 
-def test_a_response_reaches_the_thread_waiting_for_it_while_the_reactor_idles():
+def test_a_response_reaches_the_thread_waiting_for_it_while_the_reactor_idles(
+    monkeypatch: pytest.MonkeyPatch,
+):
     """As in a C-MOVE: the reactor of the sub-association idles while the handler's thread
     waits for the C-STORE response on the same queue."""
+    # An idle wait long enough for this test to see it waiting on a busy machine (with
+    # pynetdicom's 1 ms, the reactor could be done before the reader started).
+    monkeypatch.setattr(dul_wakeup, "IDLE_POLL", 5.0)
     for _ in range(20):
         messages: queue.Queue[object] = queue.Queue()
         reactor = FakeAssociation(messages)
