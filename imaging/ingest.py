@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -22,7 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import blobs
-from .dicomfile import InvalidObject, ParsedObject, parse
+from .dicomfile import InvalidObject, ParsedObject, dataset_offset, parse
 from .models import Instance, Patient, PatientConflict, Series, Study
 
 log = logging.getLogger(__name__)
@@ -123,10 +124,10 @@ def stage(fp: IO[bytes], *, source: str = "", study: str | None = None,
         if known is not None and known != parsed.study_instance_uid:
             return _refused(parsed, _series_elsewhere(parsed))
     pending = held(parsed.sop_instance_uid) if held is not None else None
-    copy: tuple[int | None, str] | None = (
-        (None, pending) if pending is not None else _stored_sha256(parsed.sop_instance_uid))
+    copy = StoredCopy(None, pending) if pending is not None else _stored_copy(
+        parsed.sop_instance_uid)
     if copy is not None:
-        return _compare(parsed, copy, blobs.sha256(fp)[0])
+        return _compare(parsed, copy, blobs.sha256(fp)[0], fp)
     key = blobs.new_key()
     digest, size = blobs.write(fp, key, adopt=adopt, checksum=not checksum_later)
     return Staged(parsed, key, digest or "", size, source)
@@ -232,12 +233,17 @@ def _commit_one(item: Staged, attempts: int = 3) -> IngestResult:
         blobs.delete(item.key)
         return IngestResult(Outcome.REJECTED, str(exc), parsed.sop_instance_uid)
     except IntegrityError:
-        blobs.delete(item.key)
-        # Another ingest stored the same SOP Instance UID between our check and our insert.
-        stored = _stored_sha256(parsed.sop_instance_uid)
-        if stored is not None:
-            return _compare(parsed, stored, item.sha256)
-        raise
+        # Another ingest (another entry point, another association) stored the same SOP
+        # Instance UID between our check and our insert: compared as at staging, then our
+        # copy's blob goes.
+        try:
+            stored = _stored_copy(parsed.sop_instance_uid)
+            if stored is None:
+                raise
+            with blobs.open_blob(item.key) as ours:
+                return _compare(parsed, stored, item.sha256, ours)
+        finally:
+            blobs.delete(item.key)
     except BaseException:
         blobs.delete(item.key)
         raise
@@ -252,20 +258,55 @@ def _sql(statement: str, **tables: str) -> str:
                             **tables)
 
 
-def _stored_sha256(sop_instance_uid: str) -> tuple[int, str] | None:
+class StoredCopy(NamedTuple):
+    """A copy of an object already held: indexed (``pk``, its blob and syntax known), or
+    staged by the same sender and not yet indexed (its checksum only)."""
+
+    pk: int | None
+    sha256: str
+    blob_key: str = ""
+    transfer_syntax_uid: str = ""
+
+
+def _stored_copy(sop_instance_uid: str) -> StoredCopy | None:
     with connection.cursor() as cursor:
         cursor.execute(
-            _sql("SELECT id, sha256 FROM {instance} WHERE sop_instance_uid = %s"),
+            _sql("SELECT id, sha256, blob_key, transfer_syntax_uid FROM {instance}"
+                 " WHERE sop_instance_uid = %s"),
             [sop_instance_uid],
         )
         row = cursor.fetchone()
-    return (row[0], row[1]) if row is not None else None
+    return StoredCopy(*row) if row is not None else None
 
 
-def _compare(parsed: ParsedObject, stored: tuple[int | None, str], digest: str,
+def _dataset_sha256(fp: IO[bytes]) -> str:
+    """SHA-256 of the dataset of ``fp``, without its File Meta."""
+    offset = dataset_offset(fp)
+    fp.seek(offset)
+    h = hashlib.sha256()
+    while chunk := fp.read(blobs.CHUNK_SIZE):
+        h.update(chunk)
+    fp.seek(0)
+    return h.hexdigest()
+
+
+def _same_object(parsed: ParsedObject, stored: StoredCopy, received: IO[bytes]) -> bool:
+    """The same dataset in the same transfer syntax, whatever File Meta each copy has: one
+    object that came by two ways in (STOW-RS keeps the sender's File Meta; the listener's
+    is written by pynetdicom)."""
+    if not stored.blob_key or stored.transfer_syntax_uid != parsed.transfer_syntax_uid:
+        return False
+    with blobs.open_blob(stored.blob_key) as fp:
+        stored_digest = _dataset_sha256(fp)
+    return stored_digest == _dataset_sha256(received)
+
+
+def _compare(parsed: ParsedObject, stored: StoredCopy, digest: str, received: IO[bytes],
              ) -> IngestResult:
-    pk, stored_digest = stored
-    if stored_digest == digest:
+    """A duplicate (the same object again) or a conflict (another object under its UID).
+    ``digest``: the SHA-256 of ``received``, the whole file."""
+    pk = stored.pk
+    if stored.sha256 == digest or _same_object(parsed, stored, received):
         return IngestResult(
             Outcome.DUPLICATE,
             "already stored with the same content",
