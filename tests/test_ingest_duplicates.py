@@ -18,6 +18,7 @@ import pydicom.data
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from imaging import blobs
 from imaging.ingest import IngestResult, Outcome, ingest
@@ -102,7 +103,7 @@ def test_different_bytes_under_a_stored_uid_are_a_conflict_and_the_original_is_k
 def _with_other_file_meta(path: Path) -> bytes:
     """The same dataset behind the File Meta another implementation would write."""
     ds = dcmread(path)
-    ds.file_meta.ImplementationClassUID = "1.2.826.0.1.3680043.9.3811.3.0.4"
+    ds.file_meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.9.3811.3.0.4")
     ds.file_meta.ImplementationVersionName = "PYNETDICOM_304"
     ds.file_meta.SourceApplicationEntityTitle = "MODALITY"
     return _bytes(ds)
