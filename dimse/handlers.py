@@ -59,10 +59,11 @@ class Session:
     index: BackgroundIndex = field(init=False)
 
     def __post_init__(self) -> None:
-        self.index = BackgroundIndex(self.actor, self.indexed)
+        self.index = BackgroundIndex(self.actor, self.duplicate)
 
-    def indexed(self, result: IngestResult) -> None:
-        """An accepted object is in the archive: on the trail with the next batch."""
+    def duplicate(self, result: IngestResult) -> None:
+        """An object already held (it writes no rows): on the trail with the next batch.
+        Objects stored are on it with their index rows (dimse.indexing)."""
         if self.stored.add(result) >= AUDIT_BATCH:
             flush(self.actor, self.stored)
 

@@ -4,7 +4,11 @@ STOW-RS, C-STORE) stores it by calling :func:`ingest`.
 Order of work, so that a failure leaves nothing half-stored: parse and validate, checksum,
 write the blob under a fresh opaque key, then index it in one transaction; if the
 transaction fails the blob is deleted again. The same SOP Instance UID twice is idempotent:
-the same bytes are a duplicate, different bytes a conflict, and the original is kept.
+the same object is a duplicate, a different one a conflict, and the original is kept.
+
+Given a :class:`~imaging.store_audit.StoreAudit`, the STORE entry of the objects indexed is
+written in the same transaction as their rows (one per study and transaction): both are
+committed, or neither.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from django.utils import timezone
 from . import blobs
 from .dicomfile import InvalidObject, ParsedObject, dataset_offset, parse
 from .models import Instance, Patient, PatientConflict, Series, Study
+from .store_audit import StoreAudit, record_stores
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +61,15 @@ class IngestResult:
         return self.outcome in (Outcome.STORED, Outcome.DUPLICATE)
 
 
-def ingest(fp: IO[bytes], *, source: str = "", adopt: Path | None = None) -> IngestResult:
+def ingest(fp: IO[bytes], *, source: str = "", adopt: Path | None = None,
+           audit: StoreAudit | None = None) -> IngestResult:
     """Store one DICOM object read from the seekable binary file ``fp`` (from its start).
 
     ``source`` says where it came from (``import:<path>``, ``upload:<user>``,
-    ``cstore:<AE>``) and is kept on the instance.
+    ``cstore:<AE>``) and is kept on the instance. ``audit``: who stores it, for the trail
+    (see :class:`IngestBatch`).
     """
-    batch = IngestBatch()
+    batch = IngestBatch(audit)
     batch.add(fp, source=source, adopt=adopt)
     return batch.commit()[0]
 
@@ -154,18 +161,22 @@ def _refused(parsed: ParsedObject, reason: str) -> IngestResult:
                         sop_class_uid=parsed.sop_class_uid)
 
 
-def index(staged: list[Staged]) -> list[IngestResult]:
+def index(staged: list[Staged], *, audit: StoreAudit | None = None) -> list[IngestResult]:
     """Index staged objects: one transaction for all, or, if that fails (a UID stored
     meanwhile by someone else, a series that belongs to another study), each on its own,
     so one bad object never costs the others. Whatever is not indexed has its blob
-    deleted; the results are in the order given."""
+    deleted; the results are in the order given. ``audit``: the STORE entry of what each
+    transaction indexes is written in it; duplicates and refusals are the caller's to
+    record (they write no rows)."""
     indexed: dict[str, IngestResult] = {}
     try:
         if len(staged) > 1:
             try:
                 with transaction.atomic():
                     pks = _index(staged)
-                indexed = {s.key: s.stored(pk) for s, pk in zip(staged, pks, strict=True)}
+                    stored = [s.stored(pk) for s, pk in zip(staged, pks, strict=True)]
+                    _record_indexed(audit, stored)
+                indexed = {s.key: result for s, result in zip(staged, stored, strict=True)}
             except (IntegrityError, InvalidObject, OperationalError) as exc:
                 # OperationalError: PostgreSQL chose this batch as a deadlock victim
                 # (two workers creating the same new patient or study in another order).
@@ -173,13 +184,20 @@ def index(staged: list[Staged]) -> list[IngestResult]:
                          len(staged), exc)
         for item in staged:
             if item.key not in indexed:
-                indexed[item.key] = _commit_one(item)
+                indexed[item.key] = _commit_one(item, audit)
     except BaseException:
         for item in staged:
             if item.key not in indexed:
                 blobs.delete(item.key)
         raise
     return [indexed[item.key] for item in staged]
+
+
+def _record_indexed(audit: StoreAudit | None, stored: list[IngestResult]) -> None:
+    """The STORE entries of objects just indexed, in their transaction (written last in
+    it: the trail's chain lock is then held only until the commit)."""
+    if audit is not None and stored:
+        record_stores(audit.actor, stored, via=audit.via)
 
 
 class IngestBatch:
@@ -189,9 +207,13 @@ class IngestBatch:
     object is staged (parsed, checked and written to storage) as it is added, and
     :meth:`commit` indexes them together (:func:`index`), so an import pays for one
     transaction per batch instead of one per object.
+
+    ``audit``: the objects stored are on the trail with their index rows (one entry per
+    study and transaction); duplicates and refusals are recorded by :meth:`commit` after.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, audit: StoreAudit | None = None) -> None:
+        self.audit = audit
         self._slots: list[IngestResult | Staged] = []
 
     def __len__(self) -> int:
@@ -215,18 +237,27 @@ class IngestBatch:
         """Index every staged object; the results are in the order objects were added."""
         self._slots, slots = [], self._slots
         staged = [slot for slot in slots if isinstance(slot, Staged)]
-        indexed = dict(zip((s.key for s in staged), index(staged), strict=True))
-        return [indexed[slot.key] if isinstance(slot, Staged) else slot for slot in slots]
+        indexed = dict(zip((s.key for s in staged), index(staged, audit=self.audit),
+                           strict=True))
+        results = [indexed[slot.key] if isinstance(slot, Staged) else slot for slot in slots]
+        if self.audit is not None:
+            rest = [r for r in results if r.outcome != Outcome.STORED]
+            if rest:
+                record_stores(self.audit.actor, rest, via=self.audit.via)
+        return results
 
 
-def _commit_one(item: Staged, attempts: int = 3) -> IngestResult:
+def _commit_one(item: Staged, audit: StoreAudit | None = None, attempts: int = 3,
+                ) -> IngestResult:
     parsed = item.parsed
     try:
         with transaction.atomic():
             (pk,) = _index([item])
+            stored = item.stored(pk)
+            _record_indexed(audit, [stored])
     except OperationalError:
         if attempts > 1 and not transaction.get_connection().in_atomic_block:
-            return _commit_one(item, attempts - 1)  # a deadlock victim tries again
+            return _commit_one(item, audit, attempts - 1)  # a deadlock victim tries again
         blobs.delete(item.key)
         raise
     except InvalidObject as exc:
@@ -237,17 +268,17 @@ def _commit_one(item: Staged, attempts: int = 3) -> IngestResult:
         # Instance UID between our check and our insert: compared as at staging, then our
         # copy's blob goes.
         try:
-            stored = _stored_copy(parsed.sop_instance_uid)
-            if stored is None:
+            copy = _stored_copy(parsed.sop_instance_uid)
+            if copy is None:
                 raise
             with blobs.open_blob(item.key) as ours:
-                return _compare(parsed, stored, item.sha256, ours)
+                return _compare(parsed, copy, item.sha256, ours)
         finally:
             blobs.delete(item.key)
     except BaseException:
         blobs.delete(item.key)
         raise
-    return item.stored(pk)
+    return stored
 
 
 def _sql(statement: str, **tables: str) -> str:
