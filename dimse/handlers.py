@@ -13,10 +13,11 @@ import os
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import close_old_connections, connections
 from pynetdicom.pdu_primitives import A_RELEASE
 
@@ -118,12 +119,13 @@ def on_requested(event: Event, listener: Listener) -> None:
         peer = recognise(calling, address)
         decision = decide_peer(peer, AuditAction.ASSOCIATION,
                                allow_unknown=listener.allow_unknown_peers)
-        record(
-            AuditAction.ASSOCIATION, actor, None,
-            Outcome.ALLOWED if decision else Outcome.DENIED, reason=decision.why,
-            detail={"event": "request", "called_ae": str(request.called_ae_title).strip()
-                    if request else "", "process": os.getpid()},
-        )
+        detail = {"event": "request", "called_ae": str(request.called_ae_title).strip()
+                  if request else "", "process": os.getpid()}
+        if decision:
+            record(AuditAction.ASSOCIATION, actor, None, Outcome.ALLOWED,
+                   reason=decision.why, detail=detail)
+        else:
+            record_refusal(actor, address, decision.why, detail)
     except Exception:
         log.exception("cannot decide on the association from %s at %s", calling, address)
         _reject(assoc, REJECTED_TRANSIENT, REASON_NO_REASON)
@@ -133,6 +135,40 @@ def on_requested(event: Event, listener: Listener) -> None:
         _reject(assoc, REJECTED_PERMANENT, REASON_CALLING_AE_NOT_RECOGNISED)
         return
     listener.sessions[assoc] = Session(peer=peer, actor=actor, calling_ae=calling)
+
+
+def record_refusal(actor: Actor, address: str, why: str, detail: dict[str, Any]) -> None:
+    """A refused association on the trail, at most once per calling address and
+    ``DICOM_REFUSAL_AUDIT_WINDOW`` seconds.
+
+    Each entry takes the trail's chain lock, so a flood of refused connections from one
+    address would fill the trail and slow every audited read. The first refusal from an
+    address opens a window and is written; the ones after it in that window are counted in
+    the cache (shared by the listener's processes when it is Redis), and the next entry
+    from that address says how many there were (``refused_unrecorded``).
+    """
+    window = settings.DICOM_REFUSAL_AUDIT_WINDOW
+    opened = cache.add(_REFUSAL_WINDOW.format(address), True, timeout=window)
+    counter = _REFUSALS_UNRECORDED.format(address)
+    if not opened:
+        cache.add(counter, 0, timeout=None)
+        try:
+            cache.incr(counter)
+        except ValueError:  # evicted between the two calls
+            cache.set(counter, 1, timeout=None)
+        return
+    unrecorded = int(cache.get(counter) or 0)
+    if unrecorded:
+        try:
+            cache.decr(counter, unrecorded)  # refusals counted meanwhile stay counted
+        except ValueError:
+            pass  # evicted meanwhile
+    record(AuditAction.ASSOCIATION, actor, None, Outcome.DENIED, reason=why,
+           detail={**detail, "refused_unrecorded": unrecorded, "window_seconds": window})
+
+
+_REFUSAL_WINDOW = "dimse:refusal-window:{}"
+_REFUSALS_UNRECORDED = "dimse:refusals-unrecorded:{}"
 
 
 def _reject(assoc: Association, result: int, reason: int) -> None:
