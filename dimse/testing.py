@@ -76,14 +76,16 @@ def running_listener(
 
 
 @contextmanager
-def storescp(folder: Path, ae_title: str = "DEST", port: int | None = None,
-             ) -> Iterator[int]:
-    """DCMTK's storescp accepting every transfer syntax it knows (+xa) and writing what it
-    receives, bit for bit (+B), into ``folder``."""
+def storescp(folder: Path, ae_title: str = "DEST", port: int | None = None, *,
+             accept_all: bool = True) -> Iterator[int]:
+    """DCMTK's storescp accepting every transfer syntax it knows (+xa; ``accept_all``
+    False: the uncompressed ones only, its default) and writing what it receives, bit for
+    bit (+B), into ``folder``."""
     port = port or free_port()
     folder.mkdir(parents=True, exist_ok=True)
+    syntaxes = ["+xa"] if accept_all else []
     process = subprocess.Popen(
-        ["storescp", "-aet", ae_title, "+B", "+xa", "-od", str(folder), str(port)],
+        ["storescp", "-aet", ae_title, "+B", *syntaxes, "-od", str(folder), str(port)],
         env=dcmtk_env(), cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
