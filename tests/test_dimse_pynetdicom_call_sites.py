@@ -177,3 +177,15 @@ def test_uid_checks_are_looked_up_as_a_module_global_of_the_primitives():
     assert _global(dimse_primitives, "set_uid") is utils.set_uid
     assert "set_uid(value," in inspect.getsource(dimse_primitives)
     assert _parameters(utils.set_uid) == _parameters(pdu_fast_codec.set_uid.__wrapped__)
+
+
+def test_the_listener_command_refuses_to_start_on_another_pynetdicom(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    import pynetdicom
+    from django.core.management import CommandError, call_command
+
+    monkeypatch.setattr(pynetdicom, "__version__", "3.1.0")
+    with pytest.raises(CommandError, match=r"pynetdicom 3\.1\.0 is installed.*3\.0\.4"):
+        call_command("dicom_listener", "--port", "0")
+    assert not pynetdicom_patches.installed()

@@ -192,3 +192,45 @@ def test_objects_the_requester_takes_no_context_for_fail_each_with_its_cause(
     causes = entry.detail["failed"]
     assert sorted(causes) == others
     assert all("no presentation context" in cause for cause in causes.values())
+
+
+def test_an_object_that_cannot_be_decompressed_fails_with_the_decoders_cause(
+    portal, workstation, tmp_path,
+):
+    """pydicom's JPEG-lossy.dcm is stored as received, but no decoder reads its pixel
+    data: a requester taking only uncompressed syntaxes gets a failure that says so."""
+    from pynetdicom.sop_class import SecondaryCaptureImageStorage  # type: ignore[attr-defined]
+
+    from imaging.ingest import ingest
+
+    source = get_testdata_file("JPEG-lossy.dcm")
+    assert source is not None
+    with open(source, "rb") as fp:
+        result = ingest(fp)
+    assert result.accepted
+
+    def on_store(event):
+        Path(event.dataset_path).unlink(missing_ok=True)
+        return Status.SUCCESS
+
+    ae = AE(ae_title="DEST")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(SecondaryCaptureImageStorage, "1.2.840.10008.1.2.1")
+    assoc = ae.associate(portal.host, portal.port, ae_title=portal.ae_title,
+                         ext_neg=[build_role(SecondaryCaptureImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = result.study_instance_uid
+    try:
+        final, failed_list = list(assoc.send_c_get(
+            identifier, StudyRootQueryRetrieveInformationModelGet))[-1]
+    finally:
+        assoc.release()
+    portal.wait_idle()
+    assert final.NumberOfFailedSuboperations == 1
+    assert failed_list is not None
+    assert failed_list.FailedSOPInstanceUIDList == result.sop_instance_uid
+    entry = AuditEvent.objects.get(action=AuditAction.RETRIEVE, outcome=Outcome.FAILED)
+    assert "cannot be decompressed" in entry.detail["failed"][result.sop_instance_uid]
