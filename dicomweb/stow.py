@@ -28,9 +28,9 @@ from django.urls import reverse
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
 from imaging import policies, principals
-from imaging.access import record_stores
 from imaging.ingest import WRONG_STUDY, IngestBatch, IngestResult
 from imaging.ingest import Outcome as IngestOutcome
+from imaging.store_audit import StoreAudit
 
 from . import auth
 from .multipart import ContentType, MultipartError, Part, iter_parts
@@ -213,7 +213,7 @@ class _Batch:
                  failed: list[dict[str, Any]], study_uids: set[str]) -> None:
         self.actor, self.base = actor, base
         self.referenced, self.failed, self.study_uids = referenced, failed, study_uids
-        self.staged = IngestBatch()
+        self.staged = IngestBatch(StoreAudit(actor, "stow-rs"))  # entries with the rows
         self.sop_classes: list[tuple[str, str]] = []
 
     def add(self, fp: IO[bytes], source: str, study: str | None) -> None:
@@ -235,7 +235,6 @@ class _Batch:
             return
         finally:
             announced, self.sop_classes = self.sop_classes, []
-        record_stores(self.actor, results, via="stow-rs")
         for (sop_class, sop_uid), result in zip(announced, results, strict=True):
             self._report(sop_class or result.sop_class_uid, sop_uid, result)
 

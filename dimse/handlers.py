@@ -13,10 +13,11 @@ import os
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import close_old_connections, connections
 from pynetdicom.pdu_primitives import A_RELEASE
 
@@ -59,10 +60,11 @@ class Session:
     index: BackgroundIndex = field(init=False)
 
     def __post_init__(self) -> None:
-        self.index = BackgroundIndex(self.actor, self.indexed)
+        self.index = BackgroundIndex(self.actor, self.duplicate)
 
-    def indexed(self, result: IngestResult) -> None:
-        """An accepted object is in the archive: on the trail with the next batch."""
+    def duplicate(self, result: IngestResult) -> None:
+        """An object already held (it writes no rows): on the trail with the next batch.
+        Objects stored are on it with their index rows (dimse.indexing)."""
         if self.stored.add(result) >= AUDIT_BATCH:
             flush(self.actor, self.stored)
 
@@ -84,7 +86,7 @@ class Listener:
 
     @property
     def allow_unknown_peers(self) -> bool:
-        return bool(getattr(settings, "DICOM_ALLOW_UNKNOWN_PEERS", False))
+        return bool(settings.DICOM_ALLOW_UNKNOWN_PEERS)
 
     def session(self, assoc: Association, *, caught_up: bool = False) -> Session | None:
         """The association's session; ``caught_up``: once every object it has sent is
@@ -117,12 +119,13 @@ def on_requested(event: Event, listener: Listener) -> None:
         peer = recognise(calling, address)
         decision = decide_peer(peer, AuditAction.ASSOCIATION,
                                allow_unknown=listener.allow_unknown_peers)
-        record(
-            AuditAction.ASSOCIATION, actor, None,
-            Outcome.ALLOWED if decision else Outcome.DENIED, reason=decision.why,
-            detail={"event": "request", "called_ae": str(request.called_ae_title).strip()
-                    if request else "", "process": os.getpid()},
-        )
+        detail = {"event": "request", "called_ae": str(request.called_ae_title).strip()
+                  if request else "", "process": os.getpid()}
+        if decision:
+            record(AuditAction.ASSOCIATION, actor, None, Outcome.ALLOWED,
+                   reason=decision.why, detail=detail)
+        else:
+            record_refusal(actor, address, decision.why, detail)
     except Exception:
         log.exception("cannot decide on the association from %s at %s", calling, address)
         _reject(assoc, REJECTED_TRANSIENT, REASON_NO_REASON)
@@ -132,6 +135,40 @@ def on_requested(event: Event, listener: Listener) -> None:
         _reject(assoc, REJECTED_PERMANENT, REASON_CALLING_AE_NOT_RECOGNISED)
         return
     listener.sessions[assoc] = Session(peer=peer, actor=actor, calling_ae=calling)
+
+
+def record_refusal(actor: Actor, address: str, why: str, detail: dict[str, Any]) -> None:
+    """A refused association on the trail, at most once per calling address and
+    ``DICOM_REFUSAL_AUDIT_WINDOW`` seconds.
+
+    Each entry takes the trail's chain lock, so a flood of refused connections from one
+    address would fill the trail and slow every audited read. The first refusal from an
+    address opens a window and is written; the ones after it in that window are counted in
+    the cache (shared by the listener's processes when it is Redis), and the next entry
+    from that address says how many there were (``refused_unrecorded``).
+    """
+    window = settings.DICOM_REFUSAL_AUDIT_WINDOW
+    opened = cache.add(_REFUSAL_WINDOW.format(address), True, timeout=window)
+    counter = _REFUSALS_UNRECORDED.format(address)
+    if not opened:
+        cache.add(counter, 0, timeout=None)
+        try:
+            cache.incr(counter)
+        except ValueError:  # evicted between the two calls
+            cache.set(counter, 1, timeout=None)
+        return
+    unrecorded = int(cache.get(counter) or 0)
+    if unrecorded:
+        try:
+            cache.decr(counter, unrecorded)  # refusals counted meanwhile stay counted
+        except ValueError:
+            pass  # evicted meanwhile
+    record(AuditAction.ASSOCIATION, actor, None, Outcome.DENIED, reason=why,
+           detail={**detail, "refused_unrecorded": unrecorded, "window_seconds": window})
+
+
+_REFUSAL_WINDOW = "dimse:refusal-window:{}"
+_REFUSALS_UNRECORDED = "dimse:refusals-unrecorded:{}"
 
 
 def _reject(assoc: Association, result: int, reason: int) -> None:

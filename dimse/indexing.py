@@ -18,6 +18,9 @@ What makes the early answer safe:
   stopped in between (killed, power cut) leaves it there, and :func:`recover` indexes it
   through the one ingest path when the listener starts again, or, for a worker process
   that died, when the listener replaces it;
+* each object's STORE audit entry is written in the transaction of its index rows: a
+  process killed at any point leaves no indexed object off the trail (recovery writes the
+  entries of what it indexes the same way);
 * the association's release is answered only after everything it sent is indexed, so a
   sender that has finished finds its objects, and a query or retrieve on the same
   association waits for them too;
@@ -43,10 +46,10 @@ from django.db import close_old_connections, connections
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
 from imaging import blobs
-from imaging.access import record_stores
-from imaging.ingest import IngestResult, Staged, checksummed, index, ingest
+from imaging.ingest import IngestResult, Staged, checksummed, index, stage
 from imaging.ingest import Outcome as IngestOutcome
 from imaging.models import Instance
+from imaging.store_audit import StoreAudit
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +102,17 @@ def set_aside(spooled: Path) -> Path:
 class BackgroundIndex:
     """The index rows of one association's staged objects, written by a thread of its own.
 
-    ``on_indexed`` gets each object's result once its rows are committed (the association
-    puts them on the audit trail).
+    Objects stored are on the audit trail with their rows (the same transaction);
+    ``on_duplicate`` gets the result of each object found already stored when its rows were
+    to be written (another sender was first), which writes no rows.
     """
 
-    def __init__(self, actor: Actor, on_indexed: Callable[[IngestResult], None]) -> None:
+    VIA = "C-STORE"
+
+    def __init__(self, actor: Actor, on_duplicate: Callable[[IngestResult], None]) -> None:
         self.actor = actor
-        self.on_indexed = on_indexed
+        self.audit = StoreAudit(actor, self.VIA)
+        self.on_duplicate = on_duplicate
         self._lock = threading.Condition()
         self._queue: list[tuple[Staged, Path]] = []
         self._held: dict[str, tuple[Staged, Path]] = {}  # by SOP Instance UID, until indexed
@@ -188,7 +195,8 @@ class BackgroundIndex:
 
     def _index(self, batch: list[tuple[Staged, Path]]) -> None:
         try:
-            results = index([_checksummed(staged, spooled) for staged, spooled in batch])
+            results = index([_checksummed(staged, spooled) for staged, spooled in batch],
+                            audit=self.audit)
         except Exception:
             # The database failed: the blobs are gone again, the spool keeps the bytes, and
             # the listener indexes them when it starts again.
@@ -201,7 +209,8 @@ class BackgroundIndex:
             try:
                 if result.accepted:
                     spooled.unlink(missing_ok=True)
-                    self.on_indexed(result)
+                    if result.outcome != IngestOutcome.STORED:
+                        self.on_duplicate(result)
                 else:
                     _unindexed(self.actor, spooled, result)
             except Exception:
@@ -234,30 +243,27 @@ def recover(pid: int | None = None) -> list[IngestResult]:
     folders = ([root / str(pid)] if pid is not None else
                [f for f in sorted(root.iterdir()) if f.is_dir() and f.name.isdigit()])
     results = []
-    stored: dict[str, list[IngestResult]] = {}  # by calling AE, for the audit trail
     for folder in folders:
         for path in sorted(folder.glob("*")):
             try:
-                calling_ae, result = _recover_one(path)
+                _, result = _recover_one(path)
             except Exception:
                 log.exception("cannot recover %s; it stays in the spool", path)
                 continue
             results.append(result)
-            if result.outcome == IngestOutcome.STORED:
-                stored.setdefault(calling_ae, []).append(result)
         try:
             folder.rmdir()
         except OSError:
             pass  # not empty (a file that could not be recovered), or gone
-    for calling_ae, accepted in stored.items():
-        record_stores(Actor.peer(calling_ae, ""), accepted,
-                      via="C-STORE (recovered from the spool)")
     return results
 
 
+RECOVERED_VIA = "C-STORE (recovered from the spool)"
+
+
 def _recover_one(path: Path) -> tuple[str, IngestResult]:
-    """Index one spooled file through the one ingest path; returns the calling AE title
-    it came from and the result."""
+    """Index one spooled file through the one ingest path, its STORE entry with its rows;
+    returns the calling AE title it came from and the result."""
     calling_ae, key = _parse_spool_name(path.name)
     indexed = Instance.objects.filter(blob_key=key).values_list("sop_instance_uid",
                                                                 flat=True).first()
@@ -265,8 +271,10 @@ def _recover_one(path: Path) -> tuple[str, IngestResult]:
         path.unlink()
         log.info("spooled %s was already indexed", indexed)
         return calling_ae, IngestResult(IngestOutcome.DUPLICATE, "already indexed", indexed)
+    audit = StoreAudit(Actor.peer(calling_ae, ""), RECOVERED_VIA)
     with open(path, "rb") as fp:
-        result = ingest(fp, source=f"cstore:{calling_ae}", adopt=path)
+        staged = stage(fp, source=f"cstore:{calling_ae}", adopt=path)
+    result = index([staged], audit=audit)[0] if isinstance(staged, Staged) else staged
     if not result.accepted:
         _unindexed(Actor.peer(calling_ae, ""), path, result)
         return calling_ae, result

@@ -140,6 +140,9 @@ def _recover_spool(pid: int) -> None:
 
 def serve(listener: Listener, host: str, port: int, processes: int) -> None:
     """Listen on ``host:port`` with ``processes`` workers until SIGTERM or SIGINT."""
+    from .server import prepare_pynetdicom
+
+    prepare_pynetdicom()  # before the fork: every worker inherits it
     sock = listening_socket(host, port)
     connections.close_all()  # each worker opens its own database connections
     sys.stdout.flush()  # or each worker would write the parent's buffered output again

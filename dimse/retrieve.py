@@ -6,6 +6,14 @@ yield them to pynetdicom, which runs the C-STORE sub-operations and keeps the pe
 completed, warning and failed counts. A dataset is read from its blob without decoding
 values (pydicom keeps them raw), so what goes out is what came in; only one instance is in
 memory at a time.
+
+What the requester can take decides how each object goes (:func:`prepare`): as stored when
+it accepted the stored transfer syntax (pynetdicom itself converts between the uncompressed
+little endian ones); decompressed to Explicit VR Little Endian when it accepted only
+uncompressed syntaxes; otherwise failed, with the real cause (no context for its SOP class,
+a syntax the archive cannot convert to, an unreadable blob) in the log and, once the
+sub-operations are done, on the audit trail. For C-MOVE the listener proposes, per stored
+SOP class and syntax, the stored syntax and the uncompressed ones.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy
 from django.db.models import QuerySet
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -25,6 +34,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pynetdicom import build_context, evt
+from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from audit.models import AuditAction, Outcome
@@ -111,11 +121,13 @@ class Stored:
     transfer_syntax_uid: str
     blob_key: str
     has_file_meta: bool
+    study_instance_uid: str
 
 
 def stored(instances: QuerySet[Instance]) -> list[Stored]:
     return [Stored(*row) for row in instances.values_list(
         "sop_class_uid", "sop_instance_uid", "transfer_syntax_uid", "blob_key", "has_file_meta",
+        "series__study__study_instance_uid",
     )]
 
 
@@ -144,19 +156,119 @@ def _failed(uids: list[str] | None = None) -> Dataset:
     return ds
 
 
+class Unsendable(Exception):
+    """Why one object cannot go to this requester, in words for the record."""
+
+
+def accepted_syntaxes(assoc: Association, sop_class_uid: str) -> list[UID]:
+    """The transfer syntaxes the peer accepted for us to send ``sop_class_uid`` in."""
+    return [UID(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
+            if cx.abstract_syntax == sop_class_uid and cx.as_scu]
+
+
+def _name(uid: str) -> str:
+    name = UID(uid).name
+    return f"{name} ({uid})" if name != uid else uid
+
+
+def prepare(instance: Stored, accepted: list[UID]) -> Dataset:
+    """The object as it can go in one of the ``accepted`` syntaxes, or :class:`Unsendable`.
+
+    pynetdicom sends a dataset in the accepted syntax matching its own, or converts between
+    uncompressed syntaxes of the same byte order; a compressed object is decompressed here
+    when the requester takes only uncompressed ones. Nothing is ever compressed.
+    """
+    if not accepted:
+        raise Unsendable(f"the requester accepted no presentation context for "
+                         f"{_name(instance.sop_class_uid)}")
+    try:
+        ds = _read(instance)
+    except Exception as exc:
+        raise Unsendable(f"the stored object cannot be read: {exc}") from exc
+    syntax = UID(ds.file_meta.TransferSyntaxUID)
+    if syntax in accepted:
+        return ds
+    uncompressed = [s for s in accepted if not s.is_compressed]
+    if not syntax.is_compressed:
+        if any(s.is_little_endian == syntax.is_little_endian for s in uncompressed):
+            return ds  # pynetdicom converts explicit <-> implicit, deflated <-> inflated
+        if uncompressed and not syntax.is_little_endian:
+            try:
+                return little_endian(ds)
+            except Exception as exc:
+                raise Unsendable(f"stored as {_name(syntax)}, which the requester does not "
+                                 f"accept, and it cannot be converted: {exc}") from exc
+    elif any(s.is_little_endian for s in uncompressed):
+        try:
+            # To Explicit VR Little Endian, the same object: its SOP Instance UID kept.
+            ds.decompress(generate_instance_uid=False)
+        except Exception as exc:
+            raise Unsendable(f"stored as {_name(syntax)}, which the requester does not "
+                             f"accept, and it cannot be decompressed: {exc}") from exc
+        return ds
+    raise Unsendable(
+        f"stored as {_name(syntax)}; the requester accepted only "
+        f"{', '.join(_name(s) for s in accepted)} for {_name(instance.sop_class_uid)}, "
+        f"which the archive cannot convert it to")
+
+
+# Values of these VRs are words of this many bytes, in the dataset's byte order.
+_WORDS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def little_endian(ds: Dataset) -> Dataset:
+    """A big endian dataset as Explicit VR Little Endian: pydicom re-encodes the values it
+    decodes; the words of OW, OF, OL, OD and OV values (pixel data) are swapped here."""
+    for element in ds.iterall():  # every element decoded from its raw bytes
+        size = _WORDS.get(element.VR)
+        if size and isinstance(element.value, bytes) and len(element.value) % size == 0:
+            element.value = numpy.frombuffer(element.value, dtype=f">u{size}").astype(
+                f"<u{size}").tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.set_original_encoding(False, True, ds.original_character_set)
+    return ds
+
+
+@dataclass
+class Outgoing:
+    """The association C-STORE sub-operations go over: the requester's own (C-GET), or
+    the one pynetdicom opens to the move destination (C-MOVE, set once it is accepted)."""
+
+    assoc: Association | None = None
+
+
+def _remember(event: Event, outgoing: Outgoing) -> None:
+    """EVT_ACCEPTED of a C-MOVE's sub-association."""
+    outgoing.assoc = event.assoc
+
+
 def _sub_operations(
-    event: Event, instances: list[Stored],
+    event: Event, session: Session, operation: str, instances: list[Stored],
+    outgoing: Outgoing,
 ) -> Iterator[tuple[int, Dataset | None]]:
+    failed: dict[str, dict[str, str]] = {}  # study -> SOP Instance UID -> cause
     for instance in instances:
         if event.is_cancelled:
             yield Status.CANCEL, None
             return
+        accepted = accepted_syntaxes(outgoing.assoc, instance.sop_class_uid) \
+            if outgoing.assoc is not None else []
         try:
-            dataset = _read(instance)
-        except Exception:
-            log.exception("cannot read the blob of %s", instance.sop_instance_uid)
+            dataset = prepare(instance, accepted)
+        except Unsendable as exc:
+            log.warning("%s of %s to %s: %s", operation, instance.sop_instance_uid,
+                        session.calling_ae, exc)
+            failed.setdefault(instance.study_instance_uid, {})[
+                instance.sop_instance_uid] = str(exc)
+            # pynetdicom fails the sub-operation of a dataset without a transfer syntax
+            # and lists it among the failed SOP instances of the final response.
             dataset = _unsendable(instance)
         yield Status.PENDING, dataset
+    for study_uid, causes in failed.items():
+        record(AuditAction.RETRIEVE, session.actor,
+               Target("study", study_uid, study_uid=study_uid), Outcome.FAILED,
+               reason=f"{len(causes)} objects could not be sent",
+               detail={"operation": operation, "failed": causes})
 
 
 def _audit(session: Session, operation: str, instances: QuerySet[Instance],
@@ -211,20 +323,22 @@ def handle_get(event: Event, listener: Listener) -> Iterator[Any]:
     to_send = stored(instances)
     _audit(session, "C-GET", instances, {"level": str(identifier.QueryRetrieveLevel)})
     yield len(to_send)
-    yield from _sub_operations(event, to_send)
+    yield from _sub_operations(event, session, "C-GET", to_send, Outgoing(event.assoc))
 
 
 def _contexts(instances: QuerySet[Instance]) -> list[PresentationContext]:
     """One presentation context per stored SOP class and transfer syntax, so every object
-    can go out in the syntax it was stored in; uncompressed ones may also go as another
-    uncompressed syntax if the destination prefers."""
+    can go out in the syntax it was stored in, or, if the destination prefers, as another
+    uncompressed syntax (a compressed object is then decompressed, see :func:`prepare`)."""
     pairs = sorted(set(instances.order_by().values_list("sop_class_uid", "transfer_syntax_uid")))
+    if len(pairs) > MAX_REQUESTED_CONTEXTS:
+        log.warning("C-MOVE of %d SOP class and syntax pairs: only %d presentation contexts "
+                    "can be proposed", len(pairs), MAX_REQUESTED_CONTEXTS)
     contexts = []
     for sop_class, syntax in pairs[:MAX_REQUESTED_CONTEXTS]:
         stored = UID(syntax or ExplicitVRLittleEndian)
         syntaxes: list[str | UID] = [stored]
-        if stored in UNCOMPRESSED:
-            syntaxes += [s for s in UNCOMPRESSED if s != stored]
+        syntaxes += [s for s in UNCOMPRESSED if s != stored]
         contexts.append(build_context(sop_class, syntaxes))
     return contexts
 
@@ -267,12 +381,14 @@ def handle_move(event: Event, listener: Listener) -> Iterator[Any]:
         yield 1
         yield Status.RETRIEVE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, _failed()
         return
+    outgoing = Outgoing()
     yield target.host, target.port, {
         "contexts": _contexts(instances),
-        "evt_handlers": [(evt.EVT_CONN_OPEN, handlers.tune_socket, [listener])],
+        "evt_handlers": [(evt.EVT_CONN_OPEN, handlers.tune_socket, [listener]),
+                         (evt.EVT_ACCEPTED, _remember, [outgoing])],
     }
     to_send = stored(instances)
     _audit(session, "C-MOVE", instances,
            {**detail, "level": str(identifier.QueryRetrieveLevel)})
     yield len(to_send)
-    yield from _sub_operations(event, to_send)
+    yield from _sub_operations(event, session, "C-MOVE", to_send, outgoing)

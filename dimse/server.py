@@ -11,12 +11,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
-from . import fastpath, handlers, polling, retrieve, store
+from . import handlers, pynetdicom_patches, retrieve, store
 from .handlers import Listener
 from .sop_classes import QUERY_RETRIEVE, VERIFICATION
 
@@ -44,14 +45,6 @@ DEFAULT_SYNTAXES = [
 MAXIMUM_PDU_SIZE = 128 * 1024  # DCMTK sends at most this much a PDU anyway
 MAXIMUM_ASSOCIATIONS = 64
 
-# pynetdicom's documented switch: C-STORE bodies are streamed to a temporary Part 10 file
-# (``event.dataset_path``) instead of being decoded in memory.
-_config.STORE_RECV_CHUNKED_DATASET = True
-polling.install()
-fastpath.install()
-# pynetdicom's own debug logging of every PDU and DIMSE message (built even when DEBUG is
-# off); associations and operations are on the audit trail and in the listener's log.
-_config.LOG_HANDLER_LEVEL = "none"
 
 
 class SupportedContext(PresentationContext):
@@ -133,11 +126,22 @@ def hold_database_open() -> None:
     connection.ensure_connection()
 
 
+def prepare_pynetdicom(patches: bool | None = None) -> None:
+    """Configure pynetdicom for the listener, with its patches (``patches``, by default
+    ``DICOM_PYNETDICOM_PATCHES``) or as it is; see :mod:`dimse.pynetdicom_patches`."""
+    if patches is None:
+        patches = settings.DICOM_PYNETDICOM_PATCHES
+    pynetdicom_patches.apply(patches)
+
+
 def start(
     listener: Listener, host: str, port: int, *, block: bool = True,
+    patches: bool | None = None,
 ) -> ThreadedAssociationServer | None:
     """Listen on ``host:port``. Blocking, until interrupted; or in a thread, returning the
-    server (stop it with ``server.shutdown()``)."""
+    server (stop it with ``server.shutdown()``). ``patches``: see :func:`prepare_pynetdicom`.
+    """
+    prepare_pynetdicom(patches)
     if block:
         hold_database_open()
     ae = build_ae(listener)

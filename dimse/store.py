@@ -7,10 +7,11 @@ stores it under an opaque key, or refuses it whole. The answer maps the outcome 
 Storage Service Class status; a staged object's index rows are written behind the answer
 (:mod:`dimse.indexing`).
 
-Audit: a modality sends a series as hundreds of C-STOREs on one association, so accepted
-objects are written to the trail as one entry per study and batch (at most
-:data:`AUDIT_BATCH` objects, and whatever is left when the association ends), listing their
-SOP Instance UIDs; refusals and failures are written at once, one entry each.
+Audit: objects stored are on the trail with their index rows, in the same transaction (one
+entry per study and index batch, see :mod:`dimse.indexing`). Duplicates, which write no
+rows, are collected: one entry per study and batch (at most :data:`AUDIT_BATCH` objects, and
+whatever is left when the association ends), listing their SOP Instance UIDs; refusals and
+failures are written at once, one entry each.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from django.db import close_old_connections
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
 from imaging import blobs
-from imaging.access import record_stores
 from imaging.ingest import IngestResult, Staged, stage
 from imaging.ingest import Outcome as IngestOutcome
+from imaging.store_audit import record_stores
 
 from .indexing import spool
 from .policies import decide_peer
@@ -55,7 +56,7 @@ _STATUS = {
 
 @dataclass
 class StoredLog:
-    """Accepted objects of one association not yet on the audit trail."""
+    """Duplicates received on one association, not yet on the audit trail."""
 
     results: list[IngestResult] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -72,7 +73,7 @@ class StoredLog:
 
 
 def flush(actor: Actor, stored: StoredLog) -> None:
-    """Write the accepted objects collected so far: one entry per study."""
+    """Write the duplicates collected so far: one entry per study."""
     taken = stored.take()
     if taken:
         record_stores(actor, taken, via="C-STORE")
@@ -128,8 +129,8 @@ def handle_store(event: Event, listener: Listener) -> int:
         if result.sop_instance_uid != announced:
             log.warning("C-STORE announced %s but the dataset is %s", announced,
                         result.sop_instance_uid)
-        if result.outcome == IngestOutcome.DUPLICATE:  # nothing to index: on the trail now
-            session.indexed(result)
+        if result.outcome == IngestOutcome.DUPLICATE:  # nothing to index
+            session.duplicate(result)
     else:
         record(AuditAction.STORE, session.actor,
                Target("instance", result.sop_instance_uid or announced,

@@ -61,12 +61,13 @@ class RunningListener:
 
 @contextmanager
 def running_listener(
-    ae_title: str = "PORTAL", *, network_timeout: float = 30.0,
+    ae_title: str = "PORTAL", *, network_timeout: float = 30.0, patches: bool | None = None,
 ) -> Iterator[RunningListener]:
-    """The portal's listener in a thread of this process, on a free loopback port."""
+    """The portal's listener in a thread of this process, on a free loopback port;
+    ``patches``: with the pynetdicom patches or without (by default as configured)."""
     port = free_port()
     listener = Listener(ae_title=ae_title, network_timeout=network_timeout)
-    server = start(listener, LOOPBACK, port, block=False)
+    server = start(listener, LOOPBACK, port, block=False, patches=patches)
     assert server is not None
     try:
         yield RunningListener(ae_title, LOOPBACK, port, listener)
@@ -75,14 +76,16 @@ def running_listener(
 
 
 @contextmanager
-def storescp(folder: Path, ae_title: str = "DEST", port: int | None = None,
-             ) -> Iterator[int]:
-    """DCMTK's storescp accepting every transfer syntax it knows (+xa) and writing what it
-    receives, bit for bit (+B), into ``folder``."""
+def storescp(folder: Path, ae_title: str = "DEST", port: int | None = None, *,
+             accept_all: bool = True) -> Iterator[int]:
+    """DCMTK's storescp accepting every transfer syntax it knows (+xa; ``accept_all``
+    False: the uncompressed ones only, its default) and writing what it receives, bit for
+    bit (+B), into ``folder``."""
     port = port or free_port()
     folder.mkdir(parents=True, exist_ok=True)
+    syntaxes = ["+xa"] if accept_all else []
     process = subprocess.Popen(
-        ["storescp", "-aet", ae_title, "+B", "+xa", "-od", str(folder), str(port)],
+        ["storescp", "-aet", ae_title, "+B", *syntaxes, "-od", str(folder), str(port)],
         env=dcmtk_env(), cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

@@ -166,37 +166,3 @@ def break_the_glass(caller: Caller, actor: Actor, patient: Patient, reason: str)
     )
     record(AuditAction.BREAK_GLASS, actor, Target.patient(patient), Outcome.ALLOWED,
            reason=reason, break_glass=True)
-
-
-def record_stores(actor: Actor, results: Iterable[Any], *, via: str) -> None:
-    """Put ingest results on the trail: one entry per study stored into, one per refusal.
-
-    ``results`` are ``imaging.ingest.IngestResult``; entry points that ingest many objects
-    at once (upload, import) call this once per batch rather than once per object.
-    """
-    accepted: dict[str, dict[str, list[str]]] = {}
-    refused = []
-    for result in results:
-        if result.accepted:
-            by_outcome = accepted.setdefault(result.study_instance_uid, {})
-            by_outcome.setdefault(str(result.outcome), []).append(result.sop_instance_uid)
-        else:
-            refused.append(result)
-    studies = {
-        s.study_instance_uid: s
-        for s in Study.objects.select_related("patient").filter(
-            study_instance_uid__in=list(accepted)
-        )
-    }
-    for study_uid, by_outcome in accepted.items():
-        study = studies.get(study_uid)
-        target = Target.study(study) if study else Target("study", study_uid,
-                                                          study_uid=study_uid)
-        record(AuditAction.STORE, actor, target, Outcome.ALLOWED, detail={
-            "via": via, "instances": sum(len(u) for u in by_outcome.values()), **by_outcome,
-        })
-    for result in refused:
-        record(AuditAction.STORE, actor,
-               Target("instance", result.sop_instance_uid, study_uid=result.study_instance_uid),
-               Outcome.FAILED, reason=result.reason,
-               detail={"via": via, "result": str(result.outcome)})

@@ -149,6 +149,37 @@ _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b
 _META_HEADER = b"DICM\x02\x00\x00\x00UL\x04\x00"
 
 
+def dataset_offset(fp: IO[bytes]) -> int:
+    """Where the dataset starts in ``fp``: after the preamble, ``DICM`` and the File Meta
+    group of a Part 10 file, 0 for a bare dataset. ``fp`` is left at its start.
+
+    The File Meta says who wrote the file (implementation, source AE), not what the object
+    is: two copies of one object written by different software differ only there.
+    """
+    fp.seek(0)
+    head = fp.read(132)
+    offset = 132
+    if len(head) < 132 or head[128:] != b"DICM":
+        fp.seek(0)
+        return 0
+    while True:  # group 2 elements, always Explicit VR Little Endian (PS3.10 7.1)
+        element = fp.read(8)
+        if len(element) < 8 or struct.unpack_from("<H", element)[0] != 0x0002:
+            break
+        vr = element[4:6]
+        if vr in _LONG_VRS:
+            extra = fp.read(4)
+            if len(extra) < 4:
+                break
+            length, size = struct.unpack("<L", extra)[0], 12
+        else:
+            length, size = struct.unpack_from("<H", element, 6)[0], 8
+        offset += size + length
+        fp.seek(offset)
+    fp.seek(0)
+    return offset
+
+
 def read_part10(fp: IO[bytes]) -> FileDataset | None:
     """``dcmread(fp, defer_size=DEFER_SIZE)`` for the usual Part 10 file, or None (``fp``
     back where it was) for anything else, which ``dcmread`` itself then reads.

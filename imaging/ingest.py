@@ -4,13 +4,18 @@ STOW-RS, C-STORE) stores it by calling :func:`ingest`.
 Order of work, so that a failure leaves nothing half-stored: parse and validate, checksum,
 write the blob under a fresh opaque key, then index it in one transaction; if the
 transaction fails the blob is deleted again. The same SOP Instance UID twice is idempotent:
-the same bytes are a duplicate, different bytes a conflict, and the original is kept.
+the same object is a duplicate, a different one a conflict, and the original is kept.
+
+Given a :class:`~imaging.store_audit.StoreAudit`, the STORE entry of the objects indexed is
+written in the same transaction as their rows (one per study and transaction): both are
+committed, or neither.
 """
 
 from __future__ import annotations
 
 import datetime
 import enum
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -22,8 +27,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import blobs, clinics
-from .dicomfile import InvalidObject, ParsedObject, parse
+from .dicomfile import InvalidObject, ParsedObject, dataset_offset, parse
 from .models import Instance, Patient, PatientConflict, Series, Study
+from .store_audit import StoreAudit, record_stores
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +61,15 @@ class IngestResult:
         return self.outcome in (Outcome.STORED, Outcome.DUPLICATE)
 
 
-def ingest(fp: IO[bytes], *, source: str = "", adopt: Path | None = None) -> IngestResult:
+def ingest(fp: IO[bytes], *, source: str = "", adopt: Path | None = None,
+           audit: StoreAudit | None = None) -> IngestResult:
     """Store one DICOM object read from the seekable binary file ``fp`` (from its start).
 
     ``source`` says where it came from (``import:<path>``, ``upload:<user>``,
-    ``cstore:<AE>``) and is kept on the instance.
+    ``cstore:<AE>``) and is kept on the instance. ``audit``: who stores it, for the trail
+    (see :class:`IngestBatch`).
     """
-    batch = IngestBatch()
+    batch = IngestBatch(audit)
     batch.add(fp, source=source, adopt=adopt)
     return batch.commit()[0]
 
@@ -123,10 +131,10 @@ def stage(fp: IO[bytes], *, source: str = "", study: str | None = None,
         if known is not None and known != parsed.study_instance_uid:
             return _refused(parsed, _series_elsewhere(parsed))
     pending = held(parsed.sop_instance_uid) if held is not None else None
-    copy: tuple[int | None, str] | None = (
-        (None, pending) if pending is not None else _stored_sha256(parsed.sop_instance_uid))
+    copy = StoredCopy(None, pending) if pending is not None else _stored_copy(
+        parsed.sop_instance_uid)
     if copy is not None:
-        return _compare(parsed, copy, blobs.sha256(fp)[0])
+        return _compare(parsed, copy, blobs.sha256(fp)[0], fp)
     key = blobs.new_key()
     digest, size = blobs.write(fp, key, adopt=adopt, checksum=not checksum_later)
     return Staged(parsed, key, digest or "", size, source)
@@ -153,18 +161,22 @@ def _refused(parsed: ParsedObject, reason: str) -> IngestResult:
                         sop_class_uid=parsed.sop_class_uid)
 
 
-def index(staged: list[Staged]) -> list[IngestResult]:
+def index(staged: list[Staged], *, audit: StoreAudit | None = None) -> list[IngestResult]:
     """Index staged objects: one transaction for all, or, if that fails (a UID stored
     meanwhile by someone else, a series that belongs to another study), each on its own,
     so one bad object never costs the others. Whatever is not indexed has its blob
-    deleted; the results are in the order given."""
+    deleted; the results are in the order given. ``audit``: the STORE entry of what each
+    transaction indexes is written in it; duplicates and refusals are the caller's to
+    record (they write no rows)."""
     indexed: dict[str, IngestResult] = {}
     try:
         if len(staged) > 1:
             try:
                 with transaction.atomic():
                     pks = _index(staged)
-                indexed = {s.key: s.stored(pk) for s, pk in zip(staged, pks, strict=True)}
+                    stored = [s.stored(pk) for s, pk in zip(staged, pks, strict=True)]
+                    _record_indexed(audit, stored)
+                indexed = {s.key: result for s, result in zip(staged, stored, strict=True)}
             except (IntegrityError, InvalidObject, OperationalError) as exc:
                 # OperationalError: PostgreSQL chose this batch as a deadlock victim
                 # (two workers creating the same new patient or study in another order).
@@ -172,13 +184,20 @@ def index(staged: list[Staged]) -> list[IngestResult]:
                          len(staged), exc)
         for item in staged:
             if item.key not in indexed:
-                indexed[item.key] = _commit_one(item)
+                indexed[item.key] = _commit_one(item, audit)
     except BaseException:
         for item in staged:
             if item.key not in indexed:
                 blobs.delete(item.key)
         raise
     return [indexed[item.key] for item in staged]
+
+
+def _record_indexed(audit: StoreAudit | None, stored: list[IngestResult]) -> None:
+    """The STORE entries of objects just indexed, in their transaction (written last in
+    it: the trail's chain lock is then held only until the commit)."""
+    if audit is not None and stored:
+        record_stores(audit.actor, stored, via=audit.via)
 
 
 class IngestBatch:
@@ -188,9 +207,13 @@ class IngestBatch:
     object is staged (parsed, checked and written to storage) as it is added, and
     :meth:`commit` indexes them together (:func:`index`), so an import pays for one
     transaction per batch instead of one per object.
+
+    ``audit``: the objects stored are on the trail with their index rows (one entry per
+    study and transaction); duplicates and refusals are recorded by :meth:`commit` after.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, audit: StoreAudit | None = None) -> None:
+        self.audit = audit
         self._slots: list[IngestResult | Staged] = []
 
     def __len__(self) -> int:
@@ -214,34 +237,48 @@ class IngestBatch:
         """Index every staged object; the results are in the order objects were added."""
         self._slots, slots = [], self._slots
         staged = [slot for slot in slots if isinstance(slot, Staged)]
-        indexed = dict(zip((s.key for s in staged), index(staged), strict=True))
-        return [indexed[slot.key] if isinstance(slot, Staged) else slot for slot in slots]
+        indexed = dict(zip((s.key for s in staged), index(staged, audit=self.audit),
+                           strict=True))
+        results = [indexed[slot.key] if isinstance(slot, Staged) else slot for slot in slots]
+        if self.audit is not None:
+            rest = [r for r in results if r.outcome != Outcome.STORED]
+            if rest:
+                record_stores(self.audit.actor, rest, via=self.audit.via)
+        return results
 
 
-def _commit_one(item: Staged, attempts: int = 3) -> IngestResult:
+def _commit_one(item: Staged, audit: StoreAudit | None = None, attempts: int = 3,
+                ) -> IngestResult:
     parsed = item.parsed
     try:
         with transaction.atomic():
             (pk,) = _index([item])
+            stored = item.stored(pk)
+            _record_indexed(audit, [stored])
     except OperationalError:
         if attempts > 1 and not transaction.get_connection().in_atomic_block:
-            return _commit_one(item, attempts - 1)  # a deadlock victim tries again
+            return _commit_one(item, audit, attempts - 1)  # a deadlock victim tries again
         blobs.delete(item.key)
         raise
     except InvalidObject as exc:
         blobs.delete(item.key)
         return IngestResult(Outcome.REJECTED, str(exc), parsed.sop_instance_uid)
     except IntegrityError:
-        blobs.delete(item.key)
-        # Another ingest stored the same SOP Instance UID between our check and our insert.
-        stored = _stored_sha256(parsed.sop_instance_uid)
-        if stored is not None:
-            return _compare(parsed, stored, item.sha256)
-        raise
+        # Another ingest (another entry point, another association) stored the same SOP
+        # Instance UID between our check and our insert: compared as at staging, then our
+        # copy's blob goes.
+        try:
+            copy = _stored_copy(parsed.sop_instance_uid)
+            if copy is None:
+                raise
+            with blobs.open_blob(item.key) as ours:
+                return _compare(parsed, copy, item.sha256, ours)
+        finally:
+            blobs.delete(item.key)
     except BaseException:
         blobs.delete(item.key)
         raise
-    return item.stored(pk)
+    return stored
 
 
 def _sql(statement: str, **tables: str) -> str:
@@ -252,20 +289,55 @@ def _sql(statement: str, **tables: str) -> str:
                             **tables)
 
 
-def _stored_sha256(sop_instance_uid: str) -> tuple[int, str] | None:
+class StoredCopy(NamedTuple):
+    """A copy of an object already held: indexed (``pk``, its blob and syntax known), or
+    staged by the same sender and not yet indexed (its checksum only)."""
+
+    pk: int | None
+    sha256: str
+    blob_key: str = ""
+    transfer_syntax_uid: str = ""
+
+
+def _stored_copy(sop_instance_uid: str) -> StoredCopy | None:
     with connection.cursor() as cursor:
         cursor.execute(
-            _sql("SELECT id, sha256 FROM {instance} WHERE sop_instance_uid = %s"),
+            _sql("SELECT id, sha256, blob_key, transfer_syntax_uid FROM {instance}"
+                 " WHERE sop_instance_uid = %s"),
             [sop_instance_uid],
         )
         row = cursor.fetchone()
-    return (row[0], row[1]) if row is not None else None
+    return StoredCopy(*row) if row is not None else None
 
 
-def _compare(parsed: ParsedObject, stored: tuple[int | None, str], digest: str,
+def _dataset_sha256(fp: IO[bytes]) -> str:
+    """SHA-256 of the dataset of ``fp``, without its File Meta."""
+    offset = dataset_offset(fp)
+    fp.seek(offset)
+    h = hashlib.sha256()
+    while chunk := fp.read(blobs.CHUNK_SIZE):
+        h.update(chunk)
+    fp.seek(0)
+    return h.hexdigest()
+
+
+def _same_object(parsed: ParsedObject, stored: StoredCopy, received: IO[bytes]) -> bool:
+    """The same dataset in the same transfer syntax, whatever File Meta each copy has: one
+    object that came by two ways in (STOW-RS keeps the sender's File Meta; the listener's
+    is written by pynetdicom)."""
+    if not stored.blob_key or stored.transfer_syntax_uid != parsed.transfer_syntax_uid:
+        return False
+    with blobs.open_blob(stored.blob_key) as fp:
+        stored_digest = _dataset_sha256(fp)
+    return stored_digest == _dataset_sha256(received)
+
+
+def _compare(parsed: ParsedObject, stored: StoredCopy, digest: str, received: IO[bytes],
              ) -> IngestResult:
-    pk, stored_digest = stored
-    if stored_digest == digest:
+    """A duplicate (the same object again) or a conflict (another object under its UID).
+    ``digest``: the SHA-256 of ``received``, the whole file."""
+    pk = stored.pk
+    if stored.sha256 == digest or _same_object(parsed, stored, received):
         return IngestResult(
             Outcome.DUPLICATE,
             "already stored with the same content",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zipfile
 import zlib
 from http import HTTPStatus
-from typing import IO, Any
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -20,10 +20,12 @@ from django.views.decorators.http import require_http_methods
 from audit.trail import Actor
 
 from . import access, policies, principals
-from .ingest import IngestResult, Outcome, ingest
+from .ingest import IngestBatch, IngestResult, Outcome, ingest
 from .paging import BadNumber, whole_number
 from .sources import open_zip_members, too_large
+from .store_audit import StoreAudit
 
+UPLOAD_BATCH = 32  # ZIP members indexed per database transaction
 # What a broken or unsupported ZIP raises while its members are read.
 ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError,
               NotImplementedError, RuntimeError)
@@ -82,12 +84,11 @@ def upload(request: HttpRequest) -> HttpResponse:
     paths = request.POST.getlist("path")
     names = paths if len(paths) == len(files) else [f.name or "upload" for f in files]
     results: list[dict[str, Any]] = []
-    ingested: list[IngestResult] = []
+    audit = StoreAudit(Actor.from_request(request), "upload")  # written with the rows
     for uploaded, name in zip(files, names, strict=True):
         results.extend(
-            _ingest_upload(uploaded, name[:1000], request.user.get_username(), ingested)
+            _ingest_upload(uploaded, name[:1000], request.user.get_username(), audit)
         )
-    access.record_stores(Actor.from_request(request), ingested, via="upload")
     accepted = any(r["outcome"] in (Outcome.STORED, Outcome.DUPLICATE) for r in results)
     return JsonResponse(
         {"results": results},
@@ -108,37 +109,42 @@ def _upload_texts() -> dict[str, str]:
 
 
 def _ingest_upload(
-    uploaded: UploadedFile, name: str, username: str, ingested: list[IngestResult]
+    uploaded: UploadedFile, name: str, username: str, audit: StoreAudit
 ) -> list[dict[str, Any]]:
-    """Ingest one uploaded file, or every member of an uploaded ZIP, through ``ingest``.
-
-    Each result is also appended to ``ingested`` for the audit trail.
-    """
+    """Ingest one uploaded file, or every member of an uploaded ZIP (in batches, one
+    transaction and one STORE entry per study each), through the one ingest path."""
     source = f"upload:{username}"
-
-    def one(fp: IO[bytes]) -> IngestResult:
-        result = ingest(fp, source=source)
-        ingested.append(result)
-        return result
-
     with uploaded.open("rb") as fp:
         if not (name.lower().endswith(".zip") and zipfile.is_zipfile(fp)):
             if (uploaded.size or 0) > settings.INGEST_MAX_OBJECT_BYTES:
                 return [_rejected(name, too_large())]
-            return [_describe(name, one(fp))]
+            return [_describe(name, ingest(fp, source=source, audit=audit))]
         fp.seek(0)
         results: list[dict[str, Any]] = []
+        batch = IngestBatch(audit)
+        names: list[str] = []
+
+        def commit() -> None:
+            results.extend(_describe(member_name, result) for member_name, result in
+                           zip(names, batch.commit(), strict=True))
+            names.clear()
+
         try:
             with open_zip_members(fp) as members:
                 for member in members:
-                    member_name = f"{name}!{member.name}"
+                    names.append(f"{name}!{member.name}")
                     if member.file is None:
-                        results.append(_rejected(member_name, member.refusal))
+                        batch.refuse(member.refusal)
                     else:
-                        results.append(_describe(member_name, one(member.file)))
+                        batch.add(member.file, source=source)
+                    if len(batch) >= UPLOAD_BATCH:
+                        commit()
         except ZIP_ERRORS as exc:
+            commit()
             results.append(_rejected(name, _("the ZIP archive could not be read: %(error)s")
                                      % {"error": exc}))
+        else:
+            commit()
         if not results:
             results.append(_rejected(name, _("the ZIP archive holds no files")))
         return results

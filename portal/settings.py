@@ -319,6 +319,14 @@ OHIF_CROSS_ORIGIN_ISOLATED = env.bool("OHIF_CROSS_ORIGIN_ISOLATED", default=Fals
 # --- DICOM ----------------------------------------------------------------------------------
 DICOM_AE_TITLE = env.str("DICOM_AE_TITLE", default="PORTAL")
 DICOM_PORT = env.int("DICOM_PORT", default=11112, minimum=1, maximum=65535)
+# The address the listener binds to: loopback unless told; 0.0.0.0 (all interfaces) in
+# production, where modalities connect from the network (peers are checked anyway).
+DICOM_BIND = env.str("DICOM_BIND", default="127.0.0.1")
+# Seconds a peer may stay silent, or not read, before it is disconnected.
+DICOM_NETWORK_TIMEOUT = env.float("DICOM_NETWORK_TIMEOUT", default=60.0, minimum=0.1)
+# Refused associations: one audit entry per calling address and window of this many
+# seconds; the ones refused in between are counted into the next entry (dimse/handlers.py).
+DICOM_REFUSAL_AUDIT_WINDOW = env.int("DICOM_REFUSAL_AUDIT_WINDOW", default=60, minimum=1)
 # Accept associations from peers not configured in admin (first installation only).
 DICOM_ALLOW_UNKNOWN_PEERS = env.bool("DICOM_ALLOW_UNKNOWN_PEERS", default=False)
 # Received objects wait here, linked, between the C-STORE answer and their index rows
@@ -327,6 +335,9 @@ DICOM_SPOOL_DIR = env.path("DICOM_SPOOL_DIR", default=DATA_DIR / "dicom-spool")
 # Listener worker processes sharing the port (parallel associations use several cores).
 DICOM_LISTENER_PROCESSES = env.int("DICOM_LISTENER_PROCESSES",
                                    default=min(os.cpu_count() or 1, 4), minimum=1)
+# The listener's speed-ups of pynetdicom's internals (dimse/pynetdicom_patches.py): 0 runs
+# it on pynetdicom as it is. Only pynetdicom 3.0.4 is patched; another refuses to start.
+DICOM_PYNETDICOM_PATCHES = env.bool("DICOM_PYNETDICOM_PATCHES", default=True)
 
 # --- Security (production) ------------------------------------------------------------------
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600, minimum=60)

@@ -286,10 +286,43 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def portal() -> Iterator[RunningListener]:
-    """The portal's DICOM listener on a free loopback port, in a thread of this process."""
-    with running_listener() as running:
-        yield running
+def patched_pynetdicom() -> Iterator[None]:
+    """pynetdicom with the listener's patches for one test, as it is again afterwards."""
+    from dimse import pynetdicom_patches
+
+    pynetdicom_patches.install()
+    yield
+    pynetdicom_patches.uninstall()
+
+
+PATCHED = "patched-pynetdicom"
+AS_IS = "pynetdicom-as-is"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Listener tests run on the patched pynetdicom (as the listener runs by default); those
+    of modules marked ``pynetdicom_as_is_too`` also on pynetdicom as it is, so the patches
+    are shown to change nothing but speed (dimse/pynetdicom_patches.py)."""
+    if "portal" not in metafunc.fixturenames:
+        return
+    modes = [PATCHED]
+    if metafunc.definition.get_closest_marker("pynetdicom_as_is_too"):
+        modes.append(AS_IS)
+    metafunc.parametrize("portal", modes, indirect=True)
+
+
+@pytest.fixture
+def portal(request: pytest.FixtureRequest) -> Iterator[RunningListener]:
+    """The portal's DICOM listener on a free loopback port, in a thread of this process,
+    on pynetdicom with the listener's patches or as it is (see pytest_generate_tests)."""
+    from dimse import pynetdicom_patches
+
+    patched = getattr(request, "param", PATCHED) == PATCHED
+    try:
+        with running_listener(patches=patched) as running:
+            yield running
+    finally:
+        pynetdicom_patches.uninstall()  # other tests see pynetdicom as it is
 
 
 def spooled_object(path: Path, tmp_path: Path, calling_ae: str = "MODALITY",

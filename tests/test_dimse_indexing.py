@@ -57,9 +57,9 @@ def lagging_index(monkeypatch: pytest.MonkeyPatch) -> None:
     """Index rows written only LAG seconds after each batch is taken."""
     real = ingest_index
 
-    def slow(staged: list[Staged]) -> list[IngestResult]:
+    def slow(staged: list[Staged], **options: Any) -> list[IngestResult]:
         time.sleep(LAG)
-        return real(staged)
+        return real(staged, **options)
 
     monkeypatch.setattr(indexing, "index", slow)
 
@@ -170,8 +170,12 @@ def test_what_a_stopped_listener_left_in_its_spool_is_indexed_by_recovery(
                         if str(dcmread(p).SOPInstanceUID) == instance.sop_instance_uid)
         with open(dicom_storage / instance.blob_key, "rb") as fp:
             assert fp.read() == original.read_bytes()
-    entry = AuditEvent.objects.get(action=AuditAction.STORE)
-    assert entry.peer_ae == "CT 1/A" and entry.detail["instances"] == 3
+    # Each recovered object is indexed in a transaction of its own, its entry with it.
+    entries = AuditEvent.objects.filter(action=AuditAction.STORE)
+    assert {e.peer_ae for e in entries} == {"CT 1/A"}
+    assert sorted(uid for e in entries for uid in e.detail["stored"]) == sorted(
+        Instance.objects.values_list("sop_instance_uid", flat=True))
+    assert {e.detail["via"] for e in entries} == {indexing.RECOVERED_VIA}
 
 
 def test_a_spooled_object_whose_rows_were_written_is_only_removed(
@@ -193,7 +197,7 @@ def test_an_object_that_cannot_be_indexed_after_its_answer_is_set_aside(
     staged, spooled = spooled_object(ct_study[1][0], tmp_path)
     conflict = IngestResult(IngestOutcome.CONFLICT, "stored meanwhile with other bytes",
                             staged.parsed.sop_instance_uid)
-    monkeypatch.setattr(indexing, "index", lambda items: [conflict for _ in items])
+    monkeypatch.setattr(indexing, "index", lambda items, **_: [conflict for _ in items])
     index = indexing.BackgroundIndex(Actor.peer("MODALITY", "127.0.0.1"),
                                      lambda result: None)
     index.add(staged, spooled)
@@ -210,7 +214,7 @@ def test_a_database_failure_while_indexing_leaves_the_spool_for_recovery(
 ):
     staged, spooled = spooled_object(ct_study[1][0], tmp_path, pid=os.getpid())
 
-    def broken(items: list[Staged]) -> list[IngestResult]:
+    def broken(items: list[Staged], **options: Any) -> list[IngestResult]:
         for item in items:  # as index() does when its transaction fails
             blobs.delete(item.key)
         raise OperationalError("database is locked")

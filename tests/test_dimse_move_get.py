@@ -21,7 +21,7 @@ from dimse.testing import dataset_bytes, dcmtk, free_port, storescp
 from imaging.ingest import ingest
 from imaging.models import Instance
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pynetdicom_as_is_too]
 
 
 @pytest.fixture

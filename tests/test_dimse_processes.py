@@ -180,6 +180,54 @@ def test_what_a_dead_worker_had_answered_for_is_indexed_when_it_is_replaced(
     assert not spooled.exists()
 
 
+@pytest.fixture(scope="module")
+def long_series(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """A series long enough to kill its receiver in the middle of it."""
+    import datetime
+
+    from imaging.synthetic import SeriesSpec, write_study
+    from tests.conftest import PAULA
+
+    folder = tmp_path_factory.mktemp("long-series")
+    return write_study(folder, PAULA, [SeriesSpec("CT", 150, size=64)],
+                       study_date=datetime.date(2026, 5, 1), accession="ACC-LONG",
+                       description="long series")[1]
+
+
+def test_a_worker_killed_mid_association_leaves_no_indexed_object_off_the_trail(
+    listener: ListenerProcesses, long_series: list[Path],
+):
+    """Each object's STORE entry is committed with its index rows; what the killed worker
+    had answered for but not indexed is recovered, its entries written the same way."""
+    sender = subprocess.Popen(
+        ["storescu", "-aet", "MODALITY", "-aec", "PORTAL", LOOPBACK, str(listener.port),
+         *map(str, long_series)],
+        env={**os.environ, "TCP_NODELAY": "1"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while Instance.objects.count() < 10:  # some indexed, more on the wire
+            assert time.monotonic() < deadline and sender.poll() is None
+            time.sleep(0.01)
+        (receiver,) = _association_processes()
+        os.kill(receiver, signal.SIGKILL)
+        sender.wait(timeout=60)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+    listener.wait_for_workers(2, without=receiver)
+    spool = Path(settings.DICOM_SPOOL_DIR) / str(receiver)
+    deadline = time.monotonic() + 20
+    while spool.exists() and time.monotonic() < deadline:  # the parent recovers it
+        time.sleep(0.05)
+    indexed = sorted(Instance.objects.values_list("sop_instance_uid", flat=True))
+    assert 10 <= len(indexed) < len(long_series)
+    entries = AuditEvent.objects.filter(action=AuditAction.STORE, outcome="allowed")
+    on_the_trail = sorted(uid for e in entries for uid in e.detail.get("stored", []))
+    assert on_the_trail == indexed  # every indexed object once, none that is not
+
+
 def test_stopping_the_listener_stops_every_worker(listener: ListenerProcesses):
     workers = listener.workers()
     listener.process.send_signal(signal.SIGTERM)

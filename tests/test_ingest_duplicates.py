@@ -1,7 +1,8 @@
 """The same object twice, a different object under a known UID, and patients that disagree.
 
-Storing is idempotent: the same bytes again are a duplicate, different bytes under the same
-SOP Instance UID are a conflict and the original stays. Study and series counters count
+Storing is idempotent: the same object again (the same dataset in the same transfer syntax,
+whatever File Meta each copy has) is a duplicate, a different object under the same SOP
+Instance UID is a conflict and the original stays. Study and series counters count
 each stored object exactly once. A patient whose name or birth date differs between objects
 is flagged for review, never merged.
 """
@@ -17,6 +18,7 @@ import pydicom.data
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from imaging import blobs
 from imaging.ingest import IngestResult, Outcome, ingest
@@ -96,6 +98,42 @@ def test_different_bytes_under_a_stored_uid_are_a_conflict_and_the_original_is_k
         assert blob.read() == original.read_bytes()
     assert len(stored_files(dicom_storage)) == 1
     assert Study.objects.get().num_instances == 1
+
+
+def _with_other_file_meta(path: Path) -> bytes:
+    """The same dataset behind the File Meta another implementation would write."""
+    ds = dcmread(path)
+    ds.file_meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.9.3811.3.0.4")
+    ds.file_meta.ImplementationVersionName = "PYNETDICOM_304"
+    ds.file_meta.SourceApplicationEntityTitle = "MODALITY"
+    return _bytes(ds)
+
+
+def test_the_same_dataset_behind_another_file_meta_is_a_duplicate(dicom_storage: Path):
+    """One object that came by two ways in (STOW-RS keeps the sender's File Meta, the
+    listener's is pynetdicom's) is the same object."""
+    original = TEST_FILES / "MR_small.dcm"
+    again = _with_other_file_meta(original)
+    assert again != original.read_bytes()
+    stored = _ingest_path(original)
+
+    result = ingest(io.BytesIO(again), source="test:duplicates")
+
+    assert result.outcome == Outcome.DUPLICATE
+    assert result.instance_id == stored.instance_id
+    assert len(stored_files(dicom_storage)) == 1
+
+
+def test_another_dataset_behind_the_same_file_meta_is_still_a_conflict(dicom_storage: Path):
+    original = TEST_FILES / "MR_small.dcm"
+    _ingest_path(original)
+    ds = dcmread(original)
+    ds.SeriesDescription = "changed"
+
+    result = ingest(io.BytesIO(_bytes(ds)), source="test:duplicates")
+
+    assert result.outcome == Outcome.CONFLICT
+    assert len(stored_files(dicom_storage)) == 1
 
 
 def test_a_conflict_is_reported_again_however_often_it_is_sent(dicom_storage: Path):

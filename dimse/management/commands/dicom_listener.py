@@ -1,7 +1,9 @@
 """``manage.py dicom_listener``: the DICOM listener, run beside the web server.
 
-AE title and port come from ``DICOM_AE_TITLE`` and ``DICOM_PORT`` (default 11112), as the
-settings read them from the environment; ``--port`` and ``--ae-title`` override them.
+AE title, port and address come from ``DICOM_AE_TITLE``, ``DICOM_PORT`` (default 11112) and
+``DICOM_BIND``, as the settings read them from the environment; ``--ae-title``, ``--port``
+and ``--host`` override them. The pynetdicom patches (``DICOM_PYNETDICOM_PATCHES``) are
+installed here, before anything is served, and refuse to start on another pynetdicom.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from dimse.handlers import Listener
 from dimse.indexing import recover
 from dimse.processes import serve
-from dimse.server import start
+from dimse.pynetdicom_patches import UnsupportedPynetdicom
+from dimse.server import prepare_pynetdicom, start
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +32,27 @@ class Command(BaseCommand):
         parser.add_argument("--ae-title", default=settings.DICOM_AE_TITLE)
         parser.add_argument("--port", type=int, default=settings.DICOM_PORT)
         parser.add_argument(
-            "--host", default=getattr(settings, "DICOM_BIND_ADDRESS", "0.0.0.0"),  # noqa: S104
-            help="address to listen on (default: all interfaces; peers are checked anyway)",
+            "--host", default=settings.DICOM_BIND,
+            help="address to listen on (default: DICOM_BIND; 0.0.0.0 for all interfaces)",
         )
         parser.add_argument(
-            "--network-timeout", type=float,
-            default=getattr(settings, "DICOM_NETWORK_TIMEOUT", 60.0),
+            "--network-timeout", type=float, default=settings.DICOM_NETWORK_TIMEOUT,
             help="seconds a peer may stay silent, or not read, before it is disconnected",
         )
         parser.add_argument(
             "--processes", type=int,
-            default=getattr(settings, "DICOM_LISTENER_PROCESSES", 1),
+            default=settings.DICOM_LISTENER_PROCESSES,
             help="worker processes sharing the port (default: DICOM_LISTENER_PROCESSES)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            prepare_pynetdicom()  # the patches, for this process and the workers it forks
+        except UnsupportedPynetdicom as exc:
+            raise CommandError(str(exc)) from exc
         listener = Listener(ae_title=options["ae_title"],
                             network_timeout=options["network_timeout"])
-        if getattr(settings, "DICOM_ALLOW_UNKNOWN_PEERS", False):
+        if settings.DICOM_ALLOW_UNKNOWN_PEERS:
             self.stderr.write(self.style.WARNING(
                 "DICOM_ALLOW_UNKNOWN_PEERS is set: any AE title from any host is accepted. "
                 "Configure the peers (manage.py dicom_peers add) and unset it."

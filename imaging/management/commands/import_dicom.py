@@ -7,6 +7,7 @@ was already there and what was refused.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import multiprocessing
 import os
@@ -23,18 +24,19 @@ from django.db import connection, connections
 from tqdm import tqdm
 
 from audit.trail import Actor
-from imaging.access import record_stores
 from imaging.ingest import IngestBatch, IngestResult, Outcome
 from imaging.models import Instance, Patient, Series, Study
 from imaging.sources import Candidate, Refused, expand, forget_open_archives
+from imaging.store_audit import StoreAudit
 
-AUDIT_BATCH = 500
 # Objects indexed per database transaction (see imaging.ingest.IngestBatch).
 INGEST_BATCH = 32
 
 
-def ingest_candidates(candidates: list[Candidate]) -> list[IngestResult]:
-    batch = IngestBatch()
+def ingest_candidates(candidates: list[Candidate], audit: StoreAudit | None = None,
+                      ) -> list[IngestResult]:
+    """Ingest one batch; ``audit``: its STORE entries, written with its index rows."""
+    batch = IngestBatch(audit)
     for candidate in candidates:
         try:
             with candidate.open() as fp:
@@ -88,25 +90,21 @@ class Command(BaseCommand):
         counts: Counter[Outcome] = Counter()
         problems: list[tuple[str, IngestResult]] = []
 
-        # The trail gets one entry per study (and per refusal), written in batches.
-        actor = Actor.system(f"import_dicom ({getpass.getuser()})")
-        batch: list[IngestResult] = []
+        # The trail gets one entry per study and batch (and per refusal), each written in
+        # the transaction of the batch's index rows.
+        audit = StoreAudit(Actor.system(f"import_dicom ({getpass.getuser()})"), "import")
         progress_stream: Any = self.stderr._out
         with tqdm(
             total=total_bytes, unit="B", unit_scale=True, desc="Importing",
             disable=options["no_progress"], file=progress_stream,
         ) as bar:
-            for candidate, result in self._run(candidates, max(1, options["workers"])):
+            for candidate, result in self._run(candidates, max(1, options["workers"]),
+                                               audit):
                 counts[result.outcome] += 1
-                batch.append(result)
-                if len(batch) >= AUDIT_BATCH:
-                    record_stores(actor, batch, via="import")
-                    batch = []
                 if not result.accepted:
                     problems.append((candidate.name, result))
                 bar.update(candidate.size)
                 bar.set_postfix(stored=counts[Outcome.STORED], refused=len(problems))
-        record_stores(actor, batch, via="import")
         if counts[Outcome.STORED] >= ANALYZE_AFTER:
             refresh_planner_statistics()
 
@@ -122,13 +120,13 @@ class Command(BaseCommand):
 
     @staticmethod
     def _run(
-        candidates: list[Candidate], workers: int
+        candidates: list[Candidate], workers: int, audit: StoreAudit,
     ) -> Iterator[tuple[Candidate, IngestResult]]:
         chunks = [candidates[i:i + INGEST_BATCH]
                   for i in range(0, len(candidates), INGEST_BATCH)]
         if workers == 1 or len(chunks) < 2:
             for chunk in chunks:
-                yield from zip(chunk, ingest_candidates(chunk), strict=True)
+                yield from zip(chunk, ingest_candidates(chunk, audit), strict=True)
             return
         # Forked workers inherit the configured Django; each opens its own DB connection.
         connections.close_all()
@@ -136,6 +134,6 @@ class Command(BaseCommand):
         with ProcessPoolExecutor(
             workers, mp_context=context, initializer=forget_open_archives
         ) as pool:
-            for chunk, results in zip(chunks, pool.map(ingest_candidates, chunks),
-                                      strict=True):
+            ingest_chunk = functools.partial(ingest_candidates, audit=audit)
+            for chunk, results in zip(chunks, pool.map(ingest_chunk, chunks), strict=True):
                 yield from zip(chunk, results, strict=True)

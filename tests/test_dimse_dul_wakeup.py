@@ -15,7 +15,7 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 
-from dimse import polling
+from dimse import dul_wakeup
 from dimse.models import Peer
 from dimse.testing import RunningListener, dcmtk
 
@@ -29,7 +29,7 @@ class FakeAssociation(threading.Thread):
         self.dimse.msg_queue = messages  # type: ignore[assignment]
 
     def run(self) -> None:
-        polling.sleep(polling.IDLE_POLL)
+        dul_wakeup.sleep(dul_wakeup.IDLE_POLL)
 
 
 def _read(messages: queue.Queue[object], got: list[tuple[object, float]]) -> None:
@@ -41,9 +41,14 @@ def _waiters(messages: queue.Queue[object]) -> int:
     return len(messages.not_empty._waiters)  # type: ignore[attr-defined]
 
 
-def test_a_response_reaches_the_thread_waiting_for_it_while_the_reactor_idles():
+def test_a_response_reaches_the_thread_waiting_for_it_while_the_reactor_idles(
+    monkeypatch: pytest.MonkeyPatch,
+):
     """As in a C-MOVE: the reactor of the sub-association idles while the handler's thread
     waits for the C-STORE response on the same queue."""
+    # An idle wait long enough for this test to see it waiting on a busy machine (with
+    # pynetdicom's 1 ms, the reactor could be done before the reader started).
+    monkeypatch.setattr(dul_wakeup, "IDLE_POLL", 5.0)
     for _ in range(20):
         messages: queue.Queue[object] = queue.Queue()
         reactor = FakeAssociation(messages)
@@ -76,15 +81,15 @@ def _waiting_dul(monkeypatch: pytest.MonkeyPatch, longest: float = 5.0,
     """A DUL thread that makes one idle wait of at most ``longest`` (by default long enough
     to tell a wake-up from a time-out); returns it (started), the peer's socket, and when
     the wait ended."""
-    monkeypatch.setattr(polling, "DUL_WAIT", longest)
-    polling.install()
+    monkeypatch.setattr(dul_wakeup, "DUL_WAIT", longest)
+    dul_wakeup.install()
     ours, peer = socket.socketpair()
     dul = DULServiceProvider(SimpleNamespace())  # type: ignore[arg-type]
     dul.socket = _Peer(ours)  # type: ignore[assignment]
     ended: list[float] = []
 
     def wait() -> None:
-        polling.sleep(polling.IDLE_POLL)
+        dul_wakeup.sleep(dul_wakeup.IDLE_POLL)
         ended.append(time.monotonic())
 
     dul._target = wait  # type: ignore[attr-defined]
@@ -101,6 +106,7 @@ def _woken_within(dul: DULServiceProvider, ended: list[float], since: float) -> 
 
 
 @pytest.mark.parametrize("work", ["a response to send", "a stop", "bytes from the peer"])
+@pytest.mark.usefixtures("patched_pynetdicom")
 def test_an_idle_dul_thread_wakes_at_once_for_work(monkeypatch: pytest.MonkeyPatch,
                                                    work: str):
     dul, peer, ended = _waiting_dul(monkeypatch)
@@ -116,6 +122,7 @@ def test_an_idle_dul_thread_wakes_at_once_for_work(monkeypatch: pytest.MonkeyPat
     dul.socket.socket.close()  # type: ignore[union-attr]
 
 
+@pytest.mark.usefixtures("patched_pynetdicom")
 def test_an_idle_dul_thread_with_nothing_to_do_keeps_waiting(monkeypatch: pytest.MonkeyPatch):
     dul, peer, ended = _waiting_dul(monkeypatch, longest=0.3)
     assert _woken_within(dul, ended, time.monotonic() - 0.05) >= 0.25
@@ -149,7 +156,7 @@ def test_associations_leave_no_wake_up_pipes_open(portal: RunningListener):
 def test_a_wake_up_after_its_pipe_is_closed_writes_nowhere():
     """pynetdicom stops a DUL again after its thread ended and closed its pipe; the
     descriptor numbers may by then belong to another file, which must not get the byte."""
-    wake = polling.WakeUp()
+    wake = dul_wakeup.WakeUp()
     numbers = (wake.read_fd, wake.write_fd)
     wake.close()
     reader, writer = numbers  # another pipe now has the numbers just closed

@@ -4,10 +4,11 @@ For each object a modality sends, pynetdicom decodes the C-STORE request's comma
 builds and encodes two small datasets, all through pydicom: the response's command set and
 the File Meta Information it puts in front of the received dataset. All three have a fixed
 form (PS3.7 9.3.1 and E.1; PS3.10 7.1), and handling them element by element through
-pydicom cost about 2 ms of each object's 8 ms in the listener. :func:`install` has
+pydicom cost about 2 ms of each object's 8 ms in the listener. :func:`install` (called by
+:mod:`dimse.pynetdicom_patches`, never on import) has
 pynetdicom use the direct codecs below instead (and read PDUs from the socket in one
 buffer). They give what pydicom gives (the same
-bytes, the same request primitive: tests/test_dimse_fastpath.py compares them), and
+bytes, the same request primitive: tests/test_dimse_pdu_fast_codec.py compares them), and
 anything outside the fixed form (another command, an unexpected element, a response with
 an error comment) still goes through pydicom.
 """
@@ -206,14 +207,15 @@ def store_request_command(raw: bytes) -> StoreRequestCommand | None:
     return StoreRequestCommand(values)
 
 
-def decode(bytestream: Any, is_implicit_vr: bool, is_little_endian: bool,
+def decode(bytestring: Any, is_implicit_vr: bool, is_little_endian: bool,
            deflated: bool = False) -> Any:
-    """Stands in for ``pynetdicom.dsutils.decode`` where pynetdicom decodes command sets."""
+    """Stands in for ``pynetdicom.dsutils.decode`` where pynetdicom decodes command sets
+    (the same parameters, by name too)."""
     if is_implicit_vr and is_little_endian and not deflated:
-        command = store_request_command(bytestream.getvalue())
+        command = store_request_command(bytestring.getvalue())
         if command is not None:
             return command
-    return _pynetdicom_decode(bytestream, is_implicit_vr, is_little_endian, deflated)
+    return _pynetdicom_decode(bytestring, is_implicit_vr, is_little_endian, deflated)
 
 
 def _message_to_primitive(self: C_STORE_RQ) -> Any:
@@ -277,3 +279,30 @@ def install() -> None:
     setattr(dimse_messages, "create_file_meta", file_meta)  # noqa: B010
     setattr(dimse_messages, "write_file_meta_info", write_file_meta)  # noqa: B010
     setattr(dimse_primitives, "set_uid", set_uid)  # noqa: B010
+
+
+_MISSING = object()
+# What install() replaces, as found in each owner's own namespace (_MISSING: inherited).
+_ORIGINALS = [
+    (owner, name, vars(owner).get(name, _MISSING)) for owner, name in (
+        (C_STORE_RSP, "__init__"),
+        (C_STORE_RSP, "primitive_to_message"),
+        (C_STORE_RSP, "encode_msg"),
+        (AssociationSocket, "recv"),
+        (dimse_messages, "decode"),
+        (C_STORE_RQ, "message_to_primitive"),
+        (dimse_messages, "create_file_meta"),
+        (dimse_messages, "write_file_meta_info"),
+        (dimse_primitives, "set_uid"),
+    )
+]
+
+
+def uninstall() -> None:
+    """pynetdicom's own codecs again. Idempotent."""
+    for owner, name, original in _ORIGINALS:
+        if original is _MISSING:
+            if name in vars(owner):
+                delattr(owner, name)
+        else:
+            setattr(owner, name, original)

@@ -8,7 +8,8 @@ up to a millisecond after that to send the response. One association sending a C
 spent a third of each object asleep (pynetdicom alone: 200 objects/s with the 1 ms sleeps,
 270 without).
 
-:func:`install` replaces only those 1 ms idle sleeps. The association thread waits on its
+:func:`install` (called by :mod:`dimse.pynetdicom_patches`, never on import) replaces
+only those 1 ms idle sleeps. The association thread waits on its
 message queue, so it wakes the moment a message is decoded. The DUL thread waits on its
 socket and on a wake-up pipe that every primitive queued for it to send (a C-STORE
 response) and every request to stop writes to, for at most :data:`DUL_WAIT`; so it neither
@@ -176,10 +177,22 @@ def _wake(dul: DULServiceProvider) -> None:
 
 
 def install() -> None:
-    """Make pynetdicom's association and DUL loops wait with :func:`sleep`. Idempotent."""
+    """Make pynetdicom's association and DUL loops wait with :func:`sleep`. Idempotent.
+
+    Called through :func:`dimse.pynetdicom_patches.install`, which checks the version."""
     _dul.time = _clock  # type: ignore[attr-defined]
     _association.time = _clock  # type: ignore[attr-defined]
     DULServiceProvider.__init__ = _init  # type: ignore[method-assign]
     DULServiceProvider.run_reactor = _run_reactor  # type: ignore[method-assign]
     DULServiceProvider.kill_dul = _kill_dul  # type: ignore[method-assign]
     DULServiceProvider.stop_dul = _stop_dul  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    """pynetdicom's own ``time`` and DUL methods again. Idempotent."""
+    _dul.time = _time  # type: ignore[attr-defined]
+    _association.time = _time  # type: ignore[attr-defined]
+    DULServiceProvider.__init__ = _dul_init  # type: ignore[method-assign]
+    DULServiceProvider.run_reactor = _dul_run  # type: ignore[method-assign]
+    DULServiceProvider.kill_dul = _dul_kill  # type: ignore[method-assign]
+    DULServiceProvider.stop_dul = _dul_stop  # type: ignore[method-assign]

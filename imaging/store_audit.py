@@ -1,0 +1,60 @@
+"""STORE entries on the audit trail, for every way objects come in.
+
+Ingest writes the entry for the objects it indexes inside the transaction of their index
+rows (:mod:`imaging.ingest`, given a :class:`StoreAudit`): an object is never in the archive
+without its entry, even when the process is killed right after its commit. What writes no
+index row (a duplicate, a refusal) is recorded after, by the same function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from audit.models import AuditAction, Outcome
+from audit.trail import Actor, Target, record
+
+from .models import Study
+
+if TYPE_CHECKING:
+    from .ingest import IngestResult
+
+
+@dataclass(frozen=True)
+class StoreAudit:
+    """Who stores, and by which way in (``via``: ``upload``, ``stow-rs``, ``C-STORE``...)."""
+
+    actor: Actor
+    via: str
+
+
+def record_stores(actor: Actor, results: Iterable[IngestResult], *, via: str) -> None:
+    """Put ingest results on the trail: one entry per study stored into (listing the SOP
+    Instance UIDs by outcome), one per refusal."""
+    accepted: dict[str, dict[str, list[str]]] = {}
+    refused = []
+    for result in results:
+        if result.accepted:
+            by_outcome = accepted.setdefault(result.study_instance_uid, {})
+            by_outcome.setdefault(str(result.outcome), []).append(result.sop_instance_uid)
+        else:
+            refused.append(result)
+    studies = {
+        s.study_instance_uid: s
+        for s in Study.objects.select_related("patient").filter(
+            study_instance_uid__in=list(accepted)
+        )
+    } if accepted else {}
+    for study_uid, by_outcome in accepted.items():
+        study = studies.get(study_uid)
+        target = Target.study(study) if study else Target("study", study_uid,
+                                                          study_uid=study_uid)
+        record(AuditAction.STORE, actor, target, Outcome.ALLOWED, detail={
+            "via": via, "instances": sum(len(u) for u in by_outcome.values()), **by_outcome,
+        })
+    for result in refused:
+        record(AuditAction.STORE, actor,
+               Target("instance", result.sop_instance_uid, study_uid=result.study_instance_uid),
+               Outcome.FAILED, reason=result.reason,
+               detail={"via": via, "result": str(result.outcome)})

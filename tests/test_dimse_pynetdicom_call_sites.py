@@ -1,0 +1,191 @@
+"""The listener's pynetdicom patches hold only for the pynetdicom they were written against:
+these fail as soon as an upgrade moves a call site they rely on (dimse/pynetdicom_patches.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+import queue
+import threading
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from pynetdicom import association, dimse_messages, dimse_primitives, dsutils, dul, utils
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP, DIMSEMessage
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.transport import AssociationSocket
+
+from dimse import dul_wakeup, pdu_fast_codec, pynetdicom_patches
+
+
+def _parameters(function: Callable[..., Any]) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+def _global(module: Any, name: str) -> Any:
+    """A module-level name as pynetdicom's own code looks it up."""
+    return vars(module)[name]
+
+
+def _source(function: Callable[..., Any]) -> str:
+    return inspect.getsource(function)
+
+
+def test_the_installed_pynetdicom_is_the_pinned_one():
+    import pynetdicom
+
+    assert pynetdicom.__version__ == pynetdicom_patches.PINNED_VERSION
+
+
+def test_patching_another_pynetdicom_is_refused_naming_both_versions():
+    with pytest.raises(pynetdicom_patches.UnsupportedPynetdicom) as refused:
+        pynetdicom_patches.check_version("3.1.0")
+    assert "3.1.0" in str(refused.value)
+    assert pynetdicom_patches.PINNED_VERSION in str(refused.value)
+
+
+def test_importing_the_listener_patches_nothing():
+    """The patches are installed by whoever starts a listener, never as a side effect."""
+    import importlib
+
+    import dimse.server
+
+    pynetdicom_patches.uninstall()
+    importlib.reload(dimse.server)
+    assert dul.time.sleep is __import__("time").sleep  # type: ignore[attr-defined]
+    assert "__init__" not in vars(C_STORE_RSP)
+    assert AssociationSocket.recv is vars(AssociationSocket)["recv"]
+    assert AssociationSocket.recv is not pdu_fast_codec._recv
+    assert not pynetdicom_patches.installed()
+
+
+def test_uninstalling_gives_pynetdicom_back_exactly_what_it_had():
+    before = {
+        "dul.time": dul.time,  # type: ignore[attr-defined]
+        "association.time": association.time,  # type: ignore[attr-defined]
+        "DUL": dict(vars(DULServiceProvider)),
+        "RSP": dict(vars(C_STORE_RSP)),
+        "RQ": dict(vars(C_STORE_RQ)),
+        "socket": dict(vars(AssociationSocket)),
+        "messages": [_global(dimse_messages, name) for name in (
+            "decode", "create_file_meta", "write_file_meta_info")],
+        "set_uid": _global(dimse_primitives, "set_uid"),
+    }
+    pynetdicom_patches.install()
+    assert dul.time is not before["dul.time"]  # type: ignore[attr-defined]
+    assert _global(dimse_primitives, "set_uid") is pdu_fast_codec.set_uid
+    pynetdicom_patches.uninstall()
+    after = {
+        "dul.time": dul.time,  # type: ignore[attr-defined]
+        "association.time": association.time,  # type: ignore[attr-defined]
+        "DUL": dict(vars(DULServiceProvider)),
+        "RSP": dict(vars(C_STORE_RSP)),
+        "RQ": dict(vars(C_STORE_RQ)),
+        "socket": dict(vars(AssociationSocket)),
+        "messages": [_global(dimse_messages, name) for name in (
+            "decode", "create_file_meta", "write_file_meta_info")],
+        "set_uid": _global(dimse_primitives, "set_uid"),
+    }
+    assert after == before
+
+
+# --- dul_wakeup: the idle sleeps it replaces, and the queues and calls it wakes on -------
+
+def test_both_reactor_loops_sleep_the_idle_delay_through_their_modules_time():
+    assert "time.sleep(self._run_loop_delay)" in _source(DULServiceProvider.run_reactor)
+    assert "time.sleep(0.001)" in _source(association.Association._run_reactor)
+    assert dul_wakeup.IDLE_POLL == 0.001
+    assert inspect.ismodule(dul.time) and inspect.ismodule(association.time)  # type: ignore[attr-defined]
+
+
+def test_a_dul_idles_for_the_delay_the_wake_up_replaces():
+    provider = DULServiceProvider(SimpleNamespace())  # type: ignore[arg-type]
+    assert provider._run_loop_delay == dul_wakeup.IDLE_POLL
+    assert isinstance(provider.to_provider_queue, queue.Queue)
+    assert hasattr(provider, "socket")
+    assert isinstance(provider, threading.Thread)
+
+
+def test_the_dul_runs_its_reactor_through_the_method_the_wake_up_wraps():
+    assert "make_target(self.run_reactor)" in _source(DULServiceProvider.__init__)
+    assert "self.to_provider_queue" in _source(DULServiceProvider.__init__)
+
+
+def test_the_dul_methods_the_wake_up_wraps_have_the_expected_signatures():
+    assert _parameters(DULServiceProvider.__init__) == ["self", "assoc"]
+    assert _parameters(DULServiceProvider.run_reactor) == ["self"]
+    assert _parameters(DULServiceProvider.kill_dul) == ["self"]
+    assert _parameters(DULServiceProvider.stop_dul) == ["self"]
+    assert inspect.signature(DULServiceProvider.stop_dul).return_annotation in (bool, "bool")
+
+
+def test_decoded_messages_wait_on_the_dimse_queue_the_wake_up_watches():
+    assert "self.msg_queue" in _source(DIMSEServiceProvider.__init__)
+    assert "self.msg_queue.get(" in _source(DIMSEServiceProvider.get_msg)
+    messages: queue.Queue[object] = queue.Queue()
+    assert hasattr(messages, "not_empty") and hasattr(messages, "_qsize")
+    assert "self.dimse" in _source(association.Association.__init__)
+
+
+# --- pdu_fast_codec: the names pynetdicom looks up, and the functions replaced ----------
+
+def test_command_sets_are_decoded_through_the_module_global_decode():
+    source = _source(DIMSEMessage.decode_msg)
+    assert "decode(self.encoded_command_set, True, True)" in source
+    assert _global(dimse_messages, "decode") is dsutils.decode
+    assert _parameters(dsutils.decode) == _parameters(pdu_fast_codec.decode)
+
+
+def test_the_file_meta_is_built_through_the_module_global_names_replaced():
+    source = _source(DIMSEMessage.decode_msg)
+    assert "write_file_meta_info(" in source
+    assert "create_file_meta(" in source
+    for keyword in ("sop_class_uid=", "sop_instance_uid=", "transfer_syntax="):
+        assert keyword in source
+    assert set(_parameters(dsutils.create_file_meta)) >= set(
+        _parameters(pdu_fast_codec.file_meta))
+
+
+def test_a_received_dataset_is_streamed_to_the_attributes_the_codec_copies():
+    message = C_STORE_RQ()
+    assert hasattr(message, "_data_set_path") and hasattr(message, "_data_set_file")
+    source = _source(DIMSEMessage.message_to_primitive)
+    for attribute in ("primitive._context_id", "primitive._dataset_path",
+                      "primitive._dataset_file"):
+        assert attribute in source
+
+
+def test_the_message_methods_replaced_have_the_expected_signatures():
+    assert _parameters(DIMSEMessage.__init__) == ["self"]
+    assert _parameters(DIMSEMessage.primitive_to_message) == ["self", "primitive"]
+    assert _parameters(DIMSEMessage.encode_msg) == ["self", "context_id", "max_pdu_length"]
+    assert _parameters(DIMSEMessage.message_to_primitive) == ["self"]
+    for name in ("__init__", "primitive_to_message", "encode_msg"):
+        assert name not in vars(C_STORE_RSP) or not pynetdicom_patches.installed()
+    assert "message_to_primitive" not in vars(C_STORE_RQ) or pynetdicom_patches.installed()
+
+
+def test_pdus_are_read_through_the_socket_method_replaced():
+    assert _parameters(AssociationSocket.recv) == ["self", "nr_bytes"]
+    assert "self.socket" in _source(AssociationSocket.recv)
+
+
+def test_uid_checks_are_looked_up_as_a_module_global_of_the_primitives():
+    assert _global(dimse_primitives, "set_uid") is utils.set_uid
+    assert "set_uid(value," in inspect.getsource(dimse_primitives)
+    assert _parameters(utils.set_uid) == _parameters(pdu_fast_codec.set_uid.__wrapped__)
+
+
+def test_the_listener_command_refuses_to_start_on_another_pynetdicom(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    import pynetdicom
+    from django.core.management import CommandError, call_command
+
+    monkeypatch.setattr(pynetdicom, "__version__", "3.1.0")
+    with pytest.raises(CommandError, match=r"pynetdicom 3\.1\.0 is installed.*3\.0\.4"):
+        call_command("dicom_listener", "--port", "0")
+    assert not pynetdicom_patches.installed()
