@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.utils import translation
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
@@ -175,7 +176,8 @@ def test_dicomdir_references_outside_the_media_are_refused_with_a_reason(
     (media / "IMG" / "I1").write_bytes(inside.read_bytes())
     (tmp_path / "SECRET").write_bytes(outside.read_bytes())
     dicomdir = _dicomdir(media, [["IMG", "I1"], ["..", "SECRET"], [str(absolute)]])
-    out, err = import_dicom(dicomdir)
+    with translation.override("en"):
+        out, err = import_dicom(dicomdir)
     assert "1 stored" in out and "2 rejected" in err + out
     assert err.count("outside the media folder") == 2
     assert list(Instance.objects.values_list("sop_instance_uid", flat=True)) == [
@@ -189,7 +191,8 @@ def test_a_link_inside_the_media_to_a_file_outside_is_refused(tmp_path, ct_study
     media.mkdir()
     (media / "LINK").symlink_to(ct_study[1][0])
     (media / "I1").write_bytes(ct_study[1][1].read_bytes())
-    out, err = import_dicom(_dicomdir(media, [["LINK"], ["I1"]]))
+    with translation.override("en"):
+        out, err = import_dicom(_dicomdir(media, [["LINK"], ["I1"]]))
     assert "1 stored" in out and "1 rejected" in out
     assert "outside the media folder" in err
 
