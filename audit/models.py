@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -38,10 +37,11 @@ class AuditEvent(models.Model):
 
     seq = models.PositiveBigIntegerField(_("sequence"), unique=True)
     at = models.DateTimeField(_("when"), db_index=True)
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-        related_name="+", db_constraint=False, verbose_name=_("user"),
-    )
+    # The actor's id as a plain integer, not a foreign key: deleting a user must never
+    # rewrite chained entries (users on the trail are deactivated instead, audit.actors).
+    # The column is still ``user_id``, the foreign key's column before migration 0003.
+    user_pk = models.BigIntegerField(_("user"), null=True, blank=True, db_index=True,
+                                     db_column="user_id")
     username = models.CharField(_("who"), max_length=150, blank=True)
     role = models.CharField(_("role"), max_length=32, blank=True)
     peer_ae = models.CharField(_("peer AE title"), max_length=16, blank=True)
@@ -82,10 +82,40 @@ class AuditEvent(models.Model):
 
 
 class ChainHead(models.Model):
-    """One row: the last sequence number and hash, locked while an entry is appended."""
+    """One row: the last sequence number and hash, locked while an entry is appended.
+
+    ``signature`` is the HMAC of (seq, entry_hash) under ``AUDIT_CHAIN_KEY``, a key the
+    database does not hold: a chain rebuilt with correct SHA-256 links but without the key
+    does not match it (see ``audit.chain.sign``).
+    """
 
     seq = models.PositiveBigIntegerField(default=0)
     entry_hash = models.CharField(max_length=64, default="0" * 64)
+    signature = models.CharField(max_length=64, blank=True)
 
     def __str__(self) -> str:
         return f"audit chain head at {self.seq}"
+
+
+class AuditCheckpoint(models.Model):
+    """The chain's hash at every ``audit.chain.CHECKPOINT_EVERY``-th entry, signed with the
+    chain key, so verification can say how far back a rebuilt chain differs."""
+
+    seq = models.PositiveBigIntegerField(unique=True)
+    entry_hash = models.CharField(max_length=64)
+    signature = models.CharField(max_length=64)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"audit checkpoint at {self.seq}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise PermissionError("audit checkpoints are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError("audit checkpoints are append-only")
