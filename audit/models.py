@@ -119,3 +119,45 @@ class AuditCheckpoint(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> Any:
         raise PermissionError("audit checkpoints are append-only")
+
+
+class ReadSession(models.Model):
+    """Reads of one study by one caller, counted between two chained entries.
+
+    The first read writes a chained entry (``opened_seq``) and this row; later reads within
+    ``AUDIT_READ_SESSION_SECONDS`` of the last one only add to ``reads`` and ``last_read``
+    here, without the chain lock. When the session closes (the next read after the window,
+    or ``manage.py close_read_sessions``) its final count is written as a chained entry
+    (``closed_seq``), which makes the total tamper-evident. See ``audit.read_sessions``.
+    """
+
+    caller = models.CharField(_("caller"), max_length=200)
+    action = models.CharField(_("action"), max_length=16, choices=AuditAction.choices)
+    study_uid = models.CharField(_("study"), max_length=64)
+    patient_pk = models.BigIntegerField(_("patient"), null=True, blank=True, db_index=True)
+    patient_ref = models.CharField(_("patient ID"), max_length=140, blank=True)
+    user_pk = models.BigIntegerField(_("user"), null=True, blank=True)
+    username = models.CharField(_("who"), max_length=150, blank=True)
+    role = models.CharField(_("role"), max_length=32, blank=True)
+    peer_ae = models.CharField(_("peer AE title"), max_length=16, blank=True)
+    ip = models.CharField(_("from (IP)"), max_length=64, blank=True)
+    client = models.CharField(_("user agent or host"), max_length=256, blank=True)
+    opened = models.DateTimeField(_("opened"))
+    last_read = models.DateTimeField(_("last read"), db_index=True)
+    reads = models.PositiveIntegerField(_("reads"), default=1)
+    opened_seq = models.PositiveBigIntegerField(_("opening entry"), db_index=True)
+    closed_seq = models.PositiveBigIntegerField(_("closing entry"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("viewing session")
+        verbose_name_plural = _("viewing sessions")
+        ordering = ["-last_read"]
+        constraints = [
+            models.UniqueConstraint(fields=["caller", "action", "study_uid"],
+                                    condition=models.Q(closed_seq__isnull=True),
+                                    name="audit_one_open_read_session"),
+        ]
+
+    def __str__(self) -> str:
+        who = self.username or self.peer_ae or self.caller
+        return f"{who} {self.study_uid} ({self.reads} reads)"

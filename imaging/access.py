@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.http import Http404
 
+from audit import read_sessions
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
 
@@ -46,10 +47,18 @@ def target_of(obj: ArchiveObject) -> Target:
 
 def authorize(
     user: AnyUser, actor: Actor, action: AuditAction, obj: ArchiveObject,
-    *, detail: dict[str, Any] | None = None,
+    *, detail: dict[str, Any] | None = None, session: bool = False,
 ) -> policies.Decision:
-    """Decide and record. The caller must refuse (404) when the decision says no."""
+    """Decide and record. The caller must refuse (404) when the decision says no.
+
+    With ``session``, an allowed read (not break-the-glass) is counted on the caller's
+    viewing session of the study (``audit.read_sessions``) rather than chained on its own.
+    """
     decision = policies.decide(user, action, _patient_of(obj))
+    if session and decision.allowed and not decision.break_glass:
+        read_sessions.record_read(action, actor, target_of(obj), reason=decision.why,
+                                  detail=detail)
+        return decision
     record(
         action, actor, target_of(obj),
         Outcome.ALLOWED if decision.allowed else Outcome.DENIED,
@@ -60,6 +69,7 @@ def authorize(
 
 def get_or_404(
     user: AnyUser, actor: Actor, action: AuditAction, level: str, uid: str,
+    *, session: bool = False,
 ) -> ArchiveObject:
     """The study, series or instance with ``uid`` if ``user`` may ``action`` it, else 404.
 
@@ -80,7 +90,7 @@ def get_or_404(
         record(action, actor, Target(level=level, uid=uid), Outcome.FAILED,
                reason="no such object")
         raise Http404
-    if not authorize(user, actor, action, obj):
+    if not authorize(user, actor, action, obj, session=session):
         raise Http404
     return obj
 

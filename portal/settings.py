@@ -255,6 +255,9 @@ AUDIT_CHAIN_KEY = env.str("AUDIT_CHAIN_KEY", default="")
 # one chained entry when it opens, a counted row while it lasts, one when it closes. 0: every
 # read is its own chained entry.
 AUDIT_READ_SESSION_SECONDS = env.int("AUDIT_READ_SESSION_SECONDS", default=1800)
+CELERY_BEAT_SCHEDULE["audit-close-read-sessions"] = {
+    "task": "audit.tasks.close_read_sessions", "schedule": 300.0,
+}
 
 # --- Fixity: stored files are re-hashed periodically and compared with their SHA-256 -------
 FIXITY_MAX_AGE_DAYS = env.float("FIXITY_MAX_AGE_DAYS", default=30.0)
