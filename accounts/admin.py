@@ -7,7 +7,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from audit import actors
+from audit import actors, auth_events
+from audit.trail import Actor
 
 from .models import ApiToken, User
 
@@ -62,7 +63,10 @@ class ApiTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.action(description=_("Revoke selected tokens"))
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        count = queryset.filter(revoked__isnull=True).update(revoked=timezone.now())
+        revoking = list(queryset.filter(revoked__isnull=True).select_related("user"))
+        count = queryset.filter(pk__in=[t.pk for t in revoking]).update(revoked=timezone.now())
+        for token in revoking:
+            auth_events.token_changed(Actor.from_request(request), token, "revoked")
         self.message_user(
             request,
             ngettext("%(count)d token revoked.", "%(count)d tokens revoked.", count)

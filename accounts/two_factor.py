@@ -9,6 +9,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django_otp import login as otp_login
 
+from audit import auth_events
+
 from . import second_factor
 from .models import User
 
@@ -35,6 +37,7 @@ def two_factor(request: HttpRequest) -> HttpResponse:
         if second_factor.verify(device, request.POST.get("token", "")):
             otp_login(request, device)
             return redirect(next_url)
+        auth_events.second_factor_failed(request)
         error = _("That code is not valid. Check your phone's clock and try again.")
     # A patient turning it on by choice is told what changes; staff are told it is required.
     context = {"enrolling": enrolling, "error": error, "next": next_url,

@@ -10,6 +10,9 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
+from audit import auth_events
+from audit.trail import Actor
+
 from .models import ApiToken
 
 
@@ -27,10 +30,11 @@ def tokens(request: HttpRequest) -> HttpResponse:
     form = TokenForm(request.POST or None)
     secret = ""
     if request.method == "POST" and form.is_valid():
-        _token, secret = ApiToken.issue(
+        token, secret = ApiToken.issue(
             request.user,  # type: ignore[arg-type]
             form.cleaned_data["name"], form.cleaned_data["expires"],
         )
+        auth_events.token_changed(Actor.from_request(request), token, "issued")
         form = TokenForm()
     return render(request, "accounts/tokens.html", {
         "form": form,
@@ -45,5 +49,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
 def revoke_token(request: HttpRequest, pk: int) -> HttpResponse:
     # Someone else's token is a 404, the same as no token at all.
     token = get_object_or_404(ApiToken, pk=pk, user=request.user.pk)
-    token.revoke()
+    if token.revoked is None:
+        token.revoke()
+        auth_events.token_changed(Actor.from_request(request), token, "revoked")
     return redirect("accounts:tokens")

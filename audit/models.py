@@ -20,6 +20,7 @@ class AuditAction(models.TextChoices):
     BREAK_GLASS = "break_glass", _("break the glass")
     ASSOCIATION = "association", _("DICOM association")
     LOGIN = "login", _("login")
+    TOKEN = "token", _("API token")
 
 
 class Outcome(models.TextChoices):

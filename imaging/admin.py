@@ -8,11 +8,14 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from audit.admin_reads import AuditedReadsMixin
+
 from .models import Instance, Patient, PatientConflict, Series, Study
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Archive rows are written only by the ingest path; admins look, they do not edit."""
+class ReadOnlyAdmin(AuditedReadsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+    """Archive rows are written only by the ingest path; admins look, they do not edit.
+    Every look is on the audit trail."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -34,7 +37,7 @@ class StudyInline(admin.TabularInline):  # type: ignore[type-arg]
 
 
 @admin.register(Patient)
-class PatientAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class PatientAdmin(AuditedReadsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("name", "patient_id", "issuer", "birth_date", "sex", "user")
     search_fields = ("name", "patient_id")
     readonly_fields = ("patient_id", "issuer", "name", "birth_date", "sex", "created")
@@ -78,7 +81,7 @@ class SeriesAdmin(ReadOnlyAdmin):
     list_display = ("series_instance_uid", "study", "modality", "description", "num_instances")
     list_filter = ("modality",)
     search_fields = ("series_instance_uid", "study__study_instance_uid")
-    list_select_related = ("study",)
+    list_select_related = ("study__patient",)
 
 
 @admin.register(Instance)
@@ -89,12 +92,12 @@ class InstanceAdmin(ReadOnlyAdmin):
     )
     list_filter = ("transfer_syntax_uid", "fixity_ok")
     search_fields = ("sop_instance_uid", "sha256", "series__series_instance_uid")
-    list_select_related = ("series",)
+    list_select_related = ("series__study__patient",)
     show_full_result_count = False
 
 
 @admin.register(PatientConflict)
-class PatientConflictAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class PatientConflictAdmin(AuditedReadsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("created", "patient", "instance", "status")
     list_filter = ("status",)
     readonly_fields = ("patient", "instance", "differences", "created", "resolved_by")

@@ -11,7 +11,8 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 
 from accounts.models import Role
-from audit.trail import Actor
+from audit.models import AuditAction, Outcome
+from audit.trail import Actor, Target, record
 
 from . import access
 from .models import Patient
@@ -27,6 +28,9 @@ def break_the_glass(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         patient = Patient.objects.filter(patient_id=patient_id).first() if patient_id else None
         if patient is None:
+            record(AuditAction.BREAK_GLASS, Actor.from_request(request),
+                   Target(level="patient", uid=patient_id[:128]), Outcome.FAILED,
+                   reason="no such patient", detail={"reason": reason[:1000]})
             error = _("No patient with this ID in the archive.")
         else:
             try:

@@ -19,6 +19,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from audit.admin_reads import AuditedReadsMixin
 from audit.trail import Actor
 from imaging.models import Patient
 
@@ -27,7 +28,7 @@ from .models import AccessCode, lifetime
 
 
 @admin.register(AccessCode)
-class AccessCodeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class AccessCodeAdmin(AuditedReadsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("prefix", "patient", "created", "created_by", "expires", "uses",
                     "last_used", "failures", "revoked")
     list_filter = ("revoked", "expires")

@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts.models import Consent
+from audit.admin_reads import AuditedReadsMixin
 from imaging import policies
 
 from . import consent as consents
@@ -62,7 +63,7 @@ class _HoldState(_Active):
 
 
 @admin.register(Consent)
-class ConsentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ConsentAdmin(AuditedReadsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     """Paper and reception consents are added here; none is ever edited or deleted."""
 
     list_display = ("patient", "purpose", "text_version", "given", "channel", "recorded_by",
@@ -108,7 +109,7 @@ class ConsentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(DataExport)
-class DataExportAdmin(_ReadOnly):
+class DataExportAdmin(AuditedReadsMixin, _ReadOnly):
     list_display = ("pk", "patient", "requested_by", "status", "created", "finished",
                     "num_instances", "size_bytes", "expires", "downloads")
     list_filter = ("status",)
@@ -118,7 +119,7 @@ class DataExportAdmin(_ReadOnly):
 
 
 @admin.register(LegalHold)
-class LegalHoldAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class LegalHoldAdmin(AuditedReadsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("pk", "patient", "study", "reason", "placed_by", "placed", "lifted",
                     "lifted_by")
     list_filter = (_HoldState,)
@@ -154,7 +155,7 @@ class LegalHoldAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(PurgeRequest)
-class PurgeRequestAdmin(_ReadOnly):
+class PurgeRequestAdmin(AuditedReadsMixin, _ReadOnly):
     list_display = ("patient_ref", "patient", "last_exam", "retention_end", "listed_at",
                     "status", "approved_by", "approved_at")
     list_filter = ("status",)
@@ -213,7 +214,7 @@ class PurgeRequestAdmin(_ReadOnly):
 
 
 @admin.register(Tombstone)
-class TombstoneAdmin(_ReadOnly):
+class TombstoneAdmin(AuditedReadsMixin, _ReadOnly):
     list_display = ("patient_id", "issuer", "initials", "clinic", "num_instances",
                     "last_exam", "retention_end", "approved_by_name", "purged_at",
                     "blobs_deleted")
