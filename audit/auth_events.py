@@ -32,9 +32,9 @@ def signed_in(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any
     """
     if request is None or request.method is None or not getattr(user, "backend", None):
         return
-    record(AuditAction.LOGIN, Actor.for_user(user, ip=_actor(request).ip,
-                                             client=_actor(request).client),
-           None, Outcome.ALLOWED, detail={"method": _method(request)})
+    # login() has just set request.user to the user signing in.
+    record(AuditAction.LOGIN, Actor.from_request(request), None, Outcome.ALLOWED,
+           detail={"method": _method(request)})
 
 
 def sign_in_failed(sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None,
