@@ -16,6 +16,9 @@ turns for ``--rounds`` rounds:
 * ``no audit``: the audit write replaced by a no-op (the floor; no production switch).
 
 Prints ms per frame, p50 [p95] over all rounds, and the chained entries each mode wrote.
+With ``--parallel N`` each mode also fetches the series from N threads at once (as OHIF
+does, with several requests in flight) and prints the wall time per frame: there every
+chained entry waits for the one chain lock, a session UPDATE only for its own row.
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="rows and columns of a slice")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres", default="", help="a PostgreSQL URL (its server is used)")
+    parser.add_argument("--parallel", type=int, default=0,
+                        help="also fetch with this many threads at once")
     args = parser.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="bench-audit-reads-"))
@@ -154,6 +159,29 @@ def main() -> None:
                 with mode():
                     results[name] += read_all()
                 entries[name] += AuditEvent.objects.count() - before
+        wall: dict[str, list[float]] = {name: [] for name in modes}
+        if args.parallel:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from django.db import connection
+
+            def fetch(part: list[str]) -> None:
+                own = Client(HTTP_AUTHORIZATION=f"Bearer {secret}", HTTP_ACCEPT=FRAME_ACCEPT)
+                try:
+                    for url in part:
+                        response = own.get(url)
+                        b"".join(response.streaming_content)
+                        assert response.status_code == 200, response.status_code
+                finally:
+                    connection.close()
+
+            parts = [urls[i::args.parallel] for i in range(args.parallel)]
+            for _round in range(args.rounds):
+                for name, mode in modes.items():
+                    with mode(), ThreadPoolExecutor(args.parallel) as pool:
+                        start = time.perf_counter()
+                        list(pool.map(fetch, parts))
+                        wall[name].append((time.perf_counter() - start) * 1000 / len(urls))
         vendor = "PostgreSQL" if args.postgres else "SQLite"
         print(f"{len(urls)} frames ({args.size}x{args.size}) x {args.rounds} rounds, {vendor},"
               f" Django test client, load average {os.getloadavg()[0]:.1f}")
@@ -162,6 +190,10 @@ def main() -> None:
             p95 = statistics.quantiles(times, n=20)[-1]
             print(f"{name:34} | {statistics.median(times):6.2f} [{p95:6.2f}]        | "
                   f"{entries[name] / args.rounds:.0f}")
+        if args.parallel:
+            print(f"\n{args.parallel} threads at once, wall ms per frame, median of rounds")
+            for name, per_frame in wall.items():
+                print(f"{name:34} | {statistics.median(per_frame):6.2f}")
     finally:
         drop()
 

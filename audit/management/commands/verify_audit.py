@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from audit.models import AuditEvent
+from audit.models import AuditEvent, ReadSession
 from audit.trail import first_broken_link
 
 
@@ -16,3 +16,7 @@ class Command(BaseCommand):
         if broken is not None:
             raise CommandError(f"audit trail broken at entry {broken.seq}: {broken.problem}")
         self.stdout.write(f"audit trail intact: {AuditEvent.objects.count()} entries")
+        still_open = ReadSession.objects.filter(closed_seq=None).count()
+        if still_open:
+            self.stdout.write(f"{still_open} viewing sessions open: their counts are chained "
+                              "when they close (manage.py close_read_sessions)")
