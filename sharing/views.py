@@ -365,7 +365,7 @@ def share_view(request: HttpRequest, token: str) -> HttpResponse:
 @require_GET
 def share_image(request: HttpRequest, token: str, sop_uid: str) -> HttpResponse:
     """One instance's first frame as a JPEG, counted on the share's viewing session of the
-    study (one chained entry per session); a failed or refused one is its own entry."""
+    study (one chained entry per session); a refused link is its own entry."""
     share = _share_or_refusal(request, token, AuditAction.VIEW)
     if isinstance(share, HttpResponse):
         return share
