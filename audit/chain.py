@@ -46,13 +46,13 @@ def chain_key() -> bytes:
     return hmac.new(settings.SECRET_KEY.encode(), _KEY_LABEL, hashlib.sha256).digest()
 
 
-def sign(seq: int, digest: str) -> str:
+def sign(seq: int, digest: str, key: bytes | None = None) -> str:
     """HMAC-SHA256 of a chain position (sequence number and entry hash)."""
-    return hmac.new(chain_key(), f"{seq}:{digest}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key or chain_key(), f"{seq}:{digest}".encode(), hashlib.sha256).hexdigest()
 
 
-def signed(seq: int, digest: str, signature: str) -> bool:
-    return hmac.compare_digest(sign(seq, digest), signature)
+def signed(seq: int, digest: str, signature: str, key: bytes | None = None) -> bool:
+    return hmac.compare_digest(sign(seq, digest, key), signature)
 
 
 @dataclass(frozen=True)

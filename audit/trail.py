@@ -152,14 +152,15 @@ def record(
     return events
 
 
-def first_broken_link() -> chain.BrokenLink | None:
+def first_broken_link(key: bytes | None = None) -> chain.BrokenLink | None:
     """Walk the whole trail; also catch entries cut off its end, and a chain rebuilt by
-    someone who could write to the database but did not hold the chain key."""
+    someone who could write to the database but did not hold the chain key (``key``, by
+    default the configured one)."""
     head, _ = ChainHead.objects.get_or_create(pk=1)
     checkpoints: dict[int, str] = {}
     for seq, digest, signature in AuditCheckpoint.objects.values_list(
             "seq", "entry_hash", "signature"):
-        if not chain.signed(seq, digest, signature):
+        if not chain.signed(seq, digest, signature, key):
             return chain.BrokenLink(seq, "its checkpoint is not signed with the chain key")
         checkpoints[seq] = digest
     fields = (*chain.CHAINED_FIELDS, "prev_hash", "entry_hash")
@@ -175,7 +176,17 @@ def first_broken_link() -> chain.BrokenLink | None:
     missing = next((n for n in range(every, last_seq + 1, every) if n not in checkpoints), None)
     if missing is not None:
         return chain.BrokenLink(missing, "its signed checkpoint is missing")
-    if last_seq and not chain.signed(head.seq, head.entry_hash, head.signature):
+    if last_seq and not chain.signed(head.seq, head.entry_hash, head.signature, key):
         return chain.BrokenLink(last_seq, "the chain head's signature does not match the "
                                           "chain key (rebuilt without the key?)")
     return None
+
+
+def sign_with_current_key() -> None:
+    """Sign the head and every checkpoint again with the configured key (after the key was
+    changed; ``manage.py verify_audit --resign-from-env``, which checks the old one first)."""
+    with transaction.atomic():
+        head, _ = ChainHead.objects.select_for_update().get_or_create(pk=1)
+        for seq, digest in AuditCheckpoint.objects.values_list("seq", "entry_hash"):
+            AuditCheckpoint.objects.filter(seq=seq).update(signature=chain.sign(seq, digest))
+        ChainHead.objects.filter(pk=1).update(signature=chain.sign(head.seq, head.entry_hash))

@@ -111,3 +111,19 @@ def test_entries_hash_as_they_did_when_the_actor_was_a_foreign_key(db, dora):
         old_canonical, sort_keys=True, separators=(",", ":"), default=str).encode())
     assert old.hexdigest() == entry.entry_hash
     assert AuditEvent.objects.get(pk=entry.pk).user_pk == dora.pk
+
+
+def test_changing_the_key_signs_the_chain_again_after_checking_the_old_one(
+        db, settings, monkeypatch, capsys):
+    monkeypatch.setattr(chain, "CHECKPOINT_EVERY", 2)
+    settings.AUDIT_CHAIN_KEY = "old key"
+    _entries(3)
+    settings.AUDIT_CHAIN_KEY = "new key"
+    assert first_broken_link() is not None
+    monkeypatch.setenv("OLD_AUDIT_CHAIN_KEY", "a wrong old key")
+    with pytest.raises(CommandError, match="not signed"):
+        call_command("verify_audit", resign_from_env="OLD_AUDIT_CHAIN_KEY")
+    monkeypatch.setenv("OLD_AUDIT_CHAIN_KEY", "old key")
+    call_command("verify_audit", resign_from_env="OLD_AUDIT_CHAIN_KEY")
+    assert "signed again" in capsys.readouterr().out
+    assert first_broken_link() is None
