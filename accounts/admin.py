@@ -4,13 +4,15 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin as BaseTOTPDeviceAdmin
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from audit import actors
 from audit.trail import Actor
 
 from . import enrolment
@@ -87,6 +89,34 @@ class TOTPDeviceAdmin(BaseTOTPDeviceAdmin):  # type: ignore[misc]  # django-otp 
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    # Users on the audit trail are deactivated instead of deleted (audit.actors).
+    def delete_model(self, request: HttpRequest, obj: User) -> None:
+        if actors.on_trail([obj.pk]):
+            actors.deactivate(obj)
+        else:
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        kept = actors.on_trail(queryset.values_list("pk", flat=True))
+        for user in queryset.filter(pk__in=kept):
+            actors.deactivate(user)
+        if kept:
+            self.message_user(request, ngettext(
+                "%(count)d user is on the audit trail and was deactivated, not deleted.",
+                "%(count)d users are on the audit trail and were deactivated, not deleted.",
+                len(kept)) % {"count": len(kept)}, messages.WARNING)
+        super().delete_queryset(request, queryset.exclude(pk__in=kept))
+
+    def response_delete(self, request: HttpRequest, obj_display: str,
+                        obj_id: int) -> HttpResponse:
+        if not User.objects.filter(pk=obj_id).exists():
+            deleted: HttpResponse = super().response_delete(request, obj_display, obj_id)
+            return deleted
+        self.message_user(request, _(
+            "%(user)s is on the audit trail, so the account was deactivated, not deleted."
+        ) % {"user": obj_display}, messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:accounts_user_changelist"))
 
 
 @admin.register(ApiToken)

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
+from audit import auth_events
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, record
 from imaging import policies
@@ -38,16 +39,14 @@ def mint(principal: Principal, name: str, *, days: int | None = None, actor: Act
          ) -> tuple[ApiToken, str]:
     """A new token for the principal's account and its secret (shown once)."""
     decision = policies.decide(principal, policies.Action.MINT_TOKEN)
-    detail: dict[str, Any] = {"step": "create_api_token", "name": name[:100]}
     if not decision or principal.user is None:
-        record(AuditAction.LOGIN, actor, None, Outcome.DENIED, reason=decision.why,
+        detail: dict[str, Any] = {"step": "issued", "name": name[:100]}
+        record(AuditAction.TOKEN, actor, None, Outcome.DENIED, reason=decision.why,
                detail=detail)
         raise NotAllowed(decision.why)
     token, secret = ApiToken.issue(principal.user, name,
                                    expires=timezone.now() + lifetime(days))
-    record(AuditAction.LOGIN, actor, None, Outcome.ALLOWED,
-           detail={**detail, "token": token.pk, "prefix": token.prefix,
-                   "expires": token.expires.isoformat() if token.expires else ""})
+    auth_events.token_changed(actor, token, "issued")
     return token, secret
 
 
@@ -56,9 +55,7 @@ def revoke(token: ApiToken, *, actor: Actor, why: str = "revoked by its owner") 
     changed = ApiToken.objects.filter(pk=token.pk, revoked__isnull=True).update(
         revoked=timezone.now())
     if changed:
-        record(AuditAction.LOGIN, actor, None, Outcome.ALLOWED, reason=why,
-               detail={"step": "revoke_api_token", "token": token.pk,
-                       "prefix": token.prefix})
+        auth_events.token_changed(actor, token, "revoked", reason=why)
     return bool(changed)
 
 

@@ -14,6 +14,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 from django_otp import login as otp_login
 
+from audit import auth_events
+
 from . import enrolment, second_factor
 from .models import User
 
@@ -46,6 +48,7 @@ def two_factor(request: HttpRequest) -> HttpResponse:
             otp_login(request, device)
             request.session.pop(enrolment.SESSION_KEY, None)
             return redirect(next_url)
+        auth_events.second_factor_failed(request)
         error = _("That code is not valid. Check your phone's clock and try again.")
     # A patient turning it on by choice is told what changes; staff are told it is required.
     context = {"enrolling": enrolling, "error": error, "next": next_url,

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .csv_cells import safe_row
-from .models import AuditEvent
+from .models import AuditEvent, ReadSession
 from .trail import Actor, record
 
 CSV_FIELDS = (
@@ -107,3 +107,28 @@ class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         record("export", Actor.from_request(request), None,
                detail={"audit_csv": {"selected": queryset.count()}})
         return csv_response(queryset, "audit-selection.csv")
+
+
+@admin.register(ReadSession)
+class ReadSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Viewing sessions: how many reads each counted and when the last was. Read-only: the
+    count is written by reads, and made tamper-evident by the closing entry."""
+
+    list_display = ("opened", "last_read", "reads", "username", "peer_ae", "role", "action",
+                    "patient_ref", "study_uid", "opened_seq", "closed_seq")
+    list_filter = ("action", "role")
+    search_fields = ("username", "peer_ae", "patient_ref", "study_uid", "caller")
+    date_hierarchy = "opened"
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in ReadSession._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -16,7 +16,7 @@ from django.utils import timezone
 from portal.client_address import client_address
 
 from . import chain
-from .models import AuditAction, AuditEvent, ChainHead, Outcome
+from .models import AuditAction, AuditCheckpoint, AuditEvent, ChainHead, Outcome
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -118,12 +118,12 @@ def record(
     now = timezone.now()
     with transaction.atomic():
         head, _ = ChainHead.objects.select_for_update().get_or_create(pk=1)
-        events = []
+        events, checkpoints = [], []
         for target in target_list:
             fields: dict[str, Any] = {
                 "seq": head.seq + 1,
                 "at": now,
-                "user_id": actor.user_id,
+                "user_pk": actor.user_id,
                 "username": actor.username[:150],
                 "role": actor.role[:32],
                 "peer_ae": actor.peer_ae,
@@ -143,21 +143,52 @@ def record(
             digest = chain.entry_hash(head.entry_hash, fields)
             events.append(AuditEvent(**fields, prev_hash=head.entry_hash, entry_hash=digest))
             head.seq, head.entry_hash = fields["seq"], digest
+            if head.seq % chain.CHECKPOINT_EVERY == 0:
+                checkpoints.append(AuditCheckpoint(seq=head.seq, entry_hash=digest, at=now,
+                                                   signature=chain.sign(head.seq, digest)))
         AuditEvent.objects.bulk_create(events)
-        ChainHead.objects.filter(pk=1).update(seq=head.seq, entry_hash=head.entry_hash)
+        if checkpoints:
+            AuditCheckpoint.objects.bulk_create(checkpoints)
+        ChainHead.objects.filter(pk=1).update(seq=head.seq, entry_hash=head.entry_hash,
+                                              signature=chain.sign(head.seq, head.entry_hash))
     return events
 
 
-def first_broken_link() -> chain.BrokenLink | None:
-    """Walk the whole trail; also catch entries cut off its end."""
+def first_broken_link(key: bytes | None = None) -> chain.BrokenLink | None:
+    """Walk the whole trail; also catch entries cut off its end, and a chain rebuilt by
+    someone who could write to the database but did not hold the chain key (``key``, by
+    default the configured one)."""
+    head, _ = ChainHead.objects.get_or_create(pk=1)
+    checkpoints: dict[int, str] = {}
+    for seq, digest, signature in AuditCheckpoint.objects.values_list(
+            "seq", "entry_hash", "signature"):
+        if not chain.signed(seq, digest, signature, key):
+            return chain.BrokenLink(seq, "its checkpoint is not signed with the chain key")
+        checkpoints[seq] = digest
     fields = (*chain.CHAINED_FIELDS, "prev_hash", "entry_hash")
     entries = AuditEvent.objects.order_by("seq").values(*fields).iterator(chunk_size=2000)
-    broken = chain.verify(entries)
+    broken = chain.verify(entries, checkpoints)
     if broken is not None:
         return broken
-    head, _ = ChainHead.objects.get_or_create(pk=1)
     last = AuditEvent.objects.order_by("-seq").values_list("seq", "entry_hash").first()
     last_seq, last_hash = last if last else (0, chain.GENESIS)
     if (head.seq, head.entry_hash) != (last_seq, last_hash):
         return chain.BrokenLink(last_seq + 1, "entries after this point were removed")
+    every = chain.CHECKPOINT_EVERY
+    missing = next((n for n in range(every, last_seq + 1, every) if n not in checkpoints), None)
+    if missing is not None:
+        return chain.BrokenLink(missing, "its signed checkpoint is missing")
+    if last_seq and not chain.signed(head.seq, head.entry_hash, head.signature, key):
+        return chain.BrokenLink(last_seq, "the chain head's signature does not match the "
+                                          "chain key (rebuilt without the key?)")
     return None
+
+
+def sign_with_current_key() -> None:
+    """Sign the head and every checkpoint again with the configured key (after the key was
+    changed; ``manage.py verify_audit --resign-from-env``, which checks the old one first)."""
+    with transaction.atomic():
+        head, _ = ChainHead.objects.select_for_update().get_or_create(pk=1)
+        for seq, digest in AuditCheckpoint.objects.values_list("seq", "entry_hash"):
+            AuditCheckpoint.objects.filter(seq=seq).update(signature=chain.sign(seq, digest))
+        ChainHead.objects.filter(pk=1).update(signature=chain.sign(head.seq, head.entry_hash))

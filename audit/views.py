@@ -10,6 +10,7 @@ from django.shortcuts import render
 from accounts.models import User
 from imaging.models import Patient
 
+from . import read_sessions
 from .models import AuditEvent
 
 
@@ -20,13 +21,15 @@ def my_access_history(request: HttpRequest) -> HttpResponse:
     )
     events = AuditEvent.objects.filter(patient_pk__in=patient_pks).order_by("-seq")
     page = Paginator(events, 50).get_page(request.GET.get("page"))
-    ids = {e.user_id for e in page if e.user_id}
+    ids = {e.user_pk for e in page if e.user_pk}
     users = {u.pk: u.get_full_name() or u.username for u in User.objects.filter(pk__in=ids)}
+    sessions = read_sessions.opened_by([e.seq for e in page])
     rows = [
         {
             "event": e,
-            "who": users.get(e.user_id or 0) or e.username or e.peer_ae,
-            "is_self": e.user_id == request.user.pk,
+            "session": sessions.get(e.seq),
+            "who": users.get(e.user_pk or 0) or e.username or e.peer_ae,
+            "is_self": e.user_pk == request.user.pk,
         }
         for e in page
     ]

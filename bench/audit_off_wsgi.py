@@ -35,6 +35,17 @@ for _module in list(sys.modules.values()):
     if getattr(_module, "record", None) is _original_record:
         _module.record = _no_audit  # type: ignore[attr-defined]
 
+# Reads counted on viewing sessions go through read_sessions.record_read (called by module
+# attribute everywhere): a no-op too, so no session row is written either.
+import audit.read_sessions  # noqa: E402
+
+
+def _no_read(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+audit.read_sessions.record_read = _no_read  # type: ignore[assignment]
+
 from portal.wsgi import application  # noqa: E402
 
 __all__ = ["application"]

@@ -24,6 +24,8 @@ from django.utils import timezone
 
 from accounts import second_factor
 from accounts.models import ApiToken
+from audit import auth_events
+from audit.models import Outcome
 from imaging import principals
 
 from .renderers import problem
@@ -61,6 +63,8 @@ def authenticate(request: HttpRequest) -> HttpResponse | None:
     if scheme == "bearer":
         return _bearer(request, credentials)
     if header:
+        auth_events.dicomweb_refused(request, "unsupported authorization scheme",
+                                     method=scheme[:32])
         return _unauthorized("unsupported authorization scheme; use Basic or Bearer")
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated or not user.is_active:
@@ -78,14 +82,20 @@ def _basic(request: HttpRequest, credentials: str) -> HttpResponse | None:
     try:
         decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
+        auth_events.dicomweb_refused(request, "malformed Basic credentials", method="basic")
         return _unauthorized("malformed Basic credentials")
     username, sep, password = decoded.partition(":")
     if not sep:
+        auth_events.dicomweb_refused(request, "malformed Basic credentials", method="basic")
         return _unauthorized("malformed Basic credentials")
+    # A wrong password is recorded by authenticate() itself (user_login_failed).
     user = django_authenticate(request, username=username, password=password)
     if user is None or not user.is_active:
         return _unauthorized("wrong username or password")
     if getattr(settings, "REQUIRE_2FA", True) and second_factor.required(user):
+        auth_events.dicomweb_refused(
+            request, "a second-factor account tried a bare password", method="basic",
+            outcome=Outcome.DENIED, username=user.get_username())
         return _unauthorized(
             "this account signs in with a second factor; use an API token (Bearer)"
         )
@@ -96,6 +106,7 @@ def _basic(request: HttpRequest, credentials: str) -> HttpResponse | None:
 
 def _bearer(request: HttpRequest, secret: str) -> HttpResponse | None:
     if not secret:
+        auth_events.dicomweb_refused(request, "empty bearer token", method="bearer")
         return _unauthorized("empty bearer token", error="invalid_token")
     token = (
         ApiToken.objects.select_related("user")
@@ -103,6 +114,9 @@ def _bearer(request: HttpRequest, secret: str) -> HttpResponse | None:
         .first()
     )
     if token is None or not token.active or not token.user.is_active:
+        auth_events.dicomweb_refused(
+            request, "invalid, expired or revoked token", method="bearer",
+            prefix=secret[:ApiToken.PREFIX_LENGTH], token=token.pk if token else None)
         return _unauthorized("invalid, expired or revoked token", error="invalid_token")
     now = timezone.now()
     if token.last_used is None or now - token.last_used > LAST_USED_RESOLUTION:

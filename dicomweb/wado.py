@@ -108,17 +108,19 @@ def _endpoint(
 
 def _resolve(
     request: HttpRequest, action: AuditAction, study: str, series: str | None,
-    instance: str | None,
+    instance: str | None, *, session: bool = False,
 ) -> Study | Series | Instance:
     """The object at the URL's level if the caller may ``action`` it; 404 otherwise.
 
     The policy check and audit entry come from ``access.get_or_404``; a series or instance
-    that exists but is not under the study (and series) in the URL is a 404 as well.
+    that exists but is not under the study (and series) in the URL is a 404 as well. With
+    ``session`` (frames, rendered images, single instances: what a viewer asks for one by
+    one) allowed reads are counted on the caller's viewing session of the study.
     """
     actor = Actor.from_request(request)
     if instance is not None:
         obj = access.get_or_404(principals.of_request(request), actor, action, "instance",
-                                instance)
+                                instance, session=session)
         assert isinstance(obj, Instance)
         if (obj.series.series_instance_uid != series
                 or obj.series.study.study_instance_uid != study):
@@ -126,12 +128,13 @@ def _resolve(
         return obj
     if series is not None:
         found = access.get_or_404(principals.of_request(request), actor, action, "series",
-                                  series)
+                                  series, session=session)
         assert isinstance(found, Series)
         if found.study.study_instance_uid != study:
             raise Http404
         return found
-    top = access.get_or_404(principals.of_request(request), actor, action, "study", study)
+    top = access.get_or_404(principals.of_request(request), actor, action, "study", study,
+                            session=session)
     assert isinstance(top, Study)
     return top
 
@@ -228,7 +231,8 @@ def retrieve(request: HttpRequest, study: str, series: str | None = None,
     """Study, series or instance as ``multipart/related; type="application/dicom"``."""
     accept = request.headers.get("Accept")
     negotiate(accept, [Offer(DICOM, True)])  # 406 before touching the archive
-    obj = _resolve(request, AuditAction.RETRIEVE, study, series, instance)
+    obj = _resolve(request, AuditAction.RETRIEVE, study, series, instance,
+                   session=instance is not None)
     rows = list(_instances(obj).values_list(*_STORED_FIELDS))
     if not rows:
         raise NotFound("no instances stored here")
@@ -428,7 +432,7 @@ def frames(request: HttpRequest, study: str, series: str, instance: str,
            frames: str) -> HttpResponseBase:
     """``/frames/1,3``: native frames sliced from the file, or the stored bitstreams."""
     numbers = pixels.parse_frame_numbers(frames)
-    obj = _resolve(request, AuditAction.RETRIEVE, study, series, instance)
+    obj = _resolve(request, AuditAction.RETRIEVE, study, series, instance, session=True)
     assert isinstance(obj, Instance)
     stored_syntax = obj.transfer_syntax_uid
     choice = negotiate(request.headers.get("Accept"), _frame_offers(stored_syntax),
@@ -512,7 +516,7 @@ def rendered(request: HttpRequest, study: str, series: str | None = None,
     choice = negotiate(request.headers.get("Accept"), _IMAGE_OFFERS)
     options = _options(request)
     numbers = pixels.parse_frame_numbers(frames) if frames is not None else [1]
-    obj = _resolve(request, AuditAction.VIEW, study, series, instance)
+    obj = _resolve(request, AuditAction.VIEW, study, series, instance, session=True)
     media_type = choice.media_type
     if isinstance(obj, Instance) and len(numbers) == 1:
         image = _render_one(obj.blob_key, numbers[0] - 1, media_type, options)

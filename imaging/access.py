@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.http import Http404
 
+from audit import read_sessions
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
 
@@ -49,14 +50,20 @@ def target_of(obj: ArchiveObject) -> Target:
 
 def authorize(
     caller: Caller, actor: Actor, action: AuditAction | str, obj: ArchiveObject,
-    *, detail: dict[str, Any] | None = None, **context: Any,
+    *, detail: dict[str, Any] | None = None, session: bool = False, **context: Any,
 ) -> policies.Decision:
     """Decide and record. The caller must refuse (404) when the decision says no.
 
     ``context`` goes to :func:`~imaging.policies.decide` (``outside``, ``legal_basis``...);
     the audit entry's action is the policy action's audit name (``SHARE`` for a link).
+    With ``session``, an allowed read (not break-the-glass) is counted on the caller's
+    viewing session of the study (``audit.read_sessions``) rather than chained on its own.
     """
     decision = policies.decide(caller, action, patient_of(obj), **context)
+    if session and decision.allowed and not decision.break_glass:
+        read_sessions.record_read(AuditAction(action), actor, target_of(obj),
+                                  reason=decision.why, detail=detail)
+        return decision
     extra = dict(detail or {})
     if decision.basis:
         extra["basis"] = decision.basis
@@ -74,12 +81,13 @@ def authorize(
 AUDIT_ACTION = {
     policies.Action.ISSUE_CODE: AuditAction.SHARE,
     policies.Action.MANAGE_LINK: AuditAction.SHARE,
-    policies.Action.MINT_TOKEN: AuditAction.LOGIN,
+    policies.Action.MINT_TOKEN: AuditAction.TOKEN,
 }
 
 
 def get_or_404(
     caller: Caller, actor: Actor, action: AuditAction, level: str, uid: str,
+    *, session: bool = False,
 ) -> ArchiveObject:
     """The study, series or instance with ``uid`` if ``user`` may ``action`` it, else 404.
 
@@ -100,7 +108,7 @@ def get_or_404(
         record(action, actor, Target(level=level, uid=uid), Outcome.FAILED,
                reason="no such object")
         raise Http404
-    if not authorize(caller, actor, action, obj):
+    if not authorize(caller, actor, action, obj, session=session):
         raise Http404
     return obj
 

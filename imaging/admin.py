@@ -9,13 +9,15 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import AccessGrant, BreakGlassAccess, Clinic
+from audit.admin_reads import AuditedReadsMixin
 
 from .admin_scope import ClinicScopedAdmin, admin_principal
 from .models import Instance, Patient, PatientConflict, Series, Study
 
 
-class ReadOnlyAdmin(ClinicScopedAdmin):
-    """Archive rows are written only by the ingest path; admins look, they do not edit."""
+class ReadOnlyAdmin(AuditedReadsMixin, ClinicScopedAdmin):
+    """Archive rows are written only by the ingest path; admins look, they do not edit.
+    Every look is on the audit trail."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -37,7 +39,7 @@ class StudyInline(admin.TabularInline):  # type: ignore[type-arg]
 
 
 @admin.register(Patient)
-class PatientAdmin(ClinicScopedAdmin):
+class PatientAdmin(AuditedReadsMixin, ClinicScopedAdmin):
     patient_path = ""
     list_display = ("name", "patient_id", "issuer", "birth_date", "sex", "clinic", "user")
     list_filter = ("clinic",)
@@ -85,7 +87,7 @@ class SeriesAdmin(ReadOnlyAdmin):
     list_display = ("series_instance_uid", "study", "modality", "description", "num_instances")
     list_filter = ("modality",)
     search_fields = ("series_instance_uid", "study__study_instance_uid")
-    list_select_related = ("study",)
+    list_select_related = ("study__patient",)
 
 
 @admin.register(Instance)
@@ -97,12 +99,12 @@ class InstanceAdmin(ReadOnlyAdmin):
     )
     list_filter = ("transfer_syntax_uid", "fixity_ok")
     search_fields = ("sop_instance_uid", "sha256", "series__series_instance_uid")
-    list_select_related = ("series",)
+    list_select_related = ("series__study__patient",)
     show_full_result_count = False
 
 
 @admin.register(PatientConflict)
-class PatientConflictAdmin(ClinicScopedAdmin):
+class PatientConflictAdmin(AuditedReadsMixin, ClinicScopedAdmin):
     list_display = ("created", "patient", "instance", "status")
     list_filter = ("status",)
     readonly_fields = ("patient", "instance", "differences", "created", "resolved_by")

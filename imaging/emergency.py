@@ -10,7 +10,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
-from audit.trail import Actor
+from audit.models import AuditAction, Outcome
+from audit.trail import Actor, Target, record
 
 from . import access, policies, principals
 from .models import Patient
@@ -30,6 +31,9 @@ def break_the_glass(request: HttpRequest) -> HttpResponse:
                                           clinic_id__in=sorted(principal.clinic_ids or ()))
                    .first() if patient_id else None)
         if patient is None:
+            record(AuditAction.BREAK_GLASS, Actor.from_request(request),
+                   Target(level="patient", uid=patient_id[:128]), Outcome.FAILED,
+                   reason="no such patient", detail={"reason": reason[:1000]})
             error = _("No patient with this ID in the archive.")
         else:
             try:

@@ -19,6 +19,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from audit.admin_reads import AuditedReadsMixin
 from audit.trail import Actor
 from imaging.admin_scope import ClinicScopedAdmin
 from imaging.models import Patient
@@ -28,7 +29,7 @@ from .models import AccessCode, lifetime
 
 
 @admin.register(AccessCode)
-class AccessCodeAdmin(ClinicScopedAdmin):
+class AccessCodeAdmin(AuditedReadsMixin, ClinicScopedAdmin):
     list_display = ("prefix", "patient", "created", "created_by", "expires", "uses",
                     "last_used", "failures", "revoked")
     list_filter = ("revoked", "expires")

@@ -25,8 +25,9 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts import second_factor
 from accounts.models import User
+from audit import read_sessions
 from audit.models import AuditAction
-from audit.trail import Actor
+from audit.trail import Actor, Target
 from imaging import access, policies, principals, reports
 from imaging.models import Instance, Study
 
@@ -125,9 +126,10 @@ def exam_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
 @require_GET
 def frame_image(request: HttpRequest, study_uid: str, sop_uid: str, frame: int
                 ) -> HttpResponse:
-    """One frame as a JPEG. The exam page view was audited; frames are not each recorded,
-    but a frame that is not the patient's is refused on the record, like the page."""
-    instance = (Instance.objects.filter(
+    """One frame as a JPEG, counted on the caller's viewing session of the study (one
+    chained entry per session, not per frame); a frame that is not the patient's is
+    refused on the record, like the page."""
+    instance = (Instance.objects.select_related("series__study__patient").filter(
         sop_instance_uid=sop_uid, series__study__study_instance_uid=study_uid,
         series__study__in=_studies(request)).first())
     if instance is None:
@@ -139,6 +141,8 @@ def frame_image(request: HttpRequest, study_uid: str, sop_uid: str, frame: int
                                     thumbnail=request.GET.get("size") == "thumb")
     except images.CannotRender:
         raise Http404 from None
+    read_sessions.record_read(AuditAction.VIEW, Actor.from_request(request),
+                              Target.instance(instance))
     response = HttpResponse(image, content_type="image/jpeg")
     response["Cache-Control"] = "private, max-age=300"
     return response

@@ -293,6 +293,18 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Audit trail ----------------------------------------------------------------------------
+# The key that signs the audit chain's head and checkpoints; keep it out of the database (and
+# its backups). Empty: derived from SECRET_KEY. Set it in production.
+AUDIT_CHAIN_KEY = env.str("AUDIT_CHAIN_KEY", default="")
+# Reads of one study by one caller within this many idle seconds are one viewing session:
+# one chained entry when it opens, a counted row while it lasts, one when it closes. 0: every
+# read is its own chained entry.
+AUDIT_READ_SESSION_SECONDS = env.int("AUDIT_READ_SESSION_SECONDS", default=1800)
+CELERY_BEAT_SCHEDULE["audit-close-read-sessions"] = {
+    "task": "audit.tasks.close_read_sessions", "schedule": 300.0,
+}
+
 # --- Fixity: stored files are re-hashed periodically and compared with their SHA-256 -------
 FIXITY_MAX_AGE_DAYS = env.float("FIXITY_MAX_AGE_DAYS", default=30.0, minimum=0.0)
 FIXITY_BATCH_SIZE = env.int("FIXITY_BATCH_SIZE", default=5000, minimum=1)

@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts.models import Consent
+from audit.admin_reads import AuditedReadsMixin
 from imaging import policies
 from imaging.admin_scope import ClinicScopedAdmin
 from imaging.principals import as_principal
@@ -64,7 +65,7 @@ class _HoldState(_Active):
 
 
 @admin.register(Consent)
-class ConsentAdmin(ClinicScopedAdmin):
+class ConsentAdmin(AuditedReadsMixin, ClinicScopedAdmin):
     """Paper and reception consents are added here; none is ever edited or deleted."""
 
     list_display = ("patient", "purpose", "text_version", "given", "channel", "recorded_by",
@@ -110,7 +111,7 @@ class ConsentAdmin(ClinicScopedAdmin):
 
 
 @admin.register(DataExport)
-class DataExportAdmin(_ReadOnly):
+class DataExportAdmin(AuditedReadsMixin, _ReadOnly):
     list_display = ("pk", "patient", "requested_by", "status", "created", "finished",
                     "num_instances", "size_bytes", "expires", "downloads")
     list_filter = ("status",)
@@ -120,7 +121,7 @@ class DataExportAdmin(_ReadOnly):
 
 
 @admin.register(LegalHold)
-class LegalHoldAdmin(ClinicScopedAdmin):
+class LegalHoldAdmin(AuditedReadsMixin, ClinicScopedAdmin):
     list_display = ("pk", "patient", "study", "reason", "placed_by", "placed", "lifted",
                     "lifted_by")
     list_filter = (_HoldState,)
@@ -156,7 +157,7 @@ class LegalHoldAdmin(ClinicScopedAdmin):
 
 
 @admin.register(PurgeRequest)
-class PurgeRequestAdmin(_ReadOnly):
+class PurgeRequestAdmin(AuditedReadsMixin, _ReadOnly):
     list_display = ("patient_ref", "patient", "last_exam", "retention_end", "listed_at",
                     "status", "approved_by", "approved_at")
     list_filter = ("status",)
@@ -215,7 +216,7 @@ class PurgeRequestAdmin(_ReadOnly):
 
 
 @admin.register(Tombstone)
-class TombstoneAdmin(_ReadOnly):
+class TombstoneAdmin(AuditedReadsMixin, _ReadOnly):
     superuser_only = True
     list_display = ("patient_id", "issuer", "initials", "clinic", "num_instances",
                     "last_exam", "retention_end", "approved_by_name", "purged_at",

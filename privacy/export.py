@@ -33,6 +33,7 @@ from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
+from audit import read_sessions
 from audit.csv_cells import safe_row
 from audit.models import AuditAction, AuditEvent, Outcome
 from audit.trail import Actor, Target, record
@@ -51,8 +52,10 @@ LINK_LIFETIME = datetime.timedelta(days=7)
 # A run that has not finished after this long died with its worker; it may be claimed again.
 STALE_AFTER = datetime.timedelta(hours=2)
 STORAGE_ALIAS = "default"
+# reads, last_read: for an entry that opened a viewing session, how many reads it counted and
+# when the last was (audit.read_sessions).
 REPORT_FIELDS = ("when", "who", "role", "action", "object", "study", "outcome",
-                 "emergency_access")
+                 "emergency_access", "reads", "last_read")
 
 
 def storage() -> Storage:
@@ -184,11 +187,14 @@ def _write_access_report(raw: IO[bytes], patient: Patient) -> None:
     text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
     writer = csv.writer(text)
     writer.writerow(REPORT_FIELDS)
+    sessions = read_sessions.of_patient(patient.pk)
     for event in access_events(patient).iterator(chunk_size=2000):
         obj = f"{event.level} {event.object_uid}".strip()
+        session = sessions.get(event.seq)
         writer.writerow(safe_row([
             event.at.isoformat(), event.username or event.peer_ae, event.role, event.action,
             obj, event.study_uid, event.outcome, "yes" if event.break_glass else "",
+            session.reads if session else "", session.last_read.isoformat() if session else "",
         ]))
     text.flush()
     text.detach()

@@ -28,8 +28,9 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from audit import read_sessions
 from audit.models import AuditAction
-from audit.trail import Actor
+from audit.trail import Actor, Target
 from dicomweb import rendering
 from imaging import blobs, policies, principals
 from imaging.models import Instance, Series, Study
@@ -399,19 +400,23 @@ def share_view(request: HttpRequest, token: str) -> HttpResponse:
 
 @require_GET
 def share_image(request: HttpRequest, token: str, sop_uid: str) -> HttpResponse:
-    """One instance's first frame as a JPEG; the page view was audited, images are not
-    each recorded (a failed or refused one is)."""
+    """One instance's first frame as a JPEG, counted on the share's viewing session of the
+    study (one chained entry per session); a refused link is its own entry."""
     share = _share_or_refusal(request, token, AuditAction.VIEW)
     if isinstance(share, HttpResponse):
         return share
-    instance = get_object_or_404(Instance, sop_instance_uid=sop_uid,
-                                 series__study=share.study)
+    instance = get_object_or_404(Instance.objects.select_related("series__study__patient"),
+                                 sop_instance_uid=sop_uid, series__study=share.study)
     try:
         with blobs.open_blob(instance.blob_key) as fp:
             image = rendering.render_preview(fp, 0, window=None, viewport=VIEWPORT,
                                              quality=85)
     except Exception:  # no pixel data or no codec: the page shows the alt text
         raise Http404 from None
+    read_sessions.record_read(
+        AuditAction.VIEW, services.share_actor(share, Actor.from_request(request)),
+        Target.instance(instance), caller=f"share:{share.pk}",
+        detail={"step": "share", "share": share.pk})
     response = HttpResponse(image, content_type=rendering.JPEG)
     response["Cache-Control"] = "private, max-age=300"
     return response

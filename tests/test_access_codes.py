@@ -120,7 +120,7 @@ def test_paula_signs_in_with_her_code_and_birth_date_and_gets_a_patient_account(
     assert access.uses == 1 and access.last_used is not None
 
     [entry] = logins()
-    assert entry.outcome == Outcome.ALLOWED and entry.user_id == user.pk
+    assert entry.outcome == Outcome.ALLOWED and entry.user_pk == user.pk
     assert entry.patient_ref.startswith("PAULA-001") and entry.detail["method"] == "access_code"
     assert entry.detail["prefix"] == access.prefix
 

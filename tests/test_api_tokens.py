@@ -38,11 +38,11 @@ def test_minting_and_revoking_a_token_are_on_the_trail(client, dora):
     client.force_login(dora)
     client.post("/accounts/tokens/", {"name": "workstation", "days": "30"})
     token = ApiToken.objects.get()
-    made = AuditEvent.objects.get(action=AuditAction.LOGIN, detail__step="create_api_token")
+    made = AuditEvent.objects.get(action=AuditAction.TOKEN, detail__step="issued")
     assert made.outcome == Outcome.ALLOWED and made.username == "dora"
     assert made.detail["token"] == token.pk and made.detail["prefix"] == token.prefix
     client.post(f"/accounts/tokens/{token.pk}/revoke/")
-    revoked = AuditEvent.objects.get(action=AuditAction.LOGIN, detail__step="revoke_api_token")
+    revoked = AuditEvent.objects.get(action=AuditAction.TOKEN, detail__step="revoked")
     assert revoked.username == "dora" and revoked.detail["token"] == token.pk
 
 
@@ -52,7 +52,7 @@ def test_a_deactivated_accounts_tokens_are_revoked(dora):
     dora.save()
     token.refresh_from_db()
     assert token.revoked is not None and not token.active
-    assert AuditEvent.objects.filter(detail__step="revoke_api_token",
+    assert AuditEvent.objects.filter(action=AuditAction.TOKEN, detail__step="revoked",
                                      reason="account deactivated").exists()
 
 

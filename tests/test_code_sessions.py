@@ -107,8 +107,8 @@ def test_a_code_session_cannot_mint_an_api_token(session):
     response = session.post("/accounts/tokens/", {"name": "forever", "days": "365"})
     assert response.status_code == 403
     assert not ApiToken.objects.exists()
-    refused = AuditEvent.objects.get(action=AuditAction.LOGIN, outcome=Outcome.DENIED,
-                                     detail__step="create_api_token")
+    refused = AuditEvent.objects.get(action=AuditAction.TOKEN, outcome=Outcome.DENIED,
+                                     detail__step="issued")
     assert "password sign-in" in refused.reason
 
 

@@ -114,9 +114,11 @@ def test_with_consent_the_professional_gets_an_email_with_a_link_to_the_images(
 
     given = AuditEvent.objects.get(action=AuditAction.SHARE, outcome=Outcome.ALLOWED)
     assert given.username == "paula" and given.detail["recipient"] == "dr.who@outside.example"
-    viewed = AuditEvent.objects.get(action=AuditAction.VIEW, outcome=Outcome.ALLOWED)
-    assert viewed.username == "share:dr.who@outside.example"
-    assert viewed.study_uid == paulas_study.study_instance_uid
+    page_view, image_view = AuditEvent.objects.filter(
+        action=AuditAction.VIEW, outcome=Outcome.ALLOWED).order_by("seq")
+    assert page_view.username == image_view.username == "share:dr.who@outside.example"
+    assert page_view.study_uid == image_view.study_uid == paulas_study.study_instance_uid
+    assert image_view.level == "instance" and image_view.detail["read_session"] == "opened"
 
 
 def test_consent_is_checked_at_the_moment_of_sharing(paula, paulas_study, paula_consents):

@@ -1,0 +1,244 @@
+"""Read audits cost less than the read: a caller's reads of one study are one viewing
+session, a chained entry when it opens and one with its final count when it closes; the
+reads in between are counted on a separate row without the chain lock."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import threading
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from audit import read_sessions
+from audit.models import AuditAction, AuditEvent, Outcome, ReadSession
+from audit.trail import Actor, Target, first_broken_link
+from imaging.models import Instance, Study
+from sharing import services
+
+OHIF_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+
+
+def _frame_urls(study: Study) -> list[str]:
+    return [
+        f"/dicomweb/studies/{study.study_instance_uid}/series/{i.series.series_instance_uid}"
+        f"/instances/{i.sop_instance_uid}/frames/1"
+        for i in Instance.objects.filter(series__study=study).select_related("series")
+    ]
+
+
+def _read_frames(client, study: Study) -> int:
+    urls = _frame_urls(study)
+    for url in urls:
+        response = client.get(url, HTTP_ACCEPT=OHIF_ACCEPT)
+        assert response.status_code == 200
+        b"".join(response.streaming_content)
+    return len(urls)
+
+
+def _idle(seconds: int = 3600) -> None:
+    """Let every open session go idle (as if its last read was an hour ago)."""
+    ReadSession.objects.update(last_read=ReadSession.objects.get().last_read
+                               - datetime.timedelta(seconds=seconds))
+
+
+def test_a_viewer_loading_every_frame_of_a_study_writes_one_chained_entry(
+        client, dora, paula, paulas_study):
+    client.force_login(paula)
+    n = _read_frames(client, paulas_study)
+    assert n == 12
+    (opened,) = AuditEvent.objects.filter(action=AuditAction.RETRIEVE)
+    assert (opened.username, opened.outcome, opened.level) == ("paula", "allowed", "instance")
+    assert opened.study_uid == paulas_study.study_instance_uid
+    assert opened.detail["read_session"] == "opened"
+    session = ReadSession.objects.get()
+    assert (session.reads, session.opened_seq, session.closed_seq) == (n, opened.seq, None)
+    assert first_broken_link() is None
+
+
+def test_a_read_in_an_open_session_is_one_update_without_the_chain_lock(
+        client, paula, paulas_study):
+    client.force_login(paula)
+    first, second = _frame_urls(paulas_study)[:2]
+    client.get(first, HTTP_ACCEPT=OHIF_ACCEPT)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(second, HTTP_ACCEPT=OHIF_ACCEPT)
+        assert response.status_code == 200
+    audit_sql = [q["sql"] for q in queries if "audit_" in q["sql"]]
+    assert len(audit_sql) == 1 and audit_sql[0].startswith("UPDATE \"audit_readsession\"")
+    assert ReadSession.objects.get().reads == 2
+
+
+def test_the_next_read_after_the_idle_window_closes_the_session_with_its_final_count(
+        client, paula, paulas_study):
+    client.force_login(paula)
+    urls = _frame_urls(paulas_study)
+    for url in urls[:5]:
+        client.get(url, HTTP_ACCEPT=OHIF_ACCEPT)
+    _idle()
+    client.get(urls[5], HTTP_ACCEPT=OHIF_ACCEPT)
+    opened, closed, reopened = AuditEvent.objects.order_by("seq")
+    assert closed.detail["read_session"]["reads"] == 5
+    assert closed.detail["read_session"]["opened_seq"] == opened.seq
+    assert (closed.level, closed.username) == ("study", "paula")
+    assert reopened.detail["read_session"] == "opened"
+    old, new = ReadSession.objects.order_by("opened")
+    assert (old.reads, old.closed_seq) == (5, closed.seq)
+    assert (new.reads, new.closed_seq) == (1, None)
+    assert first_broken_link() is None
+
+
+def test_close_read_sessions_writes_the_final_count_of_idle_sessions_only(
+        client, paula, paulas_study, capsys):
+    client.force_login(paula)
+    _read_frames(client, paulas_study)
+    call_command("close_read_sessions")
+    assert "closed 0" in capsys.readouterr().out
+    _idle()
+    call_command("close_read_sessions")
+    assert "closed 1" in capsys.readouterr().out
+    closed = AuditEvent.objects.order_by("seq").last()
+    assert closed is not None and closed.detail["read_session"]["reads"] == 12
+    assert ReadSession.objects.get().closed_seq == closed.seq
+    assert first_broken_link() is None
+
+
+def test_refused_reads_are_each_their_own_chained_entry(client, charlie, paulas_study):
+    client.force_login(charlie)
+    for url in _frame_urls(paulas_study)[:3]:
+        assert client.get(url, HTTP_ACCEPT=OHIF_ACCEPT).status_code == 404
+    assert AuditEvent.objects.filter(outcome=Outcome.DENIED, username="charlie").count() == 3
+    assert not ReadSession.objects.exists()
+
+
+def test_rendered_frames_and_single_instances_are_counted_on_sessions(
+        client, paula, paulas_study):
+    client.force_login(paula)
+    instances = Instance.objects.filter(series__study=paulas_study).select_related("series")
+    for i in instances[:3]:
+        base = (f"/dicomweb/studies/{paulas_study.study_instance_uid}/series/"
+                f"{i.series.series_instance_uid}/instances/{i.sop_instance_uid}")
+        assert client.get(base + "/frames/1/rendered", HTTP_ACCEPT="image/jpeg"
+                          ).status_code == 200
+        response = client.get(base, HTTP_ACCEPT="multipart/related; type=\"application/dicom\"")
+        assert response.status_code == 200
+        b"".join(response.streaming_content)
+    sessions = dict(ReadSession.objects.values_list("action", "reads"))
+    assert sessions == {"view": 3, "retrieve": 3}
+    assert AuditEvent.objects.filter(detail__read_session="opened").count() == 2
+
+
+def test_with_a_window_of_zero_every_read_is_its_own_chained_entry(
+        client, paula, paulas_study, settings):
+    settings.AUDIT_READ_SESSION_SECONDS = 0
+    client.force_login(paula)
+    n = _read_frames(client, paulas_study)
+    assert AuditEvent.objects.filter(action=AuditAction.RETRIEVE).count() == n
+    assert not ReadSession.objects.exists()
+
+
+def test_patient_portal_frames_are_counted_on_the_patients_session(
+        client, paula, paulas_study):
+    client.force_login(paula)
+    instances = list(Instance.objects.filter(series__study=paulas_study)[:4])
+    for instance in instances:
+        url = reverse("patients:frame_image", args=[paulas_study.study_instance_uid,
+                                                     instance.sop_instance_uid, 0])
+        assert client.get(url).status_code == 200
+    session = ReadSession.objects.get()
+    assert (session.action, session.reads, session.username) == ("view", 4, "paula")
+
+
+def test_share_image_fetches_are_on_the_trail_as_the_shares_session(
+        client, paula, paulas_study):
+    from accounts.models import Consent, Purpose
+    from privacy import consent as consents
+
+    consents.give(paulas_study.patient, Purpose.SHARING, consents.CURRENT_TEXT_VERSION,
+                  Consent.Channel.PORTAL, paula)
+    share, token = services.share_with_professional(
+        paula, paulas_study, "dr.who@outside.example", actor=Actor.for_user(paula),
+        link_url=lambda t: f"http://testserver/v/{t}")
+    for instance in Instance.objects.filter(series__study=paulas_study)[:3]:
+        url = reverse("sharing:share_image", args=[token, instance.sop_instance_uid])
+        assert client.get(url).status_code == 200
+    session = ReadSession.objects.get()
+    assert (session.caller, session.reads) == (f"share:{share.pk}", 3)
+    opened = AuditEvent.objects.get(seq=session.opened_seq)
+    assert opened.username == "share:dr.who@outside.example"
+    assert opened.detail["share"] == share.pk
+
+
+def test_the_patient_sees_the_sessions_count_and_last_read_on_her_access_page(
+        client, dora, paula, paulas_study):
+    target = Target.study(paulas_study)
+    for _ in range(7):
+        read_sessions.record_read(AuditAction.VIEW, Actor.for_user(dora), target)
+    client.force_login(paula)
+    page = client.get("/audit/my-access/").content.decode()
+    assert "7 images read in this session" in page
+
+
+def test_the_exports_access_report_has_the_sessions_count_and_last_read(
+        dora, paula, paulas_study, django_capture_on_commit_callbacks):
+    from django.core.files.storage import storages
+
+    from privacy import export as exports
+
+    for _ in range(5):
+        read_sessions.record_read(AuditAction.VIEW, Actor.for_user(dora),
+                                  Target.study(paulas_study))
+    with django_capture_on_commit_callbacks(execute=True):
+        export = exports.request_export(paulas_study.patient, paula)
+    export.refresh_from_db()
+    import zipfile
+
+    with storages["default"].open(export.file_key, "rb") as fp:
+        report = zipfile.ZipFile(io.BytesIO(fp.read())).read("access_report.csv").decode()
+    (row,) = [r for r in csv.DictReader(io.StringIO(report)) if r["who"] == "dora"]
+    assert row["reads"] == "5"
+    assert row["last_read"] == ReadSession.objects.get().last_read.isoformat()
+
+
+def test_admins_see_viewing_sessions_with_their_count(client, alice, dora, paulas_study):
+    for _ in range(3):
+        read_sessions.record_read(AuditAction.VIEW, Actor.for_user(dora),
+                                  Target.study(paulas_study))
+    client.force_login(alice)
+    page = client.get("/admin/audit/readsession/")
+    assert page.status_code == 200
+    assert paulas_study.study_instance_uid in page.content.decode()
+    assert client.get(f"/admin/audit/readsession/{ReadSession.objects.get().pk}/change/"
+                      ).status_code == 200
+
+
+@pytest.mark.postgres
+def test_concurrent_reads_of_one_study_count_on_one_session_and_keep_the_chain(
+        transactional_db, dora):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL's row locks")
+    target = Target("instance", "1.2.3.4", None, "P-1", "1.2.3")
+    barrier = threading.Barrier(6)
+
+    def read(n: int) -> None:
+        barrier.wait()
+        for _ in range(20):
+            read_sessions.record_read(AuditAction.RETRIEVE, Actor.for_user(dora), target)
+            read_sessions.record_read(AuditAction.RETRIEVE, Actor.system(f"other-{n}"), target)
+        connection.close()
+
+    threads = [threading.Thread(target=read, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    doras = ReadSession.objects.get(caller=f"user:{dora.pk}")
+    assert doras.reads == 120
+    assert ReadSession.objects.count() == 7
+    assert AuditEvent.objects.count() == 7
+    assert first_broken_link() is None
