@@ -15,6 +15,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from audit.trail import Actor
@@ -24,6 +25,7 @@ from .ingest import IngestBatch, IngestResult, Outcome, ingest
 from .paging import BadNumber, whole_number
 from .sources import open_zip_members, too_large
 from .store_audit import StoreAudit
+from .upload_limits import UploadLimits, refusal_before_reading, request_too_large
 
 UPLOAD_BATCH = 32  # ZIP members indexed per database transaction
 # What a broken or unsupported ZIP raises while its members are read.
@@ -60,6 +62,7 @@ def study_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+@csrf_exempt  # checked by _upload, once the upload limits are in place (see below)
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request: HttpRequest) -> HttpResponse:
@@ -67,14 +70,43 @@ def upload(request: HttpRequest) -> HttpResponse:
 
     The answer is JSON with one result per DICOM object (a ZIP gives one per member).
     It is 200 when at least one object is now in the archive, 422 when none is, and 400
-    when the request carries no file at all.
+    when the request carries no file at all. A body over ``UPLOAD_MAX_REQUEST_BYTES`` is
+    413 and one without a length 411, both before it is read, with ``{"error": ...}``;
+    a file over ``INGEST_MAX_OBJECT_BYTES`` is that file's refusal
+    (:mod:`imaging.upload_limits`).
+
+    The upload handler that enforces the caps must be installed before the body is parsed,
+    and the CSRF middleware parses it to look for the form's token; so, as Django's
+    "Modifying upload handlers on the fly" describes, this view is exempt and the inner
+    one, :func:`_upload`, is CSRF-protected.
     """
     if not policies.decide(principals.of_request(request), policies.Action.STORE):
         raise PermissionDenied(_("You may not upload images."))
+    if request.method == "POST":
+        refused = refusal_before_reading(request)
+        if refused is not None:
+            status, reason = refused
+            return JsonResponse({"error": reason}, status=status)
+    limits = UploadLimits(request)
+    request.upload_handlers = [limits, *request.upload_handlers]
+    return _upload(request, limits)
+
+
+@csrf_protect
+def _upload(request: HttpRequest, limits: UploadLimits) -> HttpResponse:
     if request.method == "GET":
-        return render(request, "imaging/upload.html", {"upload_texts": _upload_texts()})
-    files = request.FILES.getlist("file")
-    if not files:
+        return render(request, "imaging/upload.html", {
+            "upload_texts": _upload_texts(),
+            "max_request_bytes": settings.UPLOAD_MAX_REQUEST_BYTES,
+        })
+    files = iter(request.FILES.getlist("file"))
+    if limits.too_large:
+        # The files parsed before the cap are discarded with the request (Django closes
+        # and removes their temporary files); keeping some would half-store the upload.
+        return JsonResponse({"error": request_too_large()},
+                            status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    received = [r for r in limits.received if r.field_name == "file"]
+    if not received:
         return JsonResponse(
             {"error": _("No file was sent. Send each file in a form field named “file”.")},
             status=HTTPStatus.BAD_REQUEST,
@@ -82,12 +114,16 @@ def upload(request: HttpRequest) -> HttpResponse:
     # Browsers send only a file's base name; the page sends the path inside a chosen or
     # dropped folder alongside, so results can say which file of which folder they are.
     paths = request.POST.getlist("path")
-    names = paths if len(paths) == len(files) else [f.name or "upload" for f in files]
+    names = paths if len(paths) == len(received) else [r.name or "upload" for r in received]
     results: list[dict[str, Any]] = []
     audit = StoreAudit(Actor.from_request(request), "upload")  # written with the rows
-    for uploaded, name in zip(files, names, strict=True):
+    for entry, name in zip(received, names, strict=True):
+        if entry.refusal:
+            # Dropped while it streamed (over the object limit): nothing of it was kept.
+            results.append(_rejected(name[:1000], entry.refusal))
+            continue
         results.extend(
-            _ingest_upload(uploaded, name[:1000], request.user.get_username(), audit)
+            _ingest_upload(next(files), name[:1000], request.user.get_username(), audit)
         )
     accepted = any(r["outcome"] in (Outcome.STORED, Outcome.DUPLICATE) for r in results)
     return JsonResponse(
@@ -104,6 +140,7 @@ def _upload_texts() -> dict[str, str]:
         "failed": _("upload failed"),
         "session": _("your session has ended; log in again and resend this file"),
         "skipped": _("skipped (not an image: hidden file or DICOMDIR index)"),
+        "too_large": request_too_large(),
         "waiting": _("waiting"),
     }
 

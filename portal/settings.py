@@ -225,9 +225,11 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", default=2 *
 DATA_UPLOAD_MAX_NUMBER_FILES = env.int("DATA_UPLOAD_MAX_NUMBER_FILES", default=1000, minimum=1)
 FILE_UPLOAD_TEMP_DIR = env.str("FILE_UPLOAD_TEMP_DIR") or None
 # Caps on what comes in (README, "Limits"): one object from any source, one STOW-RS request
-# body, and how many times its own size a ZIP archive may unpack to (zip bombs).
+# body, one upload-page request body, and how many times its own size a ZIP archive may
+# unpack to (zip bombs).
 INGEST_MAX_OBJECT_BYTES = env.int("INGEST_MAX_OBJECT_BYTES", default=2 * 1024**3, minimum=1)
 STOW_MAX_REQUEST_BYTES = env.int("STOW_MAX_REQUEST_BYTES", default=20 * 1024**3, minimum=1)
+UPLOAD_MAX_REQUEST_BYTES = env.int("UPLOAD_MAX_REQUEST_BYTES", default=4 * 1024**3, minimum=1)
 ZIP_MAX_EXPANSION_RATIO = env.float("ZIP_MAX_EXPANSION_RATIO", default=200.0, minimum=1.0)
 
 # --- Cache: shared by every web worker when Redis is configured (rate limits, ZIP layouts) ---

@@ -186,3 +186,24 @@ def test_the_language_switcher_changes_the_page_language(page: Page):
     with page.expect_navigation():
         page.select_option("select[name=language]", "en")
     assert page.inner_text("h1") == "Upload images"
+
+
+def test_files_over_the_request_limit_show_why_and_are_not_stored(page: Page, ct_study,
+                                                                  settings, tmp_path: Path):
+    """One file over ``UPLOAD_MAX_REQUEST_BYTES`` is refused by the page without being sent;
+    one whose request is just over it (the form adds a few hundred bytes) is refused by the
+    server with 413, and the page shows the server's reason."""
+    _, paths = ct_study
+    settings.UPLOAD_MAX_REQUEST_BYTES = paths[0].stat().st_size
+    page.reload()
+    padded = tmp_path / "padded.dcm"
+    padded.write_bytes(paths[1].read_bytes() + b"\0" * 64)
+    page.set_input_files("#files", [str(padded), str(paths[0])])
+    lines = _results(page, 2)
+    assert {outcome for outcome, _, _ in lines} == {"failed"}
+    texts = {name: text for _, name, text in lines}
+    assert "UPLOAD_MAX_REQUEST_BYTES" in texts["padded.dcm"]
+    assert "HTTP 413" not in texts["padded.dcm"]  # never sent
+    assert "HTTP 413" in texts[paths[0].name] and "UPLOAD_MAX_REQUEST_BYTES" in texts[
+        paths[0].name]
+    assert not Instance.objects.exists()

@@ -12,6 +12,8 @@
   const folderInput = document.getElementById("folder");
   const url = form.action;
   const loginPath = form.dataset.loginUrl;
+  // UPLOAD_MAX_REQUEST_BYTES: a file over it is refused here rather than sent for a 413.
+  const maxBytes = Number(form.dataset.maxRequestBytes) || Infinity;
   const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
   const state = { total: 0, done: 0, stored: 0, other: 0, bytesTotal: 0, bytesDone: 0 };
   const queue = [];
@@ -59,6 +61,13 @@
     for (const item of items) {
       if (skipped(item.name)) {
         list.appendChild(line(item.name, "skipped", texts.skipped));
+        continue;
+      }
+      if (item.file.size > maxBytes) {
+        list.appendChild(line(item.name, "failed", texts.failed + ": " + texts.too_large));
+        state.total += 1;
+        state.done += 1;
+        state.other += 1;
         continue;
       }
       item.li = line(item.name, "pending", texts.waiting);
