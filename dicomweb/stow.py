@@ -98,7 +98,8 @@ def store(request: HttpRequest, study: str | None) -> HttpResponse:
     study_uids: set[str] = set()
     source = f"stow:{request.user.get_username()}"
     parts = 0
-    batch = _Batch(actor, base, referenced, failed, study_uids)
+    batch = _Batch(actor, base, referenced, failed, study_uids,
+                   principals.of_request(request))
     reader = _BoundedReader(_reader(request), limit)
     try:
         for part in iter_parts(reader, boundary,
@@ -210,10 +211,12 @@ class _Batch:
     their results become the store response and one audit entry per study."""
 
     def __init__(self, actor: Actor, base: str, referenced: list[dict[str, Any]],
-                 failed: list[dict[str, Any]], study_uids: set[str]) -> None:
+                 failed: list[dict[str, Any]], study_uids: set[str],
+                 principal: principals.Principal) -> None:
         self.actor, self.base = actor, base
         self.referenced, self.failed, self.study_uids = referenced, failed, study_uids
-        self.staged = IngestBatch(StoreAudit(actor, "stow-rs"))  # entries with the rows
+        # Entries with the rows; within the sender's clinics.
+        self.staged = IngestBatch(StoreAudit.within(actor, "stow-rs", principal))
         self.sop_classes: list[tuple[str, str]] = []
 
     def add(self, fp: IO[bytes], source: str, study: str | None) -> None:

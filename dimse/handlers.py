@@ -60,7 +60,14 @@ class Session:
     index: BackgroundIndex = field(init=False)
 
     def __post_init__(self) -> None:
-        self.index = BackgroundIndex(self.actor, self.duplicate)
+        clinic = self.peer.clinic_id if self.peer is not None else None
+        self.index = BackgroundIndex(self.actor, self.duplicate, clinic_id=clinic)
+
+    @property
+    def clinics(self) -> frozenset[int] | None:
+        """The clinics this peer stores for: its own, or any when it is not bound."""
+        clinic = self.peer.clinic_id if self.peer is not None else None
+        return None if clinic is None else frozenset({clinic})
 
     def duplicate(self, result: IngestResult) -> None:
         """An object already held (it writes no rows): on the trail with the next batch.

@@ -109,9 +109,12 @@ class BackgroundIndex:
 
     VIA = "C-STORE"
 
-    def __init__(self, actor: Actor, on_duplicate: Callable[[IngestResult], None]) -> None:
+    def __init__(self, actor: Actor, on_duplicate: Callable[[IngestResult], None], *,
+                 clinic_id: int | None = None) -> None:
         self.actor = actor
-        self.audit = StoreAudit(actor, self.VIA)
+        # New patients get the peer's clinic; which patients it may store for is checked
+        # when the object is staged (dimse.store), before it is answered.
+        self.audit = StoreAudit(actor, self.VIA, clinic_id=clinic_id)
         self.on_duplicate = on_duplicate
         self._lock = threading.Condition()
         self._queue: list[tuple[Staged, Path]] = []

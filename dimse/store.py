@@ -86,7 +86,8 @@ def _stage(session: Session, received: Path) -> IngestResult:
         # pynetdicom deletes its file after this handler: the blob may be that file.
         staged = stage(fp, source=f"cstore:{session.calling_ae}", adopt=received,
                        held=session.index.held, series_of=session.index.series_of,
-                       checksum_later=True)  # hashed by the index thread, in parallel
+                       checksum_later=True,  # hashed by the index thread, in parallel
+                       clinics=session.clinics)
     if not isinstance(staged, Staged):
         return staged
     try:

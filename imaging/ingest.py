@@ -33,6 +33,9 @@ from .store_audit import StoreAudit, record_stores
 
 log = logging.getLogger(__name__)
 
+#: Why an object is refused for a patient of another clinic than the storer's.
+OTHER_CLINIC = "the patient belongs to a clinic this sender does not store for"
+
 
 WRONG_STUDY = "not of the study it was sent to"
 INSERT_ROWS = 50  # instances per INSERT statement (17 parameters each)
@@ -103,7 +106,8 @@ Held = Callable[[str], "str | None"]
 def stage(fp: IO[bytes], *, source: str = "", study: str | None = None,
           adopt: Path | None = None, held: Held | None = None,
           series_of: Callable[[str], str | None] | None = None,
-          checksum_later: bool = False) -> Staged | IngestResult:
+          checksum_later: bool = False, clinics: frozenset[int] | None = None,
+          ) -> Staged | IngestResult:
     """Parse, check and store one object, without indexing it: the :class:`Staged` object,
     or the result if it ends here (refused, or already held).
 
@@ -113,6 +117,8 @@ def stage(fp: IO[bytes], *, source: str = "", study: str | None = None,
     staged but not yet indexed, checked as the stored ones are. ``series_of``: the study of
     a series staged but not yet indexed; given it, a series already stored or staged
     under another study refuses the object now rather than when it is indexed.
+    ``clinics``: the clinics the sender stores for (None: any); an object for a patient of
+    another clinic is refused now.
     """
     fp.seek(0)
     try:
@@ -130,6 +136,8 @@ def stage(fp: IO[bytes], *, source: str = "", study: str | None = None,
             known = series.study_uid if series is not None else None
         if known is not None and known != parsed.study_instance_uid:
             return _refused(parsed, _series_elsewhere(parsed))
+    if clinics is not None and _patient_clinic(parsed) not in (None, *clinics):
+        return _refused(parsed, OTHER_CLINIC)
     pending = held(parsed.sop_instance_uid) if held is not None else None
     copy = StoredCopy(None, pending) if pending is not None else _stored_copy(
         parsed.sop_instance_uid)
@@ -173,7 +181,7 @@ def index(staged: list[Staged], *, audit: StoreAudit | None = None) -> list[Inge
         if len(staged) > 1:
             try:
                 with transaction.atomic():
-                    pks = _index(staged)
+                    pks = _index(staged, audit)
                     stored = [s.stored(pk) for s, pk in zip(staged, pks, strict=True)]
                     _record_indexed(audit, stored)
                 indexed = {s.key: result for s, result in zip(staged, stored, strict=True)}
@@ -223,7 +231,8 @@ class IngestBatch:
             adopt: Path | None = None) -> tuple[str, str]:
         """Stage one object (see :func:`stage`); returns its SOP Class and Instance UIDs
         as far as they could be read."""
-        slot = stage(fp, source=source, study=study, adopt=adopt)
+        slot = stage(fp, source=source, study=study, adopt=adopt,
+                     clinics=self.audit.clinics if self.audit is not None else None)
         self._slots.append(slot)
         if isinstance(slot, Staged):
             return slot.parsed.sop_class_uid, slot.parsed.sop_instance_uid
@@ -252,7 +261,7 @@ def _commit_one(item: Staged, audit: StoreAudit | None = None, attempts: int = 3
     parsed = item.parsed
     try:
         with transaction.atomic():
-            (pk,) = _index([item])
+            (pk,) = _index([item], audit)
             stored = item.stored(pk)
             _record_indexed(audit, [stored])
     except OperationalError:
@@ -359,20 +368,31 @@ def _compare(parsed: ParsedObject, stored: StoredCopy, digest: str, received: IO
     )
 
 
-def _index(staged: list[Staged]) -> list[int]:
+def _index(staged: list[Staged], audit: StoreAudit | None = None) -> list[int]:
     """Create or update the index rows for staged objects; returns the instances' primary
-    keys. Runs inside a transaction."""
+    keys. Runs inside a transaction. An object for a patient of a clinic the storer does
+    not act within is refused (``audit.clinics``)."""
     known: dict[str, KnownSeries] = {}
+    clinic_of: dict[int, int | None] = {}
     rows: list[dict[str, Any]] = []
     for item in staged:
         if not item.sha256:
             raise ValueError(f"{item.key} has no checksum: see checksummed()")
         parsed = item.parsed
         if parsed.series_instance_uid not in known:
-            known[parsed.series_instance_uid] = _series(parsed)
+            known[parsed.series_instance_uid] = _series(
+                parsed, audit.clinic_id if audit is not None else None)
         series = known[parsed.series_instance_uid]
         if series.study_uid != parsed.study_instance_uid:
             raise InvalidObject(_series_elsewhere(parsed))
+        if audit is not None and audit.clinics is not None:
+            patient_pk = series.patient.pk
+            if patient_pk not in clinic_of:
+                clinic_of[patient_pk] = Patient.objects.filter(pk=patient_pk).values_list(
+                    "clinic_id", flat=True).first()
+            clinic = clinic_of[patient_pk]
+            if clinic is not None and clinic not in audit.clinics:
+                raise InvalidObject(OTHER_CLINIC)
         rows.append(dict(
             sop_instance_uid=parsed.sop_instance_uid,
             series_id=series.pk,
@@ -425,8 +445,9 @@ class KnownSeries(NamedTuple):
     created: bool = False
 
 
-def _series(parsed: ParsedObject) -> KnownSeries:
-    """The series (with its study and patient) an object belongs to, created if new."""
+def _series(parsed: ParsedObject, clinic_id: int | None = None) -> KnownSeries:
+    """The series (with its study and patient) an object belongs to, created if new
+    (a new patient gets ``clinic_id``, else the installation's only clinic)."""
     known = _known_series(parsed.series_instance_uid)
     if known is not None:
         return known
@@ -434,7 +455,7 @@ def _series(parsed: ParsedObject) -> KnownSeries:
         Study.objects.select_related("patient")
         .filter(study_instance_uid=parsed.study_instance_uid)
         .first()
-    ) or _new_study(parsed)
+    ) or _new_study(parsed, clinic_id)
     series, created = Series.objects.get_or_create(
         series_instance_uid=parsed.series_instance_uid,
         defaults={"study": study, **parsed.series},
@@ -551,14 +572,14 @@ def _count(staged: list[Staged], known: dict[str, KnownSeries]) -> None:
         Study.objects.filter(pk=pk).update(**changes)
 
 
-def _new_study(parsed: ParsedObject) -> Study:
+def _new_study(parsed: ParsedObject, clinic_id: int | None = None) -> Study:
     # The patient is created in the same savepoint as the study, so losing the race to
     # another ingest of the same study leaves no stray patient behind.
     try:
         with transaction.atomic():
             return Study.objects.create(
                 study_instance_uid=parsed.study_instance_uid,
-                patient=_patient(parsed.patient),
+                patient=_patient(parsed.patient, clinic_id),
                 **parsed.study,
             )
     except IntegrityError:
@@ -567,15 +588,27 @@ def _new_study(parsed: ParsedObject) -> Study:
         )
 
 
-def _patient(fields: dict[str, Any]) -> Patient:
+def _patient_clinic(parsed: ParsedObject) -> int | None:
+    """The clinic of the stored patient the object is for (None: new, or no clinic)."""
+    fields = parsed.patient
+    if not fields["patient_id"]:
+        return None
+    found: int | None = Patient.objects.filter(
+        patient_id=fields["patient_id"], issuer=fields["issuer"]).values_list(
+        "clinic_id", flat=True).first()
+    return found
+
+
+def _patient(fields: dict[str, Any], clinic_id: int | None = None) -> Patient:
+    clinic_id = clinic_id or clinics.for_new_patient()
     if not fields["patient_id"]:
         # No PatientID: the object gets a patient of its own, never a shared "unknown".
-        return Patient.objects.create(**fields, clinic_id=clinics.for_new_patient())
+        return Patient.objects.create(**fields, clinic_id=clinic_id)
     patient, _ = Patient.objects.get_or_create(
         patient_id=fields["patient_id"],
         issuer=fields["issuer"],
         defaults={**{k: v for k, v in fields.items() if k not in ("patient_id", "issuer")},
-                  "clinic_id": clinics.for_new_patient()},
+                  "clinic_id": clinic_id},
     )
     return patient
 

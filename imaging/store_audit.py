@@ -19,14 +19,29 @@ from .models import Study
 
 if TYPE_CHECKING:
     from .ingest import IngestResult
+    from .principals import Principal
 
 
 @dataclass(frozen=True)
 class StoreAudit:
-    """Who stores, and by which way in (``via``: ``upload``, ``stow-rs``, ``C-STORE``...)."""
+    """Who stores, and by which way in (``via``: ``upload``, ``stow-rs``, ``C-STORE``...).
+
+    Also where: ``clinics`` are the clinics the storer acts within (None: any), so an
+    object for another clinic's patient is refused; ``clinic_id`` is the clinic a patient
+    new to the archive gets (the storer's one clinic, else the installation's only one).
+    """
 
     actor: Actor
     via: str
+    clinics: frozenset[int] | None = None
+    clinic_id: int | None = None
+
+    @classmethod
+    def within(cls, actor: Actor, via: str, principal: Principal) -> StoreAudit:
+        """For ``principal`` storing: a technician or admin of her clinics, a peer of its."""
+        clinics = principal.clinic_ids
+        only = next(iter(clinics)) if clinics is not None and len(clinics) == 1 else None
+        return cls(actor, via, clinics, only)
 
 
 def record_stores(actor: Actor, results: Iterable[IngestResult], *, via: str) -> None:

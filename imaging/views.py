@@ -116,7 +116,9 @@ def _upload(request: HttpRequest, limits: UploadLimits) -> HttpResponse:
     paths = request.POST.getlist("path")
     names = paths if len(paths) == len(received) else [r.name or "upload" for r in received]
     results: list[dict[str, Any]] = []
-    audit = StoreAudit(Actor.from_request(request), "upload")  # written with the rows
+    # Written with the rows; within the uploader's clinics.
+    audit = StoreAudit.within(Actor.from_request(request), "upload",
+                              principals.of_request(request))
     for entry, name in zip(received, names, strict=True):
         if entry.refusal:
             # Dropped while it streamed (over the object limit): nothing of it was kept.
