@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.urls import URLPattern, path
@@ -55,6 +55,22 @@ def _parse_day(value: str | None) -> datetime.date | None:
         return None
 
 
+def within_clinics(request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+    """Entries a clinic admin may read: about her clinics' patients, or by her clinics'
+    members. The rest (other clinics, associations, system work) is for superusers."""
+    from accounts.models import User
+    from imaging.admin_scope import admin_principal
+
+    clinics = admin_principal(request).clinic_ids
+    if clinics is None:
+        return queryset
+    from imaging.models import Patient
+
+    patients = Patient.objects.filter(clinic_id__in=sorted(clinics)).values("pk")
+    members = User.objects.filter(clinics__in=sorted(clinics)).values("pk")
+    return queryset.filter(Q(patient_pk__in=patients) | Q(user_pk__in=members))
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("seq", "at", "username", "peer_ae", "role", "action", "outcome",
@@ -78,6 +94,9 @@ class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AuditEvent]:
+        return within_clinics(request, super().get_queryset(request))
+
     def get_urls(self) -> list[URLPattern]:
         export = path("export/", self.admin_site.admin_view(self.export_period),
                       name="audit_auditevent_export")
@@ -95,7 +114,7 @@ class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         since = datetime.datetime.combine(start, datetime.time.min, zone)
         until = datetime.datetime.combine(end + datetime.timedelta(days=1), datetime.time.min,
                                           zone)
-        events = AuditEvent.objects.filter(at__gte=since, at__lt=until)
+        events = self.get_queryset(request).filter(at__gte=since, at__lt=until)
         record("export", Actor.from_request(request), None,
                detail={"audit_csv": {"start": start.isoformat(), "end": end.isoformat()}})
         return csv_response(events, f"audit-{start}-{end}.csv")
@@ -120,6 +139,9 @@ class ReadSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ("username", "peer_ae", "patient_ref", "study_uid", "caller")
     date_hierarchy = "opened"
     show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ReadSession]:
+        return within_clinics(request, super().get_queryset(request))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [f.name for f in ReadSession._meta.fields]

@@ -135,7 +135,8 @@ def olga(db) -> User:
     user = _user("olga", Role.ADMIN, is_staff=True)
     user.clinics.add(Clinic.objects.get_or_create(name="Clínica Norte")[0])
     user.user_permissions.add(*Permission.objects.filter(
-        content_type__app_label__in=("imaging", "patients", "privacy", "sharing", "accounts")))
+        content_type__app_label__in=("imaging", "patients", "privacy", "sharing", "accounts",
+                                     "audit")))
     return user
 
 

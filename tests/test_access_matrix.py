@@ -189,3 +189,18 @@ def test_a_clinic_admin_sees_only_her_clinics_accounts_and_cannot_make_a_superus
     form = client.get(f"/admin/accounts/user/{olga.pk}/change/")
     assert form.status_code == 200
     assert 'name="is_superuser"' not in form.content.decode()
+
+
+def test_a_clinic_admin_reads_the_trail_of_her_clinic_only(client, olga, alice, dora,
+                                                           paulas_study):
+    from audit.trail import Actor, Target, record
+
+    record("view", Actor.for_user(dora), Target.study(paulas_study))
+    client.force_login(olga)
+    listing = client.get("/admin/audit/auditevent/").content.decode()
+    assert paulas_study.study_instance_uid not in listing and "dora" not in listing
+    export = client.get("/admin/audit/auditevent/export/",
+                        {"start": "2000-01-01", "end": "2100-01-01"})
+    assert b"dora" not in b"".join(export.streaming_content)
+    client.force_login(alice)
+    assert "dora" in client.get("/admin/audit/auditevent/").content.decode()
