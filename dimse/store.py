@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from django.conf import settings
 from django.db import close_old_connections
 
 from audit.models import AuditAction, Outcome
@@ -29,6 +30,7 @@ from audit.trail import Actor, Target, record
 from imaging import blobs
 from imaging.ingest import IngestResult, Staged, stage
 from imaging.ingest import Outcome as IngestOutcome
+from imaging.sources import too_large
 from imaging.store_audit import record_stores
 
 from .indexing import spool
@@ -112,6 +114,11 @@ def handle_store(event: Event, listener: Listener) -> int:
         record(AuditAction.STORE, session.actor, Target("instance", announced), Outcome.DENIED,
                reason=decision.why, detail={"operation": "C-STORE"})
         return Status.NOT_AUTHORISED
+    if Path(event.dataset_path).stat().st_size > settings.INGEST_MAX_OBJECT_BYTES:
+        # Received into a file as it streamed (never into memory), and refused now.
+        record(AuditAction.STORE, session.actor, Target("instance", announced),
+               Outcome.FAILED, reason=too_large(), detail={"operation": "C-STORE"})
+        return Status.STORE_OUT_OF_RESOURCES
     try:
         result = _stage(session, event.dataset_path)
     except Exception:

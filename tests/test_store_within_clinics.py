@@ -65,3 +65,17 @@ def test_a_modality_bound_to_a_clinic_stores_new_patients_into_it_and_not_into_o
     assert "Received Store Response (Error" in refused.stdout + refused.stderr
     assert not Instance.objects.filter(
         sop_instance_uid=dcmread(ct_study[1][1]).SOPInstanceUID).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_c_store_above_the_object_size_cap_is_refused_and_nothing_is_kept(
+        portal, ct_study, settings, dicom_storage):
+    from .conftest import stored_files
+
+    Peer.objects.create(ae_title="CT01", host="127.0.0.1", may_store=True)
+    settings.INGEST_MAX_OBJECT_BYTES = 10_000  # a 128x128 CT slice is about 33 kB
+    result = storescu(portal, str(ct_study[1][0]), aet="CT01")
+    assert "Received Store Response (Refused: OutOfResources)" in result.stdout + result.stderr
+    assert not Instance.objects.exists() and not stored_files(dicom_storage)
+    assert AuditEvent.objects.filter(action=AuditAction.STORE, outcome=Outcome.FAILED,
+                                     reason__contains="INGEST_MAX_OBJECT_BYTES").exists()
