@@ -77,20 +77,6 @@ class UserAdmin(BaseUserAdmin):  # type: ignore[type-arg]
         response["Cache-Control"] = "no-store"
         return response
 
-
-admin.site.unregister(TOTPDevice)
-
-
-@admin.register(TOTPDevice)
-class TOTPDeviceAdmin(BaseTOTPDeviceAdmin):  # type: ignore[misc]  # django-otp is untyped
-    """Admins see and delete devices, never their keys (OTP_ADMIN_HIDE_SENSITIVE_DATA), and
-    cannot add one: a device whose key an admin chose would be a second factor the admin
-    holds. People enrol their own phone through an enrolment link."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    # Users on the audit trail are deactivated instead of deleted (audit.actors).
     def delete_model(self, request: HttpRequest, obj: User) -> None:
         if actors.on_trail([obj.pk]):
             actors.deactivate(obj)
@@ -117,6 +103,19 @@ class TOTPDeviceAdmin(BaseTOTPDeviceAdmin):  # type: ignore[misc]  # django-otp 
             "%(user)s is on the audit trail, so the account was deactivated, not deleted."
         ) % {"user": obj_display}, messages.WARNING)
         return HttpResponseRedirect(reverse("admin:accounts_user_changelist"))
+
+
+admin.site.unregister(TOTPDevice)
+
+
+@admin.register(TOTPDevice)
+class TOTPDeviceAdmin(BaseTOTPDeviceAdmin):  # type: ignore[misc]  # django-otp is untyped
+    """Admins see and delete devices, never their keys (OTP_ADMIN_HIDE_SENSITIVE_DATA), and
+    cannot add one: a device whose key an admin chose would be a second factor the admin
+    holds. People enrol their own phone through an enrolment link."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(ApiToken)

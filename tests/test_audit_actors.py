@@ -37,7 +37,7 @@ def test_deleting_a_user_on_the_trail_in_admin_deactivates_it_with_a_message(cli
     _on_trail(dora)
     client.force_login(alice)
     response = client.post(f"/admin/accounts/user/{dora.pk}/delete/", {"post": "yes"},
-                           follow=True)
+                           follow=True, HTTP_ACCEPT_LANGUAGE="en")
     assert response.status_code == 200
     dora.refresh_from_db()
     assert dora.is_active is False
@@ -53,7 +53,7 @@ def test_the_admin_bulk_delete_deactivates_users_on_the_trail_and_deletes_the_ot
     client.force_login(alice)
     response = client.post("/admin/accounts/user/", {
         "action": "delete_selected", "_selected_action": [dora.pk, tina.pk], "post": "yes",
-    }, follow=True)
+    }, follow=True, HTTP_ACCEPT_LANGUAGE="en")
     assert response.status_code == 200
     assert "deactivated, not deleted" in response.content.decode()
     assert User.objects.get(pk=dora.pk).is_active is False
