@@ -71,19 +71,11 @@ def within_clinics(request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[An
     return queryset.filter(Q(patient_pk__in=patients) | Q(user_pk__in=members))
 
 
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ("seq", "at", "username", "peer_ae", "role", "action", "outcome",
-                    "level", "patient_ref", "break_glass", "ip")
-    list_filter = ("action", "outcome", "break_glass", "role", "level")
-    search_fields = ("username", "peer_ae", "patient_ref", "object_uid", "study_uid", "ip")
-    date_hierarchy = "at"
-    show_full_result_count = False
-    actions = ["export_csv"]
-    change_list_template = "admin/audit/auditevent/change_list.html"
+class _TrailAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The trail in admin: read-only, and within the reader's clinics."""
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in AuditEvent._meta.fields]
+        return [f.name for f in self.model._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -94,8 +86,20 @@ class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[AuditEvent]:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return within_clinics(request, super().get_queryset(request))
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(_TrailAdmin):
+    list_display = ("seq", "at", "username", "peer_ae", "role", "action", "outcome",
+                    "level", "patient_ref", "break_glass", "ip")
+    list_filter = ("action", "outcome", "break_glass", "role", "level")
+    search_fields = ("username", "peer_ae", "patient_ref", "object_uid", "study_uid", "ip")
+    date_hierarchy = "at"
+    show_full_result_count = False
+    actions = ["export_csv"]
+    change_list_template = "admin/audit/auditevent/change_list.html"
 
     def get_urls(self) -> list[URLPattern]:
         export = path("export/", self.admin_site.admin_view(self.export_period),
@@ -129,7 +133,7 @@ class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(ReadSession)
-class ReadSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadSessionAdmin(_TrailAdmin):
     """Viewing sessions: how many reads each counted and when the last was. Read-only: the
     count is written by reads, and made tamper-evident by the closing entry."""
 
@@ -140,17 +144,3 @@ class ReadSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     date_hierarchy = "opened"
     show_full_result_count = False
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[ReadSession]:
-        return within_clinics(request, super().get_queryset(request))
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in ReadSession._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

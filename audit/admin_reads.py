@@ -19,16 +19,11 @@ from .trail import Actor, Target, record
 
 def target_for(obj: Any) -> Target:
     """The archive object itself, else the patient the row belongs to, else the row."""
+    from imaging.access import target_of
     from imaging.models import Instance, Patient, Series, Study
 
-    if isinstance(obj, Patient):
-        return Target.patient(obj)
-    if isinstance(obj, Study):
-        return Target.study(obj)
-    if isinstance(obj, Series):
-        return Target.series(obj)
-    if isinstance(obj, Instance):
-        return Target.instance(obj)
+    if isinstance(obj, Patient | Study | Series | Instance):
+        return target_of(obj)
     patient = getattr(obj, "patient", None)
     if isinstance(patient, Patient):
         return Target(obj._meta.model_name, str(obj.pk), patient.pk, Target.patient(patient)
