@@ -180,7 +180,7 @@ def test_the_patient_sees_the_sessions_count_and_last_read_on_her_access_page(
     for _ in range(7):
         read_sessions.record_read(AuditAction.VIEW, Actor.for_user(dora), target)
     client.force_login(paula)
-    page = client.get("/audit/my-access/").content.decode()
+    page = client.get("/audit/my-access/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "7 images read in this session" in page
 
 
