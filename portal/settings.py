@@ -99,6 +99,7 @@ TEMPLATES = [
                 "django.template.context_processors.i18n",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "portal.navigation.links",
             ],
         },
     },
@@ -166,7 +167,7 @@ OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 # setting its password through a reset link); the link works once, for this long.
 ENROLMENT_LINK_HOURS = env.int("ENROLMENT_LINK_HOURS", default=72, minimum=1, maximum=24 * 30)
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "imaging:study_list"
+LOGIN_REDIRECT_URL = "home"  # each role's own home (portal.navigation)
 LOGOUT_REDIRECT_URL = "login"
 
 # --- Languages: pt-BR first, then Spanish and English ---------------------------------------

@@ -1,14 +1,15 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 from accounts import two_factor
 from accounts import views as accounts_views
 from imaging import emergency
 
+from . import navigation
+
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="imaging:study_list"), name="home"),
+    path("", navigation.home, name="home"),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

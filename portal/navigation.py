@@ -1,0 +1,55 @@
+"""Where each role lands, and the links it is offered: both from the one access policy.
+
+A patient's home is their exams; a technician's is the upload page; staff who browse the
+archive land on the study list. Staff pages are not offered to patients (nor to a
+receipt-code session), and nobody is offered a page the policy would refuse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+
+from accounts.models import Role
+from imaging import policies, principals
+
+
+def is_patient(principal: principals.Principal) -> bool:
+    return principal.kind == principals.Kind.CODE or principal.role == Role.PATIENT
+
+
+def home_of(principal: principals.Principal) -> str:
+    """The URL name of ``principal``'s home page."""
+    if principal.kind == principals.Kind.ANONYMOUS:
+        return "login"
+    if is_patient(principal):
+        return "patients:exams"
+    if not policies.decide(principal, policies.Action.BROWSE) and policies.decide(
+            principal, policies.Action.STORE):
+        return "imaging:upload"
+    return "imaging:study_list"
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect(home_of(principals.of_request(request)))
+
+
+def links(request: HttpRequest) -> dict[str, Any]:
+    """Template context: ``nav``, what the signed-in principal is offered."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {"nav": {}}
+    principal = principals.of_request(request)
+    patient = is_patient(principal)
+    return {"nav": {
+        "patient": patient,
+        "studies": not patient and bool(policies.decide(principal, policies.Action.BROWSE)),
+        "upload": not patient and bool(policies.decide(principal, policies.Action.STORE)),
+        "break_glass": bool(policies.decide(principal, policies.Action.BREAK_GLASS)),
+        "sharing": bool(policies.decide(principal, policies.Action.BROWSE)),
+        "tokens": bool(policies.decide(principal, policies.Action.MINT_TOKEN))
+        or (not patient and principal.kind == principals.Kind.USER),
+        "admin": bool(user.is_staff),
+    }}
