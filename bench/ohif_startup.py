@@ -63,7 +63,7 @@ def _prepare(data_dir: Path) -> tuple[str, str]:
     from imaging.synthetic import PatientSpec, SeriesSpec, write_study
 
     call_command("migrate", verbosity=0, interactive=False)
-    user = User.objects.create_user("bench", password="bench-password-1", role=Role.ADMIN,
+    user = User.objects.create_user("bench", password=None, role=Role.ADMIN,
                                     is_staff=True, is_superuser=True)
     patient = PatientSpec("BENCH-001", "Bench^Paula", datetime.date(1975, 4, 12), "F")
     uid, paths = write_study(data_dir / "study", patient, [SeriesSpec("CT", 4, size=256)],

@@ -35,10 +35,10 @@ def _signed_in(browser: Browser, live_server, language: str) -> Iterator[Page]:
 
 def _texts(page: Page) -> str:
     """What a person reads or hovers: the text, and titles, labels and placeholders."""
-    return page.evaluate("""() => document.body.innerText + '\\n' +
+    return str(page.evaluate("""() => document.body.innerText + '\\n' +
         [...document.querySelectorAll('[title],[aria-label],[placeholder],[data-tooltip]')]
           .map(e => [e.title, e.getAttribute('aria-label'), e.placeholder,
-                     e.getAttribute('data-tooltip')].filter(Boolean).join('\\n')).join('\\n')""")
+                     e.getAttribute('data-tooltip')].filter(Boolean).join('\\n')).join('\\n')"""))
 
 
 # Toolbar labels from OHIF's own locale files (platform/i18n/src/locales/*/Buttons.json):
@@ -62,8 +62,8 @@ def _wait_for_texts(page: Page, wanted: tuple[str, ...], seconds: float = 60) ->
 
 
 @pytest.mark.parametrize("language", ["pt-br", "es", "en"])
-def test_ohifs_toolbar_speaks_the_portals_language(browser, live_server, alice, ohif_dist,
-                                                   studies, language):  # noqa: F811
+def test_ohifs_toolbar_speaks_the_portals_language(
+        browser, live_server, alice, ohif_dist, studies, language):  # noqa: F811
     for page in _signed_in(browser, live_server, language):
         page.goto(f"{live_server.url}/viewer/viewer?StudyInstanceUIDs={studies['current']}")
         texts = _wait_for_texts(page, TOOLBAR[language]).splitlines()
@@ -72,8 +72,8 @@ def test_ohifs_toolbar_speaks_the_portals_language(browser, live_server, alice, 
             assert "Pan" not in texts and "Crosshairs" not in texts
 
 
-def test_the_portals_language_wins_over_the_one_ohif_saved(browser, live_server, alice,
-                                                          ohif_dist, studies):  # noqa: F811
+def test_the_portals_language_wins_over_the_one_ohif_saved(
+        browser, live_server, alice, ohif_dist, studies):  # noqa: F811
     """Someone who once used OHIF in English and now reads the portal in Spanish."""
     for page in _signed_in(browser, live_server, "es"):
         page.evaluate("localStorage.setItem('i18nextLng', 'en-US')")

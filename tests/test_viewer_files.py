@@ -43,7 +43,7 @@ def dist(settings, tmp_path: Path) -> Path:
 def _body(response) -> bytes:
     if response.streaming:
         return b"".join(response.streaming_content)
-    return response.content
+    return bytes(response.content)
 
 
 def test_a_hashed_bundle_is_sent_gzipped_and_cached_for_a_year(client, dist):

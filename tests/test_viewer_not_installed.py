@@ -39,8 +39,8 @@ def test_the_study_list_tells_a_doctor_to_ask_the_administrator(client, dora, no
     assert str(no_ohif) not in html
 
 
-def test_the_study_list_links_to_the_viewer_when_it_is_installed(client, alice, archive,
-                                                                 settings, tmp_path):  # noqa: F811
+def test_the_study_list_links_to_the_viewer_when_it_is_installed(
+        client, alice, archive, settings, tmp_path):  # noqa: F811
     (tmp_path / "index.html").write_text("<html></html>")
     settings.OHIF_DIST = tmp_path
     client.force_login(alice)
