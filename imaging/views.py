@@ -5,6 +5,7 @@ from __future__ import annotations
 import zipfile
 import zlib
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -19,6 +20,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from audit.trail import Actor
+from viewer import ohif
 
 from . import access, policies, principals
 from .ingest import IngestBatch, IngestResult, Outcome, ingest
@@ -58,7 +60,8 @@ def study_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "imaging/study_list.html",
-        {"page": page, "query": query, "may_ingest": may_store},
+        {"page": page, "query": query, "may_ingest": may_store,
+         "viewer_installed": ohif.installed(Path(settings.OHIF_DIST))},
     )
 
 

@@ -14,6 +14,7 @@ OHIF's routes. Nothing here touches patient data: DICOMweb does, with its own po
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import re
 from dataclasses import dataclass
@@ -38,25 +39,49 @@ CONTENT_TYPES = {
 }
 
 
+# The languages OHIF ships, by the portal's language code (settings.LANGUAGES).
+OHIF_LANGUAGES = {"pt-br": "pt-BR", "es": "es", "en": "en-US"}
+# i18next's browser language detector, as OHIF configures it (platform/i18n/src/config.js),
+# reads ?lng=, then this cookie, then localStorage's i18nextLng, then the browser's.
+LANGUAGE_COOKIE = "i18next"
+# What bin/fetch-ohif writes a gzip copy of (when over 1 KiB).
+COMPRESSIBLE = {".js", ".mjs", ".css", ".wasm", ".json", ".svg", ".html"}
+
+
 class NotInstalled(Exception):
-    """OHIF_DIST has no OHIF build (run bin/fetch-ohif)."""
+    """OHIF_DIST has no OHIF build (bin/setup installs it). The message names no path:
+    it may reach a page."""
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A file to send: ``data`` when rewritten for the prefix, else ``path`` as is."""
+    """A file to send: ``data`` when rewritten for the prefix, else ``path`` as is.
+
+    ``gzipped`` is the same content gzip-compressed, a file or bytes, when there is one.
+    """
 
     path: Path
     content_type: str
     data: bytes | None
     immutable: bool
+    gzipped: Path | bytes | None = None
+
+
+def installed(dist: Path) -> bool:
+    return (dist / "index.html").is_file()
 
 
 def index_path(dist: Path) -> Path:
     index = dist / "index.html"
     if not index.is_file():
-        raise NotInstalled(f"no OHIF build in {dist}: run bin/fetch-ohif")
+        raise NotInstalled("no OHIF build: run bin/setup (or bin/fetch-ohif)")
     return index
+
+
+def ohif_language(portal_language: str | None) -> str:
+    """OHIF's code for the portal's language (``pt-br`` is ``pt-BR``); English otherwise."""
+    code = (portal_language or "").lower()
+    return OHIF_LANGUAGES.get(code) or OHIF_LANGUAGES.get(code.split("-")[0], "en-US")
 
 
 def index_html(dist: Path, prefix: str) -> bytes:
@@ -77,10 +102,14 @@ def _index_html(path: str, _mtime_ns: int, prefix: str) -> bytes:
     return html.encode("utf-8")
 
 
-def prepare(dist: Path, relative: str, prefix: str) -> Prepared | None:
+def prepare(dist: Path, relative: str, prefix: str, *, gzip_ok: bool = False
+            ) -> Prepared | None:
     """The file at ``relative`` inside ``dist`` ready to send, or None if there is none.
 
-    Refuses anything that resolves outside ``dist`` (``..``, symlinks out).
+    Refuses anything that resolves outside ``dist`` (``..``, symlinks out). With
+    ``gzip_ok`` (the client accepts gzip) the result carries the gzip copy bin/fetch-ohif
+    wrote beside the file, or, for the few files rewritten for the prefix, their rewritten
+    bytes compressed once and kept.
     """
     root = dist.resolve()
     path = (root / relative).resolve()
@@ -91,8 +120,19 @@ def prepare(dist: Path, relative: str, prefix: str) -> Prepared | None:
     if path.suffix in (".js", ".css"):
         stat = path.stat()
         data = _rewritten(str(path), stat.st_mtime_ns, prefix)
-        return Prepared(path, content_type, data, immutable)
-    return Prepared(path, content_type, None, immutable)
+        if data is not None:
+            packed = _gzipped(str(path), stat.st_mtime_ns, prefix) if gzip_ok else None
+            return Prepared(path, content_type, data, immutable, packed)
+    packed_file = path.with_name(path.name + ".gz") if gzip_ok else None
+    if packed_file is not None and not packed_file.is_file():
+        packed_file = None
+    return Prepared(path, content_type, None, immutable, packed_file)
+
+
+@functools.lru_cache(maxsize=32)
+def _gzipped(path: str, mtime_ns: int, prefix: str) -> bytes | None:
+    data = _rewritten(path, mtime_ns, prefix)
+    return None if data is None else gzip.compress(data, compresslevel=6, mtime=0)
 
 
 @functools.lru_cache(maxsize=256)

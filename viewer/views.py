@@ -20,7 +20,10 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
+from django.shortcuts import render
 from django.urls import reverse
+from django.utils import translation
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_safe
 
 from . import ohif
@@ -77,9 +80,21 @@ def _isolation_headers(response: HttpResponseBase) -> HttpResponseBase:
     return response
 
 
-def _not_installed(exc: ohif.NotInstalled) -> HttpResponse:
-    return HttpResponse(f"The OHIF viewer is not installed here. {exc}\n", status=404,
-                        content_type="text/plain; charset=utf-8")
+def _not_installed(request: HttpRequest) -> HttpResponse:
+    """503 in the user's language: the viewer is missing, not the page. Admins read how to
+    install it; nobody reads where the server looked for it."""
+    response = render(request, "viewer/not_installed.html", status=503)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _accepts_gzip(request: HttpRequest) -> bool:
+    accepted = request.headers.get("Accept-Encoding", "")
+    for part in accepted.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
 
 
 @require_safe
@@ -88,7 +103,7 @@ def page(request: HttpRequest, path: str) -> HttpResponseBase:
     """OHIF's files, and its one page for every route it handles (study list, viewer)."""
     prefix = reverse("viewer:index")
     if path and path != "index.html":
-        found = ohif.prepare(_dist(), path, prefix)
+        found = ohif.prepare(_dist(), path, prefix, gzip_ok=_accepts_gzip(request))
         if found is not None:
             return _isolation_headers(_file_response(found))
         if Path(path).suffix.lower() in _FILE_SUFFIXES:
@@ -97,21 +112,36 @@ def page(request: HttpRequest, path: str) -> HttpResponseBase:
         return redirect_to_login(request.get_full_path())
     try:
         html = ohif.index_html(_dist(), prefix)
-    except ohif.NotInstalled as exc:
-        return _not_installed(exc)
+    except ohif.NotInstalled:
+        return _not_installed(request)
     nonce = str(request.csp_nonce)  # type: ignore[attr-defined]  # csp.middleware
     html = html.replace(b"<script>", f'<script nonce="{nonce}">'.encode())
     response = HttpResponse(html, content_type="text/html; charset=utf-8")
     response["Cache-Control"] = "no-cache, private"
+    # OHIF's language detector reads this cookie before its own saved choice, so OHIF
+    # follows the portal's language; scoped to the viewer, where it wins over a cookie
+    # OHIF saves at "/".
+    response.set_cookie(ohif.LANGUAGE_COOKIE, ohif.ohif_language(translation.get_language()),
+                        path=prefix, samesite="Lax", secure=request.is_secure())
     return _isolation_headers(response)
 
 
 def _file_response(found: ohif.Prepared) -> HttpResponseBase:
+    """The file, gzip-encoded when there is a gzip copy; cached for good when its name
+    carries a content hash, revalidated otherwise."""
     response: HttpResponseBase
-    if found.data is not None:
+    if isinstance(found.gzipped, bytes):
+        response = HttpResponse(found.gzipped, content_type=found.content_type)
+    elif isinstance(found.gzipped, Path):
+        response = FileResponse(found.gzipped.open("rb"), content_type=found.content_type)
+    elif found.data is not None:
         response = HttpResponse(found.data, content_type=found.content_type)
     else:
         response = FileResponse(found.path.open("rb"), content_type=found.content_type)
+    if found.gzipped is not None:
+        response["Content-Encoding"] = "gzip"
+    if found.path.suffix.lower() in ohif.COMPRESSIBLE:
+        patch_vary_headers(response, ["Accept-Encoding"])
     response["Cache-Control"] = ("public, max-age=31536000, immutable" if found.immutable
                                  else "no-cache")
     return response
@@ -122,10 +152,8 @@ def _file_response(found: ohif.Prepared) -> HttpResponseBase:
 @login_required
 def app_config(request: HttpRequest) -> HttpResponseBase:
     """``window.config`` pointing OHIF at this server's DICOMweb, from the request's host."""
-    try:
-        ohif.index_path(_dist())
-    except ohif.NotInstalled as exc:
-        return _not_installed(exc)
+    if not ohif.installed(_dist()):
+        return _not_installed(request)
     studies = request.build_absolute_uri(reverse("dicomweb:studies"))
     root = studies.removesuffix("/studies")
     script = ohif.app_config(
