@@ -40,19 +40,16 @@ def tokens(request: HttpRequest) -> HttpResponse:
     form = TokenForm(request.POST or None)
     secret = ""
     status = 200
-    if request.method == "POST":
-        if not may_mint:
-            # Refused on the record; the page says why.
-            try:
-                api_tokens.mint(principal, request.POST.get("name", ""),
-                                actor=Actor.from_request(request))
-            except api_tokens.NotAllowed:
-                status = 403
-        elif form.is_valid():
+    if request.method == "POST" and (form.is_valid() or not may_mint):
+        # One call either way: it mints, or records the refusal that the page explains.
+        fields = form.cleaned_data if form.is_valid() else {}
+        try:
             _token, secret = api_tokens.mint(
-                principal, form.cleaned_data["name"], days=form.cleaned_data["days"],
-                actor=Actor.from_request(request))
+                principal, fields.get("name", request.POST.get("name", "")),
+                days=fields.get("days"), actor=Actor.from_request(request))
             form = TokenForm()
+        except api_tokens.NotAllowed:
+            status = 403
     return render(request, "accounts/tokens.html", {
         "form": form,
         "secret": secret,

@@ -49,40 +49,29 @@ def target_of(obj: ArchiveObject) -> Target:
 
 
 def authorize(
-    caller: Caller, actor: Actor, action: AuditAction | str, obj: ArchiveObject,
-    *, detail: dict[str, Any] | None = None, session: bool = False, **context: Any,
+    caller: Caller, actor: Actor, action: AuditAction, obj: ArchiveObject,
+    *, detail: dict[str, Any] | None = None, session: bool = False,
 ) -> policies.Decision:
     """Decide and record. The caller must refuse (404) when the decision says no.
 
-    ``context`` goes to :func:`~imaging.policies.decide` (``outside``, ``legal_basis``...);
-    the audit entry's action is the policy action's audit name (``SHARE`` for a link).
     With ``session``, an allowed read (not break-the-glass) is counted on the caller's
     viewing session of the study (``audit.read_sessions``) rather than chained on its own.
     """
-    decision = policies.decide(caller, action, patient_of(obj), **context)
+    decision = policies.decide(caller, action, patient_of(obj))
     if session and decision.allowed and not decision.break_glass:
-        read_sessions.record_read(AuditAction(action), actor, target_of(obj),
-                                  reason=decision.why, detail=detail)
+        read_sessions.record_read(action, actor, target_of(obj), reason=decision.why,
+                                  detail=detail)
         return decision
     extra = dict(detail or {})
-    if decision.basis:
-        extra["basis"] = decision.basis
     if decision.platform:
         extra["platform_wide"] = True
     record(
-        AUDIT_ACTION.get(policies.Action(action), str(action)), actor, target_of(obj),
+        action, actor, target_of(obj),
         Outcome.ALLOWED if decision.allowed else Outcome.DENIED,
         reason=decision.why, break_glass=decision.break_glass, detail=extra,
     )
     return decision
 
-
-#: Policy actions recorded under another audit action.
-AUDIT_ACTION = {
-    policies.Action.ISSUE_CODE: AuditAction.SHARE,
-    policies.Action.MANAGE_LINK: AuditAction.SHARE,
-    policies.Action.MINT_TOKEN: AuditAction.TOKEN,
-}
 
 
 def get_or_404(

@@ -14,7 +14,7 @@ from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
 
 from . import access, policies, principals
-from .models import Patient
+from .admin_scope import patients_in_scope
 
 
 @login_required
@@ -27,9 +27,8 @@ def break_the_glass(request: HttpRequest) -> HttpResponse:
     reason = request.POST.get("reason", "")
     if request.method == "POST":
         # Only patients of the doctor's clinics: another clinic's look the same as none.
-        patient = (Patient.objects.filter(patient_id=patient_id,
-                                          clinic_id__in=sorted(principal.clinic_ids or ()))
-                   .first() if patient_id else None)
+        patient = (patients_in_scope(principal).filter(patient_id=patient_id).first()
+                   if patient_id else None)
         if patient is None:
             record(AuditAction.BREAK_GLASS, Actor.from_request(request),
                    Target(level="patient", uid=patient_id[:128]), Outcome.FAILED,

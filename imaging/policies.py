@@ -141,8 +141,7 @@ def visible_patients(caller: Caller) -> QuerySet[Patient]:
     if principal.kind == Kind.ANONYMOUS:
         return patients.none()
     if principal.kind == Kind.PEER:
-        peer = principal.peer
-        if peer is None or not peer.enabled or not (peer.may_query or peer.may_retrieve):
+        if not _peer_reads(principal):
             return patients.none()
         return patients.filter(_in_clinics(principal))
     user = principal.user
@@ -327,6 +326,12 @@ def _may_mint_token(principal: Principal) -> Decision:
     return Decision(True)
 
 
+def may_share_on_legal_basis(principal: Principal) -> bool:
+    """Clinic staff signed in as themselves (admins, doctors, superusers); not patients."""
+    return principal.is_superuser or (principal.kind == Kind.USER
+                                      and principal.role in (Role.ADMIN, Role.DOCTOR))
+
+
 def _share_basis(principal: Principal, patient: Patient, decision: Decision, *,
                  outside: bool, legal_basis: str, basis_reason: str) -> Decision:
     if not outside:
@@ -335,9 +340,7 @@ def _share_basis(principal: Principal, patient: Patient, decision: Decision, *,
         return Decision(True, basis="consent", platform=decision.platform)
     if not legal_basis:
         return _no(NO_CONSENT)
-    staff = (principal.kind == Kind.USER and principal.role in (Role.ADMIN, Role.DOCTOR)) \
-        or principal.is_superuser
-    if not staff:
+    if not may_share_on_legal_basis(principal):
         return _no("only clinic staff may share on a legal basis")
     if legal_basis not in LEGAL_BASES:
         return _no("unknown legal basis")

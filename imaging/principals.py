@@ -100,10 +100,6 @@ class Principal:
     # --- what the policy reads ----------------------------------------------------------
 
     @property
-    def is_person(self) -> bool:
-        return self.kind in (Kind.USER, Kind.CODE, Kind.TOKEN) and self.user is not None
-
-    @property
     def user_id(self) -> int | None:
         return self.user.pk if self.user is not None else None
 

@@ -94,12 +94,12 @@ def may_issue(by: Caller) -> bool:
 
 def issuable_patients(by: Caller) -> QuerySet[Patient]:
     """The patients ``by`` may issue a code for: those of their clinics."""
+    from imaging.admin_scope import patients_in_scope
+
     principal = as_principal(by)
     if not may_issue(principal):
         return Patient.objects.none()
-    clinics = principal.clinic_ids
-    patients = Patient.objects.all()
-    return patients if clinics is None else patients.filter(clinic_id__in=sorted(clinics))
+    return patients_in_scope(principal)
 
 
 def issue_code(patient: Patient, by: Caller, *, actor: Actor | None = None,
@@ -165,7 +165,7 @@ def revoke_code(access: AccessCode, by: Caller, *, actor: Actor | None = None) -
     """Stop the code now; True if this call revoked it.
 
     The sessions it opened end at their next request (the policy checks the code on every
-    one), and the download links made in them are revoked with it.
+    one), and the download links and shares made in them are revoked with it.
     """
     principal = as_principal(by)
     actor = actor or Actor.for_user(principal.user)
@@ -177,10 +177,11 @@ def revoke_code(access: AccessCode, by: Caller, *, actor: Actor | None = None) -
     now = timezone.now()
     changed = AccessCode.objects.filter(pk=access.pk, revoked__isnull=True).update(revoked=now)
     if changed:
-        from sharing.models import DownloadLink
+        from sharing.models import DownloadLink, Share
 
-        DownloadLink.objects.filter(access_code=access.pk, revoked__isnull=True).update(
-            revoked=now)
+        for made in (DownloadLink, Share):
+            made.objects.filter(access_code=access.pk, revoked__isnull=True).update(
+                revoked=now)
         access.revoked = now
         record(AuditAction.SHARE, actor, Target.patient(access.patient), Outcome.ALLOWED,
                detail=detail)

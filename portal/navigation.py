@@ -49,7 +49,6 @@ def links(request: HttpRequest) -> dict[str, Any]:
         "upload": not patient and bool(policies.decide(principal, policies.Action.STORE)),
         "break_glass": bool(policies.decide(principal, policies.Action.BREAK_GLASS)),
         "sharing": bool(policies.decide(principal, policies.Action.BROWSE)),
-        "tokens": bool(policies.decide(principal, policies.Action.MINT_TOKEN))
-        or (not patient and principal.kind == principals.Kind.USER),
+        "tokens": bool(policies.decide(principal, policies.Action.MINT_TOKEN)),
         "admin": bool(user.is_staff),
     }}

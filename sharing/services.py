@@ -303,7 +303,7 @@ def _refuse_link(link: DownloadLink | None, actor: Actor, reason: Refusal,
 
 
 def find_link(token: str) -> DownloadLink | None:
-    return (DownloadLink.objects.select_related("created_by", "access_code")
+    return (DownloadLink.objects.select_related("created_by")
             .filter(token_hash=token_hash(token)).first())
 
 
@@ -319,9 +319,6 @@ def resolve_link(token: str, actor: Actor, *, pin: str | None = None,
     link = find_link(token)
     if link is None:
         raise _refuse_link(None, actor, Refusal.UNKNOWN)
-    code = link.access_code
-    if code is not None and code.revoked is not None and link.revoked is None:
-        link.revoked = code.revoked
     if link.revoked is not None:
         raise _refuse_link(link, actor, Refusal.REVOKED)
     if link.expires <= timezone.now():
@@ -443,13 +440,12 @@ def share_actor(share: Share, actor: Actor) -> Actor:
 
 def resolve_share(token: str, actor: Actor, action: AuditAction = AuditAction.VIEW) -> Share:
     """The usable share for ``token``, or :class:`LinkRefused` (audited)."""
-    share = Share.objects.select_related("study__patient", "created_by", "access_code").filter(
+    share = Share.objects.select_related("study__patient", "created_by").filter(
         token_hash=token_hash(token)).first()
     reason = None
     if share is None:
         reason = Refusal.UNKNOWN
-    elif share.revoked is not None or (share.access_code is not None
-                                       and share.access_code.revoked is not None):
+    elif share.revoked is not None:
         reason = Refusal.REVOKED
     elif share.expires <= timezone.now():
         reason = Refusal.EXPIRED

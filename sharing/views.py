@@ -91,8 +91,7 @@ def _int(value: Any, default: int) -> int:
 
 def _basis_form(request: HttpRequest, data: Any) -> dict[str, Any]:
     """The legal-basis fields, offered to staff when the patient has no sharing consent."""
-    principal = principals.of_request(request)
-    staff = principal.kind == principals.Kind.USER and principal.role in ("admin", "doctor")
+    staff = policies.may_share_on_legal_basis(principals.of_request(request))
     return {"legal_basis": str(data.get("legal_basis", "")),
             "basis_reason": str(data.get("basis_reason", ""))[:2000],
             "legal_bases": list(policies.LEGAL_BASES.items()) if staff else []}

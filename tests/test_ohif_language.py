@@ -10,8 +10,7 @@ import pytest
 from django.conf import settings
 from playwright.sync_api import Browser, Page
 
-from .conftest import PASSWORD
-from .test_ohif_viewer import ohif_dist, studies  # noqa: F401  (fixtures)
+from .test_ohif_viewer import ohif_dist, signed_in_viewer, studies  # noqa: F401  (fixtures)
 
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
@@ -19,18 +18,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def _signed_in(browser: Browser, live_server, language: str) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
-    context.add_cookies([{"name": settings.LANGUAGE_COOKIE_NAME, "value": language,
-                          "url": live_server.url}])
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(f"{live_server.url}/viewer/")
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.card button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/viewer/")
-    yield page
-    context.close()
+    yield from signed_in_viewer(browser, live_server, [{
+        "name": settings.LANGUAGE_COOKIE_NAME, "value": language, "url": live_server.url}])
 
 
 def _texts(page: Page) -> str:

@@ -91,10 +91,12 @@ class DicomwebLog:
         return [(status, url) for status, url in self.responses if status >= 400]
 
 
-@pytest.fixture
-def page(browser: Browser, live_server, alice, ohif_dist) -> Iterator[Page]:
-    """alice, the clinic admin, signed in through the portal's login form."""
+def signed_in_viewer(browser: Browser, live_server,
+                     cookies: list[dict[str, str]] | None = None) -> Iterator[Page]:
+    """alice, the clinic admin, signed in through the portal's login form at /viewer/."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    if cookies:
+        context.add_cookies(cookies)  # type: ignore[arg-type]
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(f"{live_server.url}/viewer/")
@@ -105,6 +107,11 @@ def page(browser: Browser, live_server, alice, ohif_dist) -> Iterator[Page]:
     page.wait_for_url(f"{live_server.url}/viewer/")
     yield page
     context.close()
+
+
+@pytest.fixture
+def page(browser: Browser, live_server, alice, ohif_dist) -> Iterator[Page]:
+    yield from signed_in_viewer(browser, live_server)
 
 
 def _canvas_has_image(page: Page) -> bool:
