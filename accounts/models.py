@@ -46,6 +46,9 @@ class User(AbstractUser):
     )
     clinics = models.ManyToManyField(Clinic, blank=True, related_name="members",
                                      verbose_name=_("clinics"))
+    # The professional council registration a doctor signs reports with ("CRM-SP 123456").
+    professional_id = models.CharField(_("professional registration (CRM)"), max_length=32,
+                                       blank=True)
 
     @property
     def needs_second_factor(self) -> bool:

@@ -94,6 +94,7 @@ class DemoUser:
 
 
 DOCTOR = DemoUser("dra.marina", Role.DOCTOR, "Marina", "Souza")
+DOCTOR_CRM = "CRM-SP 000000"  # made up, as every demo name is
 TECHNICIAN = DemoUser("tec.rafael", Role.TECHNICIAN, "Rafael", "Lima")
 PATIENT_USER = DemoUser("ana.silva", Role.PATIENT, "Ana Beatriz", "Silva")
 PORTAL_PATIENT_ID = "DEMO-0001"  # whose records PATIENT_USER sees
@@ -267,7 +268,8 @@ def _demo_users(options: Options) -> dict[str, tuple[str, str]]:
                 username=demo.username,
                 defaults={"role": demo.role, "first_name": demo.first_name,
                           "last_name": demo.last_name,
-                          "email": f"{demo.username}@demo.invalid"},
+                          "email": f"{demo.username}@demo.invalid",
+                          "professional_id": DOCTOR_CRM if demo is DOCTOR else ""},
             )
             password = _password()
             user.set_password(password)

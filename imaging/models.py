@@ -46,6 +46,15 @@ class Patient(models.Model):
         return f"{self.name or '?'} ({self.patient_id or '-'})"
 
 
+class ReportStatus(models.TextChoices):
+    """Where the study's report stands; kept on the study so the worklist filters on it
+    with an index. Written by :mod:`reports.service` with the report itself."""
+
+    NONE = "none", _("No report")
+    PRELIMINARY = "preliminary", _("Preliminary")
+    FINAL = "final", _("Final")
+
+
 class Study(models.Model):
     study_instance_uid = models.CharField(_("Study Instance UID"), max_length=64, unique=True)
     patient = models.ForeignKey(
@@ -67,6 +76,10 @@ class Study(models.Model):
     num_series = models.PositiveIntegerField(_("series"), default=0)
     num_instances = models.PositiveIntegerField(_("instances"), default=0)
     size_bytes = models.PositiveBigIntegerField(_("size (bytes)"), default=0)
+    report_status = models.CharField(
+        _("report status"), max_length=16, choices=ReportStatus.choices,
+        default=ReportStatus.NONE, db_index=True,
+    )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

@@ -122,7 +122,8 @@ def tina(db) -> User:
 
 @pytest.fixture
 def dora(db) -> User:
-    user = _user("dora", Role.DOCTOR)
+    user = _user("dora", Role.DOCTOR, first_name="Dora", last_name="Lima",
+                 professional_id="CRM-RS 12345")
     user.clinics.add(story_clinic())
     return user
 
