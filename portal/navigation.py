@@ -7,6 +7,8 @@ receipt-code session), and nobody is offered a page the policy would refuse.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -52,3 +54,19 @@ def links(request: HttpRequest) -> dict[str, Any]:
         "tokens": bool(policies.decide(principal, policies.Action.MINT_TOKEN)),
         "admin": bool(user.is_staff),
     }}
+
+
+def staff_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A staff workspace page: a patient (own account or code session) who reaches it,
+    by a bookmark or a typed URL, is sent to their own home instead. What staff may see
+    on it is still the policy's to decide."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and is_patient(
+                principals.of_request(request)):
+            return redirect(home_of(principals.of_request(request)))
+        return view(request, *args, **kwargs)
+
+    return wrapped
