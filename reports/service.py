@@ -263,7 +263,8 @@ def _document(study: Study, report: Report) -> pdf.ReportDocument:
         (_("Exam"), study.description or "—"),
         (_("Exam date"), date_format(study.study_date, "SHORT_DATE_FORMAT")
          if study.study_date else "—"),
-        (_("Modality"), study.modalities.replace("\\", ", ") or "—"),
+        (_("Modality"), ", ".join(m for m in study.modalities.split("\\")
+                                  if m and m != dicom_report.MODALITY) or "—"),
         (_("Accession number"), study.accession_number or "—"),
     ]
     if report.is_final:
