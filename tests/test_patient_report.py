@@ -45,7 +45,8 @@ def paula_client(client, paula, paulas_record):
 
 
 def exams(client) -> str:
-    return client.get(reverse("patients:exams"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    page: str = client.get(reverse("patients:exams"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    return page
 
 
 def report_url(study: Study) -> str:
@@ -156,8 +157,9 @@ def test_a_code_session_sees_only_its_patients_report(write, client, tina, other
                        ).status_code == 302
     assert client.get(report_url(paulas_study)).status_code == 404
     assert client.get(pdf_url(paulas_study)).status_code == 404
-    assert client.get(reverse("reports:pdf", args=[
-        service.current_report(paulas_study).pk])).status_code == 404
+    report = service.current_report(paulas_study)
+    assert report is not None
+    assert client.get(reverse("reports:pdf", args=[report.pk])).status_code == 404
 
 
 def test_an_unknown_exam_has_no_report(paula_client):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.uid import EncapsulatedPDFStorage
 from pypdf import PdfReader
 
 from accounts.models import AccessGrant
@@ -81,7 +82,7 @@ def test_the_encapsulated_document_is_the_pdf_with_an_even_length(report):
 def test_the_object_files_under_the_studys_patient_and_study(report, paulas_study):
     ds = dcmread(io.BytesIO(stored_bytes(report)))
     image = Instance.objects.filter(series__study=paulas_study).exclude(
-        pk=report.instance.pk).first()
+        pk=report.instance.pk).earliest("pk")
     source = dcmread(io.BytesIO(blobs.open_blob(image.blob_key).read()))
     assert ds.StudyInstanceUID == paulas_study.study_instance_uid
     assert (ds.PatientID, str(ds.PatientName)) == (source.PatientID, str(source.PatientName))
@@ -92,7 +93,7 @@ def test_the_object_files_under_the_studys_patient_and_study(report, paulas_stud
 
 def test_the_object_has_its_own_uids_report_series_and_document_attributes(report):
     ds = dcmread(io.BytesIO(stored_bytes(report)))
-    assert ds.SOPClassUID == dicom_report.EncapsulatedPDFStorage
+    assert ds.SOPClassUID == EncapsulatedPDFStorage
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     assert ds.SOPInstanceUID == report.instance.sop_instance_uid
     assert ds.Modality == "DOC"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from django.utils import translation
+from pydicom.uid import EncapsulatedPDFStorage
 
 from accounts.models import AccessGrant, Role, User
 from audit.models import AuditAction, AuditEvent, Outcome
@@ -25,13 +27,14 @@ EDITED = service.ReportText("Nódulo de 4 mm no lobo superior direito.", "Contro
 
 
 @pytest.fixture
-def granted(dora, clinic, paulas_record) -> User:
+def granted(dora: User, clinic, paulas_record) -> User:
     AccessGrant.objects.create(doctor=dora, patient=paulas_record, clinic=clinic)
     return dora
 
 
-def write(kind, user, study, text=TEXT) -> Report:
-    return getattr(service, kind)(user, Actor.for_user(user), study, text)
+def write(kind: str, user: User, study: Study, text: service.ReportText = TEXT) -> Report:
+    report: Report = getattr(service, kind)(user, Actor.for_user(user), study, text)
+    return report
 
 
 def editor_url(study: Study) -> str:
@@ -49,7 +52,7 @@ def report_entries(study: Study, outcome: str) -> list[AuditEvent]:
 def test_a_preliminary_report_is_stored_as_a_dicom_object_of_the_study(granted, paulas_study):
     report = write("save_preliminary", granted, paulas_study)
     assert (report.version, report.status, report.signed) == (1, "preliminary", None)
-    assert report.instance.sop_class_uid == dicom_report.EncapsulatedPDFStorage
+    assert report.instance.sop_class_uid == EncapsulatedPDFStorage
     assert report.instance.series.study == paulas_study
     assert report.instance.series.modality == "DOC"
     assert (report.author_name, report.author_professional_id) == ("Dora Lima",
@@ -117,7 +120,7 @@ def test_one_current_version_per_study_is_a_database_constraint(granted, paulas_
 
     report = write("save_preliminary", granted, paulas_study)
     other = Instance.objects.filter(series__study=paulas_study).exclude(
-        pk=report.instance.pk).first()
+        pk=report.instance.pk).earliest("pk")
     with pytest.raises(IntegrityError), transaction.atomic():
         Report.objects.create(study=paulas_study, version=2, status="preliminary",
                               author=granted, author_name="x", author_professional_id="x",
@@ -169,7 +172,7 @@ def test_a_report_whose_object_ingest_refuses_leaves_no_row(granted, paulas_stud
                                                             monkeypatch, dicom_storage):
     # The object's new UID collides with an image already stored: ingest keeps the
     # original and refuses ours (a conflict).
-    taken = Instance.objects.filter(series__study=paulas_study).first().sop_instance_uid
+    taken = Instance.objects.filter(series__study=paulas_study).earliest("pk").sop_instance_uid
     monkeypatch.setattr(dicom_report, "generate_uid", lambda: taken)
     files_before = sorted(p for p in dicom_storage.rglob("*") if p.is_file())
     with pytest.raises(service.ReportNotStored):
@@ -331,3 +334,28 @@ def test_a_reader_who_may_not_write_sees_only_the_current_final_version(
     final = write("finalize", granted, paulas_study)
     assert client.get(reverse("reports:pdf", args=[final.pk])).status_code == 200
     assert client.get(reverse("reports:pdf", args=[draft.pk])).status_code == 404
+
+
+def test_the_study_page_snippet_shows_drafts_only_to_those_who_write(granted, paulas_study,
+                                                                    clinic, rf):
+    from django.template import engines
+
+    reader = User.objects.create_user("ana", password=PASSWORD, role=Role.ADMIN,
+                                      is_staff=True)
+    reader.clinics.add(clinic)
+    write("save_preliminary", granted, paulas_study)
+    snippet = engines["django"].from_string("{% load report_tags %}{% study_report study %}")
+
+    def shown_to(user: User) -> str:
+        request = rf.get("/")
+        request.user = user
+        with translation.override("en"):
+            return snippet.render({"study": paulas_study, "request": request}, request)
+
+    assert TEXT.findings in shown_to(granted)
+    assert editor_url(paulas_study) in shown_to(granted)
+    assert TEXT.findings not in shown_to(reader)
+    assert "No report yet." in shown_to(reader)
+    write("finalize", granted, paulas_study, EDITED)
+    assert EDITED.findings in shown_to(reader)
+    assert editor_url(paulas_study) not in shown_to(reader)
