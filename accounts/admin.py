@@ -24,9 +24,10 @@ class UserAdmin(BaseUserAdmin):  # type: ignore[type-arg]
     """Accounts, within one's clinics: a clinic admin sees the members of her clinics and
     the accounts of their patients, and cannot hand out powers she does not have."""
 
-    list_display = ("username", "email", "role", "is_staff", "is_active")
+    list_display = ("username", "email", "role", "professional_id", "is_staff", "is_active")
     list_filter = ("role", "is_staff", "is_active", "clinics")
-    fieldsets = (*(BaseUserAdmin.fieldsets or ()), ("Portal", {"fields": ("role", "clinics")}))
+    fieldsets = (*(BaseUserAdmin.fieldsets or ()),
+                 ("Portal", {"fields": ("role", "clinics", "professional_id")}))
     filter_horizontal = ("groups", "user_permissions", "clinics")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:

@@ -1,5 +1,6 @@
-"""Account pages: the user's own DICOMweb API tokens (minted by :mod:`accounts.tokens`);
-setting a password from a reset link."""
+"""Account pages: the user's own profile (the name and CRM a doctor signs reports with),
+her DICOMweb API tokens (minted by :mod:`accounts.tokens`); setting a password from a reset
+link."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse_lazy
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
@@ -19,7 +21,38 @@ from imaging import policies, principals
 
 from . import enrolment
 from . import tokens as api_tokens
-from .models import ApiToken
+from .models import ApiToken, Role, User
+
+
+class ProfileForm(forms.ModelForm):  # type: ignore[type-arg]
+    class Meta:
+        model = User
+        fields = ["first_name", "last_name", "professional_id"]
+        help_texts = {"professional_id": gettext_lazy(
+            "As you sign reports, with the council and state: CRM-RS 12345")}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def profile(request: HttpRequest) -> HttpResponse:
+    """One's own name and, for doctors, the CRM reports are signed with (a receipt-code
+    session has no profile). Changes are on the model-change log (audit.model_changes)."""
+    principal = principals.of_request(request)
+    user = request.user
+    if principal.kind == principals.Kind.CODE or not isinstance(user, User):
+        raise Http404
+    form = ProfileForm(request.POST or None, instance=user)
+    if not (user.role == Role.DOCTOR or user.is_superuser):
+        del form.fields["professional_id"]
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        target = request.POST.get("next", "")
+        if url_has_allowed_host_and_scheme(target, {request.get_host()},
+                                           require_https=request.is_secure()):
+            return redirect(target)
+        return redirect("accounts:profile")
+    return render(request, "accounts/profile.html", {
+        "form": form, "next": request.GET.get("next", request.POST.get("next", ""))})
 
 
 class TokenForm(forms.Form):

@@ -21,6 +21,7 @@ class AuditAction(models.TextChoices):
     ASSOCIATION = "association", _("DICOM association")
     LOGIN = "login", _("login")
     TOKEN = "token", _("API token")
+    REPORT = "report", _("report")
 
 
 class Outcome(models.TextChoices):

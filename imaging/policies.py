@@ -6,8 +6,9 @@ carries its scope; the callers are :mod:`imaging.access` (decide and record) and
 
 - Everyone acts within their clinics: clinic admins manage the patients of the clinics they
   belong to, technicians store and issue receipt codes there, doctors see patients they
-  hold an active grant for at a clinic they belong to. A platform superuser is the one
-  exception and sees every clinic.
+  hold an active grant for at a clinic they belong to, and write their studies' reports
+  (nobody else does, but a platform superuser). A platform superuser is the one exception
+  and sees every clinic.
 - A doctor outside her grants may open a break-the-glass access to a patient of one of her
   clinics, with a written reason: reads only, marked, reviewed.
 - Patients see the records linked to their own account; a receipt-code session sees only
@@ -58,16 +59,19 @@ class Action(enum.StrEnum):
     MANAGE_LINK = "manage_link"
     MINT_TOKEN = "mint_token"  # noqa: S105 (an action name)
     BROWSE = "browse"  # has an archive to look at at all
+    REPORT = "report"  # write the study's report (a preliminary, a final, an amendment)
 
 
 READS = frozenset({Action.VIEW, Action.SEARCH, Action.DOWNLOAD, Action.RETRIEVE})
 #: What a patient (own account or code session) may do to their own records.
 PATIENT_ACTIONS = READS | {Action.SHARE, Action.EXPORT, Action.MANAGE_LINK, Action.BROWSE}
 #: What a doctor's active grant allows.
-GRANT_ACTIONS = READS | {Action.SHARE, Action.MANAGE_LINK, Action.BROWSE}
+GRANT_ACTIONS = READS | {Action.SHARE, Action.MANAGE_LINK, Action.BROWSE, Action.REPORT}
 ADMIN_ACTIONS = READS | {Action.STORE, Action.SHARE, Action.EXPORT, Action.DELETE,
                          Action.ISSUE_CODE, Action.MANAGE_LINK, Action.BROWSE}
 TECHNICIAN_ACTIONS = frozenset({Action.STORE, Action.ISSUE_CODE})
+#: A platform superuser may also write reports (a superuser doctor); admins as such may not.
+SUPERUSER_ACTIONS = ADMIN_ACTIONS | {Action.REPORT}
 PEER_FLAGS = {Action.STORE: "may_store", Action.SEARCH: "may_query",
               Action.RETRIEVE: "may_retrieve"}
 
@@ -236,7 +240,7 @@ def _for_patient(principal: Principal, act: Action, patient: Patient) -> Decisio
                         why="" if act in PATIENT_ACTIONS else f"a code session may not {act}")
     role = principal.role
     if principal.is_superuser:
-        allowed = act in ADMIN_ACTIONS
+        allowed = act in SUPERUSER_ACTIONS
         return Decision(allowed, platform=True, why="" if allowed else f"nobody may {act}")
     if role == Role.ADMIN:
         if not _within(principal, patient):

@@ -4,6 +4,9 @@
 - ``/patient/``: sign in with an account, or with the receipt code and birth date.
 - ``/patient/exams/``: the patient's exams; ``/patient/exams/<uid>/``: one exam's images.
 - ``/patient/exams/<uid>/images/<sop>/<frame>.jpg``: one rendered frame.
+- ``/patient/exams/<uid>/report/``: the exam's final report, to read; ``report.pdf``: its
+  PDF, as stored in the archive. A preliminary report is never shown to the patient
+  (:mod:`reports.reading`).
 
 Exams come from :func:`imaging.policies.visible_studies` (narrowed to the code's patient
 for a code sign-in); an exam page goes through :func:`imaging.access.get_or_404`, so an
@@ -17,7 +20,7 @@ from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.views.decorators.cache import never_cache
@@ -28,8 +31,10 @@ from accounts.models import User
 from audit import read_sessions
 from audit.models import AuditAction
 from audit.trail import Actor, Target
-from imaging import access, policies, principals, reports
+from imaging import access, policies, principals
 from imaging.models import Instance, Study
+from reports import reading
+from reports.views import pdf_response
 
 from . import codes, images, throttle
 from .codes import CodeRefused, Refusal
@@ -91,9 +96,13 @@ def exam_list(request: HttpRequest) -> HttpResponse:
                          query={"page": "patient exams"})
     user = request.user
     assert isinstance(user, User)
-    reported = reports.studies_with_report(studies)
+    finals = reading.final_reports(studies)
+    received = reading.received_reports(studies)
     for study in studies:
-        study.has_report = study.pk in reported  # type: ignore[attr-defined]
+        # The portal's own final report, to read here; else a report object that a report
+        # system sent (issued, but not shown here); a preliminary one is not mentioned.
+        study.final_report = finals.get(study.pk)  # type: ignore[attr-defined]
+        study.has_report = study.pk in received  # type: ignore[attr-defined]
     return render(request, "patients/exams.html", {
         "studies": studies,
         "second_factor_on": second_factor.confirmed_device(user) is not None,
@@ -115,8 +124,10 @@ def exam_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
     series = images.slices(study)
     presets = [p.name for p in images.CT_PRESETS] if "CT" in study.modalities.split("\\") \
         else ["default"]
+    report = reading.visible_report(principals.of_request(request), study)
     return render(request, "patients/exam.html", {
         "study": study, "series": series, "presets": presets,
+        "report": report if report is not None and reading.for_everyone(report) else None,
         "viewer": {"series": series, "base": reverse("patients:exam_detail",
                                                      args=[study.study_instance_uid])},
     })
@@ -146,3 +157,21 @@ def frame_image(request: HttpRequest, study_uid: str, sop_uid: str, frame: int
     response = HttpResponse(image, content_type="image/jpeg")
     response["Cache-Control"] = "private, max-age=300"
     return response
+
+
+@login_required(login_url=LOGIN)
+@require_GET
+def exam_report(request: HttpRequest, study_uid: str) -> HttpResponse:
+    """The exam's final report as a page (the latest version, saying if it was amended)."""
+    report = reading.current_or_404(principals.of_request(request), Actor.from_request(request),
+                                    AuditAction.VIEW, study_uid)
+    return render(request, "patients/report.html", {"report": report, "study": report.study})
+
+
+@login_required(login_url=LOGIN)
+@require_GET
+def exam_report_pdf(request: HttpRequest, study_uid: str) -> StreamingHttpResponse:
+    """The final report's PDF, as the archive holds it in the report's DICOM object."""
+    report = reading.current_or_404(principals.of_request(request), Actor.from_request(request),
+                                    AuditAction.DOWNLOAD, study_uid)
+    return pdf_response(report)

@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "sharing",
     "viewer",
     "patients",
+    "reports",
     "csp",
 ]
 
@@ -232,6 +233,11 @@ INGEST_MAX_OBJECT_BYTES = env.int("INGEST_MAX_OBJECT_BYTES", default=2 * 1024**3
 STOW_MAX_REQUEST_BYTES = env.int("STOW_MAX_REQUEST_BYTES", default=20 * 1024**3, minimum=1)
 UPLOAD_MAX_REQUEST_BYTES = env.int("UPLOAD_MAX_REQUEST_BYTES", default=4 * 1024**3, minimum=1)
 ZIP_MAX_EXPANSION_RATIO = env.float("ZIP_MAX_EXPANSION_RATIO", default=200.0, minimum=1.0)
+
+# The TrueType font report PDFs embed (reports.pdf): Debian's DejaVu Sans, which Chromium's
+# fontconfig brings; without the file, PDF's core Helvetica (Latin-1: Portuguese and Spanish).
+REPORT_PDF_FONT = env.path("REPORT_PDF_FONT",
+                           default=Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"))
 
 # --- Cache: shared by every web worker when Redis is configured (rate limits, ZIP layouts) ---
 REDIS_URL = env.str("REDIS_URL")

@@ -30,5 +30,6 @@ urlpatterns = [
     path("privacy/", include("privacy.urls")),
     path("viewer/", include("viewer.urls")),
     path("patient/", include("patients.urls")),
+    path("reports/", include("reports.urls")),
     path("", include("sharing.urls")),
 ]
