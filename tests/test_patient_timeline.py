@@ -13,7 +13,12 @@ from audit.models import AuditAction, Outcome
 from imaging import principals
 from imaging.priors import Tier
 from imaging.timeline import build_timeline
-from tests.workspace_support import entries, granted_dora, history, history_files  # noqa: F401
+from tests import workspace_support
+from tests.workspace_support import entries
+
+history_files = workspace_support.history_files
+history = workspace_support.history
+granted_dora = workspace_support.granted_dora
 
 EN = {"HTTP_ACCEPT_LANGUAGE": "en"}
 
