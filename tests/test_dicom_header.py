@@ -3,6 +3,8 @@ stores: the same DICOM JSON that ingest writes (imaging.dicomfile.metadata_json)
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -11,7 +13,7 @@ from imaging import dicomfile
 from imaging.dicom_header import HeaderRow, count, header_rows, search
 
 
-def _stored(ds: Dataset) -> dict:
+def _stored(ds: Dataset) -> dict[str, Any]:
     """The metadata ingest would store for ``ds``."""
     return dicomfile.metadata_json(ds)
 

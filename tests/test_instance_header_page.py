@@ -21,8 +21,6 @@ history_files = workspace_support.history_files
 history = workspace_support.history
 granted_dora = workspace_support.granted_dora
 
-EN = {"HTTP_ACCEPT_LANGUAGE": "en"}
-
 
 @pytest.fixture
 def ct_small(db) -> Instance:
@@ -38,7 +36,7 @@ def _url(instance: Instance) -> str:
 
 def _page(client: Client, user, instance: Instance, **params) -> str:
     client.force_login(user)
-    response = client.get(_url(instance), params, **EN)
+    response = client.get(_url(instance), params, HTTP_ACCEPT_LANGUAGE="en")
     assert response.status_code == 200
     return response.content.decode()
 
@@ -46,7 +44,7 @@ def _page(client: Client, user, instance: Instance, **params) -> str:
 def _first_of(study) -> Instance:
     return (Instance.objects.select_related("series__study")
             .filter(series__study=study).order_by("series__series_number", "instance_number")
-            .first())
+            [0])
 
 
 def test_the_header_shows_tag_keyword_name_vr_and_value(client, alice, ct_small):

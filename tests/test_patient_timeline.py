@@ -20,8 +20,6 @@ history_files = workspace_support.history_files
 history = workspace_support.history
 granted_dora = workspace_support.granted_dora
 
-EN = {"HTTP_ACCEPT_LANGUAGE": "en"}
-
 
 def _url(history) -> str:
     return reverse("imaging:patient_timeline", args=[history.patient.pk])
@@ -29,14 +27,14 @@ def _url(history) -> str:
 
 def _page(client: Client, user, history, **params) -> str:
     client.force_login(user)
-    response = client.get(_url(history), params, **EN)
+    response = client.get(_url(history), params, HTTP_ACCEPT_LANGUAGE="en")
     assert response.status_code == 200
     return response.content.decode()
 
 
 def test_the_timeline_lists_every_study_of_the_patient_newest_first(alice, history):
     found = build_timeline(alice, history.patient)
-    dates = [card.study.study_date for card in found.studies]
+    dates = [str(card.study.study_date) for card in found.studies]  # ISO dates
     assert len(found.studies) == 6
     assert dates == sorted(dates, reverse=True)
     assert found.current is not None and found.current.uid == history.current.study_instance_uid
@@ -184,3 +182,10 @@ def test_the_page_is_in_portuguese_by_default(client, alice, history):
     client.force_login(alice)
     html = client.get(_url(history)).content.decode()
     assert '<html lang="pt-br">' in html
+
+
+def test_the_page_takes_a_fixed_number_of_queries_however_many_studies(
+        client, alice, history, django_assert_max_num_queries):
+    client.force_login(alice)
+    with django_assert_max_num_queries(12):  # six studies, seven series: 11 today
+        assert client.get(_url(history)).status_code == 200

@@ -23,8 +23,6 @@ history_files = workspace_support.history_files
 history = workspace_support.history
 granted_dora = workspace_support.granted_dora
 
-EN = {"HTTP_ACCEPT_LANGUAGE": "en"}
-
 
 @pytest.fixture
 def viewer_installed(settings, tmp_path):
@@ -38,7 +36,7 @@ def _url(study) -> str:
 
 def _page(client: Client, user, study) -> str:
     client.force_login(user)
-    response = client.get(_url(study), **EN)
+    response = client.get(_url(study), HTTP_ACCEPT_LANGUAGE="en")
     assert response.status_code == 200
     return response.content.decode()
 

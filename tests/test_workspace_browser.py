@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 from django.urls import reverse
@@ -131,7 +132,7 @@ def _viewports_with_images(page: Page) -> int:
         if not box or box["width"] < 32 or box["height"] < 32:
             continue
         image = Image.open(io.BytesIO(canvas.screenshot())).convert("L")
-        low, high = image.getextrema()  # type: ignore[misc]
+        low, high = cast(tuple[int, int], image.getextrema())
         if high - low > 40:
             shown += 1
     return shown
