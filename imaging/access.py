@@ -102,6 +102,20 @@ def get_or_404(
     return obj
 
 
+def patient_or_404(caller: Caller, actor: Actor, action: AuditAction, pk: int) -> Patient:
+    """The patient with primary key ``pk`` if ``caller`` may ``action`` it, else 404;
+    :func:`get_or_404` for pages addressed by patient (the timeline)."""
+    patient = Patient.objects.filter(pk=pk).first()
+    if patient is None:
+        # Not as the target's patient_pk: a later patient could be given that key.
+        record(action, actor, Target(level="patient"), Outcome.FAILED,
+               reason="no such object", detail={"patient_pk": pk})
+        raise Http404
+    if not authorize(caller, actor, action, patient):
+        raise Http404
+    return patient
+
+
 def record_search(
     actor: Actor, studies: Iterable[Study], *, query: dict[str, Any] | None = None,
     action: AuditAction = AuditAction.SEARCH,

@@ -1,0 +1,126 @@
+"""The doctors' workspace: a patient's timeline, a study's page and an instance's header.
+
+Staff pages: patients (own account or receipt code) have their exam pages and get 404
+here. Each page asks :mod:`imaging.access` once, which decides and writes the one audit
+entry (a VIEW of the patient, study or instance); outsiders get 404, on the record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.template import TemplateDoesNotExist
+from django.template.loader import get_template
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from audit.models import AuditAction, Outcome
+from audit.trail import Actor, Target, record
+from portal.navigation import is_patient
+from viewer import ohif
+
+from . import access, dicom_header, policies, principals, timeline
+from .models import Instance, Study
+
+#: The report block of the study page (the reports app's); shown when it is installed.
+REPORT_TEMPLATE = "reports/_study_report.html"
+MAX_QUERY = 200
+
+
+def _staff(request: HttpRequest, target: Target) -> principals.Principal:
+    """The caller, if staff; a patient gets 404 here (on the record), never a staff page."""
+    principal = principals.of_request(request)
+    if is_patient(principal):
+        record(AuditAction.VIEW, Actor.from_request(request), target, Outcome.DENIED,
+               reason="staff page; patients use their exam pages")
+        raise Http404
+    return principal
+
+
+def _viewer_installed() -> bool:
+    return ohif.installed(Path(settings.OHIF_DIST))
+
+
+def _viewer_url(study_uid: str, prior_uid: str | None = None) -> str:
+    return f"{reverse('viewer:study')}?{ohif.study_query(study_uid, prior_uid)}"
+
+
+def _optional_template(name: str) -> str:
+    try:
+        get_template(name)
+    except TemplateDoesNotExist:
+        return ""
+    return name
+
+
+@login_required
+@require_GET
+def patient_timeline(request: HttpRequest, pk: int) -> HttpResponse:
+    principal = _staff(request, Target(level="patient"))
+    patient = access.patient_or_404(principal, Actor.from_request(request), AuditAction.VIEW,
+                                    pk)
+    found = timeline.build_timeline(principal, patient, request.GET.get("current", "")[:64])
+    current = found.current.uid if found.current is not None else ""
+    entries = [{"card": card, "viewer_url": _viewer_url(card.uid),
+                "compare_url": _viewer_url(current, card.uid) if card.prior else ""}
+               for card in found.studies]
+    return render(request, "imaging/patient_timeline.html", {
+        "patient": patient, "timeline": found, "entries": entries, "current_uid": current,
+        "viewer_installed": _viewer_installed(),
+    })
+
+
+@login_required
+@require_GET
+def study_detail(request: HttpRequest, uid: str) -> HttpResponse:
+    principal = _staff(request, Target(level="study", uid=uid[:128]))
+    found = access.get_or_404(principal, Actor.from_request(request), AuditAction.VIEW,
+                              "study", uid)
+    assert isinstance(found, Study)
+    card = timeline.study_card(found)
+    priors = timeline.priors_of(principal, found)
+    may_download = bool(policies.decide(principal, policies.Action.SHARE, found.patient,
+                                        outside=False))
+    return render(request, "imaging/study_detail.html", {
+        "card": card, "study": found, "patient": found.patient,
+        "priors": [(prior, _viewer_url(found.study_instance_uid, prior.uid))
+                   for prior in priors],
+        "viewer_url": _viewer_url(found.study_instance_uid),
+        "viewer_installed": _viewer_installed(),
+        "may_download": may_download,
+        "report_template": _optional_template(REPORT_TEMPLATE),
+    })
+
+
+@login_required
+@require_GET
+def instance_header(request: HttpRequest, uid: str, sop: str) -> HttpResponse:
+    principal = _staff(request, Target(level="instance", uid=sop[:128], study_uid=uid[:128]))
+    found = access.get_or_404(principal, Actor.from_request(request), AuditAction.VIEW,
+                              "instance", sop)
+    assert isinstance(found, Instance)
+    series = found.series
+    if series.study.study_instance_uid != uid:
+        raise Http404
+    query = request.GET.get("q", "")[:MAX_QUERY]
+    rows = dicom_header.header_rows(found.metadata)
+    return render(request, "imaging/instance_header.html", {
+        "instance": found, "series": series, "study": series.study,
+        "rows": dicom_header.search(rows, query), "query": query,
+        "total": dicom_header.count(rows), **_neighbours(found),
+    })
+
+
+def _neighbours(instance: Instance) -> dict[str, Any]:
+    """The previous and next instance of its series, in the series' order."""
+    uids = list(Instance.objects.filter(series=instance.series_id)
+                .order_by("instance_number", "pk").values_list("sop_instance_uid", flat=True))
+    at = uids.index(instance.sop_instance_uid)
+    return {"position": at + 1, "of": len(uids),
+            "previous_uid": uids[at - 1] if at > 0 else "",
+            "next_uid": uids[at + 1] if at + 1 < len(uids) else ""}
