@@ -542,7 +542,9 @@ def thumbnail(request: HttpRequest, study: str, series: str | None = None,
     offers = _IMAGE_OFFERS[:2]
     choice = negotiate(request.headers.get("Accept"), offers)
     options = _options(request, thumbnail=True)
-    obj = _resolve(request, AuditAction.VIEW, study, series, instance)
+    # Counted on the caller's viewing session of the study, like rendered frames: a
+    # timeline of many series is one entry, not one per thumbnail.
+    obj = _resolve(request, AuditAction.VIEW, study, series, instance, session=True)
     key = _representative(obj)
     image = _render_one(key, 0, choice.media_type, options)
     return HttpResponse(image, content_type=choice.media_type)

@@ -14,8 +14,6 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.template import TemplateDoesNotExist
-from django.template.loader import get_template
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
@@ -27,8 +25,6 @@ from viewer import ohif
 from . import access, dicom_header, policies, principals, timeline
 from .models import Instance, Study
 
-#: The report block of the study page (the reports app's); shown when it is installed.
-REPORT_TEMPLATE = "reports/_study_report.html"
 MAX_QUERY = 200
 
 
@@ -48,14 +44,6 @@ def _viewer_installed() -> bool:
 
 def _viewer_url(study_uid: str, prior_uid: str | None = None) -> str:
     return f"{reverse('viewer:study')}?{ohif.study_query(study_uid, prior_uid)}"
-
-
-def _optional_template(name: str) -> str:
-    try:
-        get_template(name)
-    except TemplateDoesNotExist:
-        return ""
-    return name
 
 
 @login_required
@@ -93,7 +81,6 @@ def study_detail(request: HttpRequest, uid: str) -> HttpResponse:
         "viewer_url": _viewer_url(found.study_instance_uid),
         "viewer_installed": _viewer_installed(),
         "may_download": may_download,
-        "report_template": _optional_template(REPORT_TEMPLATE),
     })
 
 

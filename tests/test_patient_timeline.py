@@ -90,6 +90,20 @@ def test_the_thumbnails_load_in_the_doctors_browser_session(client, granted_dora
     assert response["Content-Type"] == "image/jpeg"
 
 
+def test_a_visits_thumbnails_are_one_viewing_session_per_study_on_the_trail(
+        client, granted_dora, history):
+    from audit.models import AuditEvent
+
+    html = _page(client, granted_dora, history)
+    thumbnails = re.findall(r'<img src="([^"]+/thumbnail)"', html)
+    before = AuditEvent.objects.count()
+    for url in thumbnails + thumbnails:
+        assert client.get(url, HTTP_ACCEPT="image/jpeg").status_code == 200
+    studies = {url.split("/studies/")[1].split("/")[0] for url in thumbnails}
+    # One entry opens each study's viewing session; the reads after it are counted on it.
+    assert AuditEvent.objects.count() - before == len(studies)
+
+
 def test_the_page_shows_the_priors_with_their_tier_and_time_before(client, alice, history):
     html = _page(client, alice, history)
     assert "same modality and body part · 1 year earlier" in html
