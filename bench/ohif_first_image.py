@@ -412,6 +412,25 @@ def check_drawn(page: Any, count: int) -> None:
         raise RuntimeError(f"{shown} viewports show an image, expected {count}")
 
 
+PHASES = ("QIDO and metadata", "OHIF until it asks a frame", "first frame", "decoded, drawn")
+
+
+def phases(load: Load) -> tuple[float, float, float, float]:
+    """Where a load's time went, ms, from OHIF's first DICOMweb request: until the last
+    answer before the first frame request; then OHIF alone (display sets, viewports, the
+    decoder) until it asks a frame; that frame's round trip; then until drawn."""
+    dicomweb = [r for r in load.requests if r["dicomweb"]]
+    frames = [r for r in dicomweb if "/frames/" in r["url"]]
+    if not frames:
+        return (0.0, 0.0, 0.0, 0.0)
+    frame = min(frames, key=lambda r: r["start"])
+    answered = max((r["end"] for r in dicomweb if r["end"] <= frame["start"]),
+                   default=load.first)
+    drawn = load.first + load.seconds * 1000
+    return (answered - load.first, frame["start"] - answered, frame["end"] - frame["start"],
+            drawn - frame["end"])
+
+
 def waterfall(load: Load) -> str:
     lines = []
     for r in sorted(load.requests, key=lambda r: r["start"]):
@@ -500,6 +519,12 @@ def main() -> None:
         print(f"{labels[case]:32} | " + " | ".join(
             f"{m:.2f} [{lo:.2f}-{hi:.2f}]".ljust(18) for m, lo, hi in cells)
             + f" | {cells[0][0] / cells[1][0]:.2f}x")
+    print(f"\nWhere the time went, ms, median of the rounds: {', '.join(PHASES)}")
+    for case in CASES:
+        for name in sites:
+            split = [phases(load) for load in results[(name, case)]]
+            print(f"{labels[case]:32} | {name:8} | " + " | ".join(
+                f"{statistics.median(p[i] for p in split):6.0f}" for i in range(len(PHASES))))
     if args.waterfall:
         for case in CASES:
             for name in sites:
