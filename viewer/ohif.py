@@ -202,14 +202,23 @@ def app_config(*, dicomweb_root: str, router_basename: str,
 
 
 # OHIF's hanging protocol that lays two studies side by side (extension-default's
-# "@ohif/hpCompare": the first study left, the second right).
+# "@ohif/hpCompare"). Its studies are matched by their place in StudyInstanceUIDs (its
+# rule ``studyInstanceUIDsIndex``): the first is the left column, the second the right.
+# OHIF 3.13 opens it from a URL always at its first stage, a 2x2 grid (current | prior,
+# first series above, second below; a study with one series leaves its lower pane empty):
+# its stages have no ``id`` for ``stageid`` to choose the 1x2 one.
 COMPARE_PROTOCOL = "@ohif/hpCompare"
 
 
 def study_query(study_uid: str, prior_uid: str | None = None) -> str:
     """The query string of OHIF's viewer route for one study, or for a study with a prior
-    side by side (both studies loaded in one layout)."""
+    side by side (both studies loaded in one layout, the current one on the left).
+
+    ``hangingProtocolId`` is spelt as OHIF spells it: its route reads the key in any case,
+    but it keeps a key when navigating between its study list and its modes only when
+    spelt exactly so (``preserveQueryParameters``).
+    """
     if prior_uid is None:
         return urlencode({"StudyInstanceUIDs": study_uid})
     return urlencode({"StudyInstanceUIDs": f"{study_uid},{prior_uid}",
-                      "hangingprotocolId": COMPARE_PROTOCOL})
+                      "hangingProtocolId": COMPARE_PROTOCOL})
