@@ -9,7 +9,9 @@ Names (patient, referring physician) match on any part, without accents or case,
 the normalized columns of :mod:`imaging.search_text` (trigram-indexed on PostgreSQL). A
 page is 50 studies fetched with one more to know whether a next page exists; the total is
 counted only up to :data:`COUNT_CAP`, because counting every match of an open search over
-100,000 studies costs more than the page itself (bench/worklist_search.py).
+100,000 studies costs more than the page itself (bench/worklist_search.py). On PostgreSQL
+modalities and body parts are trigram-indexed too, so a rare one is found without reading
+every study (migration 0006).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from django.utils.translation import gettext_lazy as _lazy
 from accounts.models import Clinic
 
 from . import policies
-from .models import ReportStatus, Study
+from .models import Patient, ReportStatus, Study
 from .paging import BadNumber, whole_number
 from .principals import Principal
 from .search_text import searchable
@@ -212,6 +214,14 @@ def _contains_words(field: str, text: str) -> Q:
     return match
 
 
+def _of_patients(match: Q) -> Q:
+    """Studies of the patients ``match`` finds, as a list of patients to look up rather
+    than a condition on the joined patient row: the planner then starts from the few
+    patients a name or ID finds (by its index) instead of walking studies by date and
+    testing each one's patient (a rare name took 50 ms that way at 100,000 studies)."""
+    return Q(patient_id__in=Patient.objects.filter(match).values("pk"))
+
+
 def _has_code(field: str, code: str) -> Q:
     """``code`` is one of the backslash-separated values of ``field`` ("CT" in "CT\\SR")."""
     return (Q(**{field: code}) | Q(**{f"{field}__startswith": f"{code}\\"})
@@ -223,14 +233,14 @@ def matching(principal: Principal, query: WorklistQuery) -> QuerySet[Study]:
     """The studies ``principal`` may see that ``query`` finds, in its order."""
     studies = policies.visible_studies(principal)
     if query.q:
-        quick = Q(patient__patient_id=query.q) | Q(accession_number=query.q)
+        patients = Q(patient_id=query.q)
         if searchable(query.q):
-            quick |= _contains_words("patient__name_search", query.q)
-        studies = studies.filter(quick)
+            patients |= _contains_words("name_search", query.q)
+        studies = studies.filter(_of_patients(patients) | Q(accession_number=query.q))
     if query.name:
-        studies = studies.filter(_contains_words("patient__name_search", query.name))
+        studies = studies.filter(_of_patients(_contains_words("name_search", query.name)))
     if query.patient_id:
-        studies = studies.filter(patient__patient_id=query.patient_id)
+        studies = studies.filter(_of_patients(Q(patient_id=query.patient_id)))
     if query.accession:
         studies = studies.filter(accession_number=query.accession)
     if query.date_from:
@@ -290,4 +300,4 @@ def search(principal: Principal, query: WorklistQuery) -> WorklistPage:
 
 def _capped_count(studies: QuerySet[Study]) -> int:
     """How many studies match, up to one past :data:`COUNT_CAP` (a COUNT over a LIMIT)."""
-    return studies.order_by()[:COUNT_CAP + 1].count()
+    return studies.order_by().values("pk")[:COUNT_CAP + 1].count()

@@ -5,7 +5,9 @@
 parts as ingest now writes them. Rows are read and written in batches, so an archive of any
 size migrates in bounded memory.
 
-On PostgreSQL the normalized names get a pg_trgm GIN index, which serves ``LIKE '%PART%'``.
+On PostgreSQL the worklist's default order gets its index (newest first, undated last), and
+the normalized names, the modalities and the body parts a pg_trgm GIN index, which serves
+``LIKE '%PART%'``.
 Creating the extension needs a privilege the application's role may lack in production:
 then the index is skipped with a warning (searches stay correct, only slower) and the
 migration still succeeds; a database owner can run ``CREATE EXTENSION pg_trgm`` and migrate
@@ -24,6 +26,9 @@ BATCH = 2000
 TRIGRAM_INDEXES = [
     ("imaging_patient_name_search_trgm", "imaging_patient", "name_search"),
     ("imaging_study_referring_search_trgm", "imaging_study", "referring_physician_search"),
+    # "CT" among "CT\\SR": LIKE '%\\CT' and '%\\CT\\%' (imaging.worklist._has_code).
+    ("imaging_study_modalities_trgm", "imaging_study", "modalities"),
+    ("imaging_study_body_parts_trgm", "imaging_study", "body_parts"),
 ]
 
 
@@ -55,6 +60,11 @@ def fill(apps, schema_editor):
         Study.objects.bulk_update(batch, ["referring_physician_search", "body_parts"])
         last = batch[-1].pk
 
+# The worklist's default order (newest first, undated last: imaging.worklist), which
+# 0003's index (DESC, so NULLS FIRST) cannot serve.
+DATE_ORDER_INDEX = ('CREATE INDEX IF NOT EXISTS imaging_study_worklist_date ON imaging_study '
+                    '("study_date" DESC NULLS LAST, "study_time" DESC, "id" DESC)')
+
 
 def _has_trigrams(schema_editor) -> bool:
     with schema_editor.connection.cursor() as cursor:
@@ -74,7 +84,10 @@ def _has_trigrams(schema_editor) -> bool:
 
 
 def index(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql" or not _has_trigrams(schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    schema_editor.execute(DATE_ORDER_INDEX)
+    if not _has_trigrams(schema_editor):
         return
     for name, table, column in TRIGRAM_INDEXES:
         schema_editor.execute(f'CREATE INDEX IF NOT EXISTS {name} ON {table} '
@@ -84,6 +97,7 @@ def index(apps, schema_editor):
 def drop_index(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
+    schema_editor.execute("DROP INDEX IF EXISTS imaging_study_worklist_date")
     for name, _table, _column in TRIGRAM_INDEXES:
         schema_editor.execute(f"DROP INDEX IF EXISTS {name}")
 
