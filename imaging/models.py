@@ -11,7 +11,6 @@ from django.utils.translation import gettext_lazy as _
 
 from .search_text import SearchTextField
 
-
 BODY_PARTS_LENGTH = 128
 
 
@@ -84,7 +83,8 @@ class Study(models.Model):
     modalities = models.CharField(_("modalities"), max_length=64, blank=True, db_index=True)
     # Its series' body parts, backslash-separated like ``modalities``, so the worklist
     # filters on the study row alone (written by ingest with the modalities).
-    body_parts = models.CharField(_("body parts"), max_length=BODY_PARTS_LENGTH, blank=True, default="")
+    body_parts = models.CharField(_("body parts"), max_length=BODY_PARTS_LENGTH, blank=True,
+                                  default="")
     num_series = models.PositiveIntegerField(_("series"), default=0)
     num_instances = models.PositiveIntegerField(_("instances"), default=0)
     size_bytes = models.PositiveBigIntegerField(_("size (bytes)"), default=0)
