@@ -30,7 +30,7 @@ from django.utils.translation import gettext_lazy as _lazy
 from accounts.models import Clinic
 
 from . import policies
-from .models import Patient, ReportStatus, Study
+from .models import ReportStatus, Study
 from .paging import BadNumber, whole_number
 from .principals import Principal
 from .search_text import searchable
@@ -216,13 +216,15 @@ def _contains_words(field: str, text: str) -> Q:
     return match
 
 
-def _of_patients(match: Q) -> Q:
-    """Studies of the patients ``match`` finds, looked up first: up to
-    :data:`CANDIDATES` of them go into the study query as a list, so the planner knows how
-    few they are and starts from them (as a join it guessed wrong, walking thousands of
-    studies by date to test each one's patient: 125 ms for a common first name at 100,000
-    studies). More patients than that are common enough for the walk to be quick."""
-    patients = Patient.objects.filter(match).order_by().values_list("pk", flat=True)
+def _of_patients(principal: Principal, match: Q) -> Q:
+    """Studies of the patients ``match`` finds among those ``principal`` may see, looked
+    up first: up to :data:`CANDIDATES` of them go into the study query as a list, so the
+    planner knows how few they are and starts from them (as a join it guessed wrong,
+    walking thousands of studies by date to test each one's patient: 125 ms for a common
+    first name at 100,000 studies). More patients than that are common enough for the walk
+    to be quick. The study query still starts from the policy's visible studies."""
+    patients = (policies.visible_patients(principal).filter(match).order_by()
+                .values_list("pk", flat=True))
     found = list(patients[:CANDIDATES + 1])
     if len(found) <= CANDIDATES:
         return Q(patient_id__in=found)
@@ -243,11 +245,13 @@ def matching(principal: Principal, query: WorklistQuery) -> QuerySet[Study]:
         patients = Q(patient_id=query.q)
         if searchable(query.q):
             patients |= _contains_words("name_search", query.q)
-        studies = studies.filter(_of_patients(patients) | Q(accession_number=query.q))
+        studies = studies.filter(_of_patients(principal, patients)
+                                 | Q(accession_number=query.q))
     if query.name:
-        studies = studies.filter(_of_patients(_contains_words("name_search", query.name)))
+        studies = studies.filter(_of_patients(principal,
+                                              _contains_words("name_search", query.name)))
     if query.patient_id:
-        studies = studies.filter(_of_patients(Q(patient_id=query.patient_id)))
+        studies = studies.filter(_of_patients(principal, Q(patient_id=query.patient_id)))
     if query.accession:
         studies = studies.filter(accession_number=query.accession)
     if query.date_from:
