@@ -28,7 +28,8 @@ from django.utils import timezone
 
 from . import blobs, clinics
 from .dicomfile import InvalidObject, ParsedObject, dataset_offset, parse
-from .models import Instance, Patient, PatientConflict, Series, Study
+from .models import BODY_PARTS_LENGTH, Instance, Patient, PatientConflict, Series, Study
+from .search_text import code_list
 from .store_audit import StoreAudit, record_stores
 
 log = logging.getLogger(__name__)
@@ -563,12 +564,10 @@ def _count(staged: list[Staged], known: dict[str, KnownSeries]) -> None:
         }
         # Lock the study so concurrent new series each see the others' modality.
         locked = Study.objects.select_for_update().get(pk=pk)
-        modalities = sorted({
-            m for m in Series.objects.filter(study=locked).values_list("modality", flat=True)
-            if m
-        })
+        kinds = list(Series.objects.filter(study=locked).values_list("modality", "body_part"))
         changes["num_series"] = F("num_series") + new_series
-        changes["modalities"] = "\\".join(modalities)[:64]
+        changes["modalities"] = "\\".join(sorted({m for m, _ in kinds if m}))[:64]
+        changes["body_parts"] = code_list((part for _, part in kinds), BODY_PARTS_LENGTH)
         Study.objects.filter(pk=pk).update(**changes)
 
 

@@ -9,11 +9,18 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from .search_text import SearchTextField
+
+BODY_PARTS_LENGTH = 128
+
 
 class Patient(models.Model):
     patient_id = models.CharField(_("patient ID"), max_length=64, db_index=True)
     issuer = models.CharField(_("issuer of patient ID"), max_length=64, blank=True, default="")
     name = models.CharField(_("name"), max_length=324, blank=True, db_index=True)
+    # The name as the worklist matches and sorts it (imaging.search_text); on PostgreSQL
+    # also a trigram index for "any part of the name" (migration 0006).
+    name_search = SearchTextField(max_length=324, source="name", db_index=True)
     birth_date = models.DateField(_("birth date"), null=True, blank=True)
     sex = models.CharField(_("sex"), max_length=16, blank=True)
     user = models.ForeignKey(
@@ -70,9 +77,14 @@ class Study(models.Model):
     referring_physician = models.CharField(
         _("referring physician"), max_length=324, blank=True
     )
+    referring_physician_search = SearchTextField(max_length=324, source="referring_physician")
     institution = models.CharField(_("institution"), max_length=64, blank=True)
     # Backslash-separated, as DICOM's ModalitiesInStudy: "CT\\SR".
     modalities = models.CharField(_("modalities"), max_length=64, blank=True, db_index=True)
+    # Its series' body parts, backslash-separated like ``modalities``, so the worklist
+    # filters on the study row alone (written by ingest with the modalities).
+    body_parts = models.CharField(_("body parts"), max_length=BODY_PARTS_LENGTH, blank=True,
+                                  default="")
     num_series = models.PositiveIntegerField(_("series"), default=0)
     num_instances = models.PositiveIntegerField(_("instances"), default=0)
     size_bytes = models.PositiveBigIntegerField(_("size (bytes)"), default=0)

@@ -178,7 +178,24 @@ def visible_studies(caller: Caller) -> QuerySet[Study]:
         return studies
     if principal.kind != Kind.CODE and principal.role == Role.ADMIN:
         return studies.filter(_in_clinics(principal, "patient__"))
+    if principal.kind != Kind.CODE and principal.role == Role.DOCTOR:
+        assert principal.user_id is not None
+        return studies.filter(_granted_ids(principal.user_id))
     return studies.filter(patient__in=visible_patients(principal).values("pk"))
+
+
+def _granted_ids(user_id: int) -> Q:
+    """:func:`_granted` as one uncorrelated list of patients: the same patients, but a
+    search over 100,000 studies joins a short list instead of running both EXISTS for
+    every patient it meets (250 ms against 10, bench/worklist_search.py)."""
+    now = timezone.now()
+    grants = AccessGrant.objects.filter(
+        AccessGrant.active_q(now=now), doctor_id=user_id, clinic__members=user_id,
+    ).order_by().values("patient_id")
+    glass = BreakGlassAccess.objects.filter(
+        doctor_id=user_id, opened__lte=now, expires__gt=now
+    ).order_by().values("patient_id")
+    return Q(patient_id__in=grants.union(glass))
 
 
 def _peer_reads(principal: Principal) -> bool:

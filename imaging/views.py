@@ -7,12 +7,12 @@ import zlib
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import UploadedFile
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
@@ -22,9 +22,9 @@ from django.views.decorators.http import require_http_methods
 from audit.trail import Actor
 from viewer import ohif
 
-from . import access, policies, principals
+from . import access, policies, principals, worklist
 from .ingest import IngestBatch, IngestResult, Outcome, ingest
-from .paging import BadNumber, whole_number
+from .models import ReportStatus
 from .sources import open_zip_members, too_large
 from .store_audit import StoreAudit
 from .upload_limits import UploadLimits, refusal_before_reading, request_too_large
@@ -37,32 +37,61 @@ ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError,
 
 @login_required
 def study_list(request: HttpRequest) -> HttpResponse:
+    """The worklist: the studies the caller may see that the filters find, a page at a
+    time (:mod:`imaging.worklist`); one audit entry per page shown."""
     principal = principals.of_request(request)
     may_store = bool(policies.decide(principal, policies.Action.STORE))
     if not policies.decide(principal, policies.Action.BROWSE) and may_store:
         # Technicians bring images in but have no archive to browse.
         return redirect("imaging:upload")
-    studies = policies.visible_studies(principal)
-    query = request.GET.get("q", "").strip()
-    if query:
-        studies = studies.filter(patient__name__icontains=query) | studies.filter(
-            patient__patient_id=query
-        ) | studies.filter(accession_number=query)
+    clinics = worklist.clinic_choices(principal)
     try:
-        number = whole_number("page", request.GET.get("page", ""), default=1, minimum=1)
-    except BadNumber as exc:
+        query = worklist.parse(request.GET, clinics=clinics)
+    except worklist.BadQuery as exc:
         return HttpResponse(str(exc), status=HTTPStatus.BAD_REQUEST,
                             content_type="text/plain; charset=utf-8")
-    # A page past the last shows the last, as Paginator.get_page does.
-    page = Paginator(studies.order_by("-study_date", "-pk"), 50).get_page(number)
-    access.record_search(Actor.from_request(request), page.object_list,
-                         query={"q": query, "page": page.number})
-    return render(
-        request,
-        "imaging/study_list.html",
-        {"page": page, "query": query, "may_ingest": may_store,
-         "viewer_installed": ohif.installed(Path(settings.OHIF_DIST))},
-    )
+    page = worklist.search(principal, query)
+    access.record_search(Actor.from_request(request), page.studies, query=query.detail())
+    return render(request, "imaging/study_list.html", {
+        "page": page, "query": query, "clinics": clinics, "may_ingest": may_store,
+        "headers": _sort_headers(query),
+        "previous_href": _href(query, page=page.number - 1) if page.has_previous else "",
+        "next_href": _href(query, page=page.number + 1) if page.has_next else "",
+        "report_statuses": ReportStatus.choices,
+        "modalities": worklist.MODALITIES, "body_parts": worklist.BODY_PARTS,
+        "sort_choices": worklist.SORT_CHOICES,
+        "sort_listed": query.sort in dict(worklist.SORT_CHOICES),
+        "more_filters": query.has_filters_beyond_quick(),
+        "viewer_installed": ohif.installed(Path(settings.OHIF_DIST)),
+    })
+
+
+def _href(query: worklist.WorklistQuery, **changes: Any) -> str:
+    return "?" + urlencode(query.params(**changes))
+
+
+def _sort_headers(query: worklist.WorklistQuery) -> list[dict[str, str]]:
+    """The table's headers; sortable ones link to their sort (reversed when it is the
+    current one; dates newest first, text A to Z at the first click)."""
+    columns = [
+        ("date", _("Date")), ("name", _("Patient")), ("patient_id", _("Patient ID")),
+        ("accession", _("Accession")), ("", _("Description")), ("modality", _("Modalities")),
+        ("", _("Series")), ("", _("Images")), ("", _("Report")), ("", _("Viewer")),
+    ]
+    current = query.sort.removeprefix("-")
+    descending = query.sort.startswith("-")
+    headers = []
+    for key, label in columns:
+        header = {"label": str(label), "href": "", "sort": ""}
+        if key:
+            if key == current:
+                header["sort"] = "descending" if descending else "ascending"
+                target = key if descending else f"-{key}"
+            else:
+                target = f"-{key}" if key == "date" else key
+            header["href"] = _href(query, sort=target, page=1)
+        headers.append(header)
+    return headers
 
 
 @csrf_exempt  # checked by _upload, once the upload limits are in place (see below)
