@@ -20,6 +20,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from audit.trail import Actor
+from portal.navigation import staff_page
 from viewer import ohif
 
 from . import access, policies, principals, worklist
@@ -36,6 +37,7 @@ ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError,
 
 
 @login_required
+@staff_page
 def study_list(request: HttpRequest) -> HttpResponse:
     """The worklist: the studies the caller may see that the filters find, a page at a
     time (:mod:`imaging.worklist`); one audit entry per page shown."""
