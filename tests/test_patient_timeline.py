@@ -119,7 +119,7 @@ def test_the_page_links_each_study_to_its_page_and_priors_to_a_side_by_side_view
     current = history.current.study_instance_uid
     prior = history.studies["ct_chest_2025"].study_instance_uid
     assert reverse("imaging:study_detail", args=[prior]) in html
-    assert f"StudyInstanceUIDs={current}%2C{prior}&amp;hangingprotocolId=" in html
+    assert f"StudyInstanceUIDs={current}%2C{prior}&amp;hangingProtocolId=" in html
     assert html.count("Side by side with the current study") == 3
 
 

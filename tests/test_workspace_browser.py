@@ -106,7 +106,7 @@ def test_open_side_by_side_loads_the_study_and_its_prior_in_one_layout(
     log = DicomwebLog(page)
     page.locator("a.ws-compare").first.click()
     page.wait_for_url("**/viewer/viewer?**")
-    assert "hangingprotocolId" in page.url
+    assert "hangingProtocolId" in page.url
 
     deadline = time.monotonic() + BOTH_STUDIES_TIMEOUT_S
     while not (_metadata_of(log, current) and _metadata_of(log, prior)
