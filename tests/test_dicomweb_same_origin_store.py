@@ -4,6 +4,8 @@ vouch for it. Any other session request that changes data still needs the token.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.test import Client
 
@@ -23,7 +25,7 @@ def browser_of(tina) -> Client:
 
 
 @pytest.fixture
-def body(other_study) -> bytes:
+def body(other_study: tuple[str, list[Path]]) -> bytes:
     _, paths = other_study
     return (f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
             + paths[0].read_bytes() + f"\r\n--{BOUNDARY}--\r\n".encode())
