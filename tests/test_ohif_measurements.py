@@ -1,5 +1,6 @@
 """A doctor measures in OHIF, saves the measurements as a DICOM SR into the archive, and
-finds them again when the study is opened anew.
+finds them again when the study is opened anew. She may read the patient (a grant) but
+not store images: the SR is the one kind of object she may add (imaging.added_reports).
 
 Headless Chromium drives OHIF's default (longitudinal) mode as a person would: the Length
 tool and an ellipse ROI drawn by mouse drags on a CT with CT rescale, so the ROI reads HU
@@ -24,9 +25,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
+from accounts.models import AccessGrant
 from audit.models import AuditAction, AuditEvent
 from imaging.ingest import ingest
-from imaging.models import Instance, Series
+from imaging.models import Instance, Patient, Series
 
 from .conftest import PAULA
 from .encoded_ct import SOFT_TISSUE_HU, write_ct_study
@@ -61,8 +63,18 @@ def ct(transactional_db, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def page(browser: Browser, live_server, alice, ohif_dist) -> Iterator[Page]:  # noqa: F811
-    for page in signed_in_viewer(browser, live_server):
+def doras_patient(ct: str, dora, clinic) -> str:
+    """The CT's patient at dora's clinic, with a grant to dora: she reads, measures and
+    reports, but may not store images."""
+    patient = Patient.objects.get(patient_id=PAULA.patient_id)
+    Patient.objects.filter(pk=patient.pk).update(clinic=clinic)
+    AccessGrant.objects.create(doctor=dora, patient=patient, clinic=clinic)
+    return ct
+
+
+@pytest.fixture
+def doras_page(browser: Browser, live_server, dora, ohif_dist) -> Iterator[Page]:  # noqa: F811
+    for page in signed_in_viewer(browser, live_server, username="dora"):
         page.context.add_init_script(NO_TOUR)
         page.set_default_timeout(30_000)
         yield page
@@ -127,7 +139,8 @@ def ellipse_statistics(text: str) -> dict[str, float]:
 
 
 def test_measurements_saved_as_sr_come_back_when_the_study_is_reopened(
-        page: Page, live_server, ct: str):
+        doras_page: Page, live_server, doras_patient: str):
+    page, ct = doras_page, doras_patient
     log = DicomwebLog(page)
     centre = open_study(page, live_server, ct)
     page.click("[data-cy=trackedMeasurements-btn]")  # the measurement panel
@@ -168,7 +181,7 @@ def test_measurements_saved_as_sr_come_back_when_the_study_is_reopened(
     assert sr.source.startswith("stow:")
     (entry,) = [e for e in AuditEvent.objects.filter(action=AuditAction.STORE, study_uid=ct)
                 if e.detail.get("via") == "stow-rs"]
-    assert entry.username == "alice"
+    assert entry.username == "dora"
     assert sr.sop_instance_uid in entry.detail["stored"]
 
     # Open the study anew: the SR is a series of it; loading it restores the measurements.
