@@ -5,7 +5,9 @@ Passwords are checked through ``django.contrib.auth.authenticate`` with the requ
 axes lockout counts DICOMweb failures like login-page failures. Accounts that must use a
 second factor (staff, doctors) may not use a bare password here when 2FA is enforced: they
 use a token issued from a verified session. Session callers get Django's CSRF check on
-unsafe methods (STOW from the browser), as DRF's SessionAuthentication does.
+unsafe methods (STOW from the browser), as DRF's SessionAuthentication does, unless the
+browser itself vouches that the request comes from this origin (:func:`same_origin_browser`):
+OHIF stores its reports (DICOM SR) by STOW and cannot send a CSRF token.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import authenticate as django_authenticate
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
@@ -69,13 +72,33 @@ def authenticate(request: HttpRequest) -> HttpResponse | None:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated or not user.is_active:
         return _unauthorized("authentication required")
-    if request.method not in SAFE_METHODS:
+    if request.method not in SAFE_METHODS and not same_origin_browser(request):
         check = _CSRFCheck(lambda _request: HttpResponse())
         check.process_request(request)
         reason = check.process_view(request, None, (), {})  # type: ignore[arg-type]
         if reason:
             return problem(HTTPStatus.FORBIDDEN, f"CSRF check failed: {reason}")
     return None
+
+
+def same_origin_browser(request: HttpRequest) -> bool:
+    """Whether a browser says the request was made by a page of this very origin.
+
+    ``Sec-Fetch-Site`` and ``Origin`` are headers no page script may set (Fetch Metadata,
+    the defence OWASP lists beside tokens, and Go's ``CrossOriginProtection``): a forged
+    cross-site request carries ``cross-site`` or ``same-site`` and its own origin. OHIF's
+    STOW (its "Create report") sends no CSRF token, since its DICOMweb client only forwards
+    an ``Authorization`` header. Both headers must agree with this server's origin; a
+    client that sends neither (any non-browser) still needs the token.
+    """
+    if request.headers.get("Sec-Fetch-Site", "").lower() != "same-origin":
+        return False
+    origin = request.headers.get("Origin", "")
+    try:
+        own = f"{request.scheme}://{request.get_host()}"
+    except DisallowedHost:
+        return False
+    return bool(origin) and origin.lower() == own.lower()
 
 
 def _basic(request: HttpRequest, credentials: str) -> HttpResponse | None:

@@ -12,6 +12,10 @@ are stored.
 
 Re-sending an instance already held with the same bytes succeeds (STOW is idempotent); the
 same SOP Instance UID with other bytes is refused as a duplicate and the original kept.
+
+Whoever may not store (a doctor) may still add structured reports to the studies she may
+read, as OHIF's "Create report" does: each part is checked by
+:func:`imaging.added_reports.check` and refused as Not Authorized (0124H) otherwise.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from django.urls import reverse
 
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
-from imaging import policies, principals
+from imaging import added_reports, policies, principals
 from imaging.ingest import WRONG_STUDY, IngestBatch, IngestResult
 from imaging.ingest import Outcome as IngestOutcome
 from imaging.store_audit import StoreAudit
@@ -47,6 +51,7 @@ CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
 DUPLICATE_SOP_INSTANCE = 0x0111
 SOP_CLASS_NOT_SUPPORTED = 0x0122
+NOT_AUTHORIZED = 0x0124  # Refused: Not Authorized (PS3.4 Table GG.4-1)
 
 # Tags of the store response (PS3.18 Table 10.5.3-2).
 RETRIEVE_URL = "00081190"
@@ -67,7 +72,11 @@ def store(request: HttpRequest, study: str | None) -> HttpResponse:
     if refused is not None:
         return refused
     actor = Actor.from_request(request)
-    if not policies.decide(principals.of_request(request), policies.Action.STORE):
+    principal = principals.of_request(request)
+    # Who may not store images may still add reports to the studies she reads (a
+    # doctor's measurements from OHIF): each part is then checked by added_reports.
+    reports_only = not policies.decide(principal, policies.Action.STORE)
+    if reports_only and not policies.decide(principal, policies.Action.ADD_REPORT):
         record(AuditAction.STORE, actor, Target("study", study or ""), Outcome.DENIED,
                reason="may not store")
         return problem(HTTPStatus.FORBIDDEN, "this account may not store instances")
@@ -98,8 +107,8 @@ def store(request: HttpRequest, study: str | None) -> HttpResponse:
     study_uids: set[str] = set()
     source = f"stow:{request.user.get_username()}"
     parts = 0
-    batch = _Batch(actor, base, referenced, failed, study_uids,
-                   principals.of_request(request))
+    batch = _Batch(actor, base, referenced, failed, study_uids, principal,
+                   reports_only=reports_only)
     reader = _BoundedReader(_reader(request), limit)
     try:
         for part in iter_parts(reader, boundary,
@@ -212,11 +221,15 @@ class _Batch:
 
     def __init__(self, actor: Actor, base: str, referenced: list[dict[str, Any]],
                  failed: list[dict[str, Any]], study_uids: set[str],
-                 principal: principals.Principal) -> None:
+                 principal: principals.Principal, *, reports_only: bool = False) -> None:
         self.actor, self.base = actor, base
         self.referenced, self.failed, self.study_uids = referenced, failed, study_uids
-        # Entries with the rows; within the sender's clinics.
-        self.staged = IngestBatch(StoreAudit.within(actor, "stow-rs", principal))
+        self.principal, self.reports_only = principal, reports_only
+        # Entries with the rows; within the sender's clinics, or, for reports only, into
+        # the studies added_reports found the sender may add to (no new patient).
+        audit = (StoreAudit(actor, "stow-rs") if reports_only
+                 else StoreAudit.within(actor, "stow-rs", principal))
+        self.staged = IngestBatch(audit)
         self.sop_classes: list[tuple[str, str]] = []
 
     def add(self, fp: IO[bytes], source: str, study: str | None) -> None:
@@ -283,6 +296,17 @@ def _store_part(
                               f"the instance ({part.size} bytes) is larger than the limit of "
                               f"{limit} bytes (INGEST_MAX_OBJECT_BYTES); not stored"))
         return
+    if batch.reports_only:
+        checked = added_reports.check(batch.principal, part.file)
+        if isinstance(checked, added_reports.Refusal):
+            failed.append(_failed(checked.sop_class_uid, checked.sop_instance_uid,
+                                  NOT_AUTHORIZED, checked.reason))
+            record(AuditAction.STORE, batch.actor,
+                   Target("instance", checked.sop_instance_uid,
+                          study_uid=checked.study_uid),
+                   Outcome.DENIED, reason=checked.why, detail={"via": "stow-rs"})
+            return
+        study = study or checked  # ingest holds the object to the study checked
     try:
         batch.add(part.file, source, study)
     except OSError as exc:

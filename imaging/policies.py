@@ -60,15 +60,19 @@ class Action(enum.StrEnum):
     MINT_TOKEN = "mint_token"  # noqa: S105 (an action name)
     BROWSE = "browse"  # has an archive to look at at all
     REPORT = "report"  # write the study's report (a preliminary, a final, an amendment)
+    # Add a structured report (a viewer's measurements, DICOM SR) to an existing study.
+    ADD_REPORT = "add_report"
 
 
 READS = frozenset({Action.VIEW, Action.SEARCH, Action.DOWNLOAD, Action.RETRIEVE})
 #: What a patient (own account or code session) may do to their own records.
 PATIENT_ACTIONS = READS | {Action.SHARE, Action.EXPORT, Action.MANAGE_LINK, Action.BROWSE}
 #: What a doctor's active grant allows.
-GRANT_ACTIONS = READS | {Action.SHARE, Action.MANAGE_LINK, Action.BROWSE, Action.REPORT}
+GRANT_ACTIONS = READS | {Action.SHARE, Action.MANAGE_LINK, Action.BROWSE, Action.REPORT,
+                         Action.ADD_REPORT}
 ADMIN_ACTIONS = READS | {Action.STORE, Action.SHARE, Action.EXPORT, Action.DELETE,
-                         Action.ISSUE_CODE, Action.MANAGE_LINK, Action.BROWSE}
+                         Action.ISSUE_CODE, Action.MANAGE_LINK, Action.BROWSE,
+                         Action.ADD_REPORT}
 TECHNICIAN_ACTIONS = frozenset({Action.STORE, Action.ISSUE_CODE})
 #: A platform superuser may also write reports (a superuser doctor); admins as such may not.
 SUPERUSER_ACTIONS = ADMIN_ACTIONS | {Action.REPORT}
@@ -309,6 +313,11 @@ def _without_patient(principal: Principal, act: Action) -> Decision:
             return _no("a code session may not store")
         ok = principal.is_superuser or principal.role in (Role.ADMIN, Role.TECHNICIAN)
         return Decision(ok, why="" if ok else "may not store")
+    if act == Action.ADD_REPORT:
+        # Which study is asked per object (decide with its patient); here: may at all.
+        ok = principal.kind != Kind.CODE and (
+            principal.is_superuser or principal.role in (Role.ADMIN, Role.DOCTOR))
+        return Decision(ok, why="" if ok else "may not add reports")
     if act == Action.ISSUE_CODE:
         ok = principal.kind != Kind.CODE and (
             principal.is_superuser or principal.role in (Role.ADMIN, Role.TECHNICIAN))

@@ -92,8 +92,10 @@ class DicomwebLog:
 
 
 def signed_in_viewer(browser: Browser, live_server,
-                     cookies: list[dict[str, str]] | None = None) -> Iterator[Page]:
-    """alice, the clinic admin, signed in through the portal's login form at /viewer/."""
+                     cookies: list[dict[str, str]] | None = None,
+                     username: str = "alice") -> Iterator[Page]:
+    """alice, the clinic admin (or ``username``), signed in through the portal's login form
+    at /viewer/."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
     if cookies:
         context.add_cookies(cookies)  # type: ignore[arg-type]
@@ -101,7 +103,7 @@ def signed_in_viewer(browser: Browser, live_server,
     page.set_default_timeout(60_000)
     page.goto(f"{live_server.url}/viewer/")
     assert "/accounts/login/" in page.url
-    page.fill("input[name=username]", "alice")
+    page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
     page.click("form.card button[type=submit]")
     page.wait_for_url(f"{live_server.url}/viewer/")

@@ -185,10 +185,14 @@ def test_instances_of_another_study_than_the_url_are_refused(live_server, tina, 
     assert only_wrong.status_code == 409
 
 
-def test_doctors_and_patients_may_not_store(live_server, dora, paula, ct_study):
+def test_doctors_may_not_store_images_and_patients_may_not_store(live_server, dora, paula,
+                                                                 ct_study):
     body = multipart([ct_study[1][0].read_bytes()])
-    for user in ("dora", "paula"):
-        assert post(studies_url(live_server), body, user=user).status_code == 403
+    # A doctor may add reports to studies she reads (test_doctor_adds_reports), no image.
+    refused = post(studies_url(live_server), body, user="dora")
+    assert refused.status_code == 409
+    assert items(refused, "00081198")[0]["00081197"]["Value"] == [stow.NOT_AUTHORIZED]
+    assert post(studies_url(live_server), body, user="paula").status_code == 403
     assert Instance.objects.count() == 0
     assert AuditEvent.objects.filter(action=AuditAction.STORE, outcome="denied").count() == 2
 
