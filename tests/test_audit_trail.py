@@ -160,7 +160,7 @@ def test_a_patient_sees_who_accessed_their_exams_and_nothing_about_others(client
                                                           "CHARLIE-002", "9.9.9"))
     client.force_login(paula)
     page = client.get("/audit/my-access/").content.decode()
-    assert "dora" in page and "1.2.3" in page
+    assert "Dora Lima" in page and "1.2.3" in page
     assert "9.9.9" not in page
 
 

@@ -88,7 +88,7 @@ def test_the_2fa_page_never_redirects_off_site(dora):
 def test_patients_sign_in_without_a_second_factor(paula):
     client = Client()
     _login(client, "paula")
-    assert client.get("/imaging/").status_code == 200
+    assert client.get("/patient/exams/").status_code == 200
 
 
 def test_unverified_staff_sessions_get_403_from_dicomweb_not_a_login_page(tina):
