@@ -31,6 +31,12 @@ class Clinic(models.Model):
     minor_retention_age = models.PositiveSmallIntegerField(
         _("keep minors' records at least until age"), default=38
     )
+    # Local copies older than this (since stored or recalled) are deleted once the replica
+    # holds a verified copy; a read recalls them (replica.evict). Empty: never by age.
+    evict_local_after_days = models.PositiveIntegerField(
+        _("evict local copies after (days)"), null=True, blank=True,
+        help_text=_("Objects with a verified replica copy leave local storage this many days "
+                    "after they were stored; they are fetched back when read. Empty: never."))
 
     class Meta:
         verbose_name = _("clinic")

@@ -22,6 +22,8 @@ class AuditAction(models.TextChoices):
     LOGIN = "login", _("login")
     TOKEN = "token", _("API token")
     REPORT = "report", _("report")
+    REPAIR = "repair", _("repair of a stored copy")
+    KEY_ROTATION = "key_rotation", _("replica key rotation")
 
 
 class Outcome(models.TextChoices):

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from ops.metrics import timed_audit_write
 from portal.client_address import client_address
 
 from . import chain
@@ -116,7 +117,7 @@ def record(
     else:
         target_list = targets or [Target()]
     now = timezone.now()
-    with transaction.atomic():
+    with timed_audit_write(), transaction.atomic():
         head, _ = ChainHead.objects.select_for_update().get_or_create(pk=1)
         events, checkpoints = [], []
         for target in target_list:
@@ -146,12 +147,55 @@ def record(
             if head.seq % chain.CHECKPOINT_EVERY == 0:
                 checkpoints.append(AuditCheckpoint(seq=head.seq, entry_hash=digest, at=now,
                                                    signature=chain.sign(head.seq, digest)))
-        AuditEvent.objects.bulk_create(events)
-        if checkpoints:
-            AuditCheckpoint.objects.bulk_create(checkpoints)
-        ChainHead.objects.filter(pk=1).update(seq=head.seq, entry_hash=head.entry_hash,
-                                              signature=chain.sign(head.seq, head.entry_hash))
+        signature = chain.sign(head.seq, head.entry_hash)
+        if connection.vendor == "postgresql":
+            _append_in_one_statement(events, checkpoints, head, signature)
+        else:
+            AuditEvent.objects.bulk_create(events)
+            if checkpoints:
+                AuditCheckpoint.objects.bulk_create(checkpoints)
+            ChainHead.objects.filter(pk=1).update(seq=head.seq, entry_hash=head.entry_hash,
+                                                  signature=signature)
     return events
+
+
+def _insert_sql(objs: Sequence[AuditEvent | AuditCheckpoint]) -> tuple[str, list[Any]]:
+    """``INSERT INTO ... VALUES (...), ...`` of ``objs`` (one model), values prepared by
+    their fields as the ORM prepares them. Only quoted names from the model's own
+    metadata go into the text; every value is a parameter."""
+    meta = objs[0]._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    params = [f.get_db_prep_save(getattr(obj, f.attname), connection)
+              for obj in objs for f in fields]
+    table = connection.ops.quote_name(meta.db_table)
+    sql = f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(objs))}"  # noqa: S608
+    return sql, params
+
+
+def _append_in_one_statement(events: list[AuditEvent], checkpoints: list[AuditCheckpoint],
+                             head: ChainHead, signature: str) -> None:
+    """The entries, their checkpoints and the new head in one statement (PostgreSQL's
+    data-modifying CTEs): with the head's locking read before it and the commit after, an
+    append is three round trips instead of one per table."""
+    insert, params = _insert_sql(events)
+    parts = [f"new_events AS ({insert} RETURNING id)"]
+    if checkpoints:
+        insert_checkpoints, checkpoint_params = _insert_sql(checkpoints)
+        parts.append(f"new_checkpoints AS ({insert_checkpoints})")
+        params += checkpoint_params
+    table = connection.ops.quote_name(ChainHead._meta.db_table)
+    parts.append(f"new_head AS (UPDATE {table} SET seq = %s, entry_hash = %s, "  # noqa: S608
+                 "signature = %s WHERE id = 1)")
+    params += [head.seq, head.entry_hash, signature]
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} SELECT id FROM new_events",  # noqa: S608
+                       params)
+        for event, (pk,) in zip(events, cursor.fetchall(), strict=True):
+            event.pk = pk
+            event._state.adding = False
+            event._state.db = connection.alias
 
 
 def first_broken_link(key: bytes | None = None) -> chain.BrokenLink | None:

@@ -172,20 +172,42 @@ print(session.session_key)
 """
 
 
-class Portal:
+class Site:
+    """A server the browser loads OHIF from: where (one origin on loopback), how OHIF's
+    viewer route is reached there, and the DICOMweb path that marks its requests."""
+
+    marker = ""
+    viewer_path = ""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, query: str) -> str:
+        return f"{self.base}{self.viewer_path}?{query}"
+
+    def cookies(self) -> list[dict[str, str]]:
+        return []
+
+
+class Portal(Site):
     """A fresh DATA_DIR and PostgreSQL database, served by gunicorn as bin/portal runs it."""
 
     marker = "/dicomweb/"
+    viewer_path = "/viewer/viewer"
 
     def __init__(self, scratch: Path, postgres_url: str) -> None:
+        super().__init__()
         self.data_dir = scratch / "portal-data"
         self.data_dir.mkdir()
         self.postgres_url = postgres_url.rstrip("/")
         self.database = f"bench_ohif_{os.getpid()}"
         self.log_path = scratch / "gunicorn.log"
         self.session = ""
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in PORTAL_ENV_DROP}
@@ -222,13 +244,6 @@ class Portal:
             yield
         finally:
             stop_process(self.process)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def url(self, query: str) -> str:
-        return f"{self.base}/viewer/viewer?{query}"
 
     def cookies(self) -> list[dict[str, str]]:
         return [{"name": "sessionid", "value": self.session, "url": self.base}]
@@ -293,12 +308,14 @@ http {{
 """
 
 
-class OrthancSite:
+class OrthancSite(Site):
     """Orthanc with DICOMweb, and nginx sending OHIF and proxying /dicom-web/ on one origin."""
 
     marker = "/dicom-web/"
+    viewer_path = "/viewer"
 
     def __init__(self, scratch: Path, dist: Path) -> None:
+        super().__init__()
         self.root = scratch / "nginx"
         self.root.mkdir()
         # nginx started as root serves as an unprivileged user: it must reach app-config.js.
@@ -306,8 +323,6 @@ class OrthancSite:
             folder.chmod(0o755)
         self.dist = dist
         self.orthanc = OrthancServer()
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
 
     def load(self, data: Data) -> None:
         import requests
@@ -344,16 +359,6 @@ class OrthancSite:
         finally:
             stop_process(self.process)
 
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def url(self, query: str) -> str:
-        return f"{self.base}/viewer?{query}"
-
-    def cookies(self) -> list[dict[str, str]]:
-        return []
-
     def drop(self) -> None:
         self.orthanc.stop()
 
@@ -368,7 +373,7 @@ class Load:
     first: float = 0.0
 
 
-def measure(browser: Any, site: Portal | OrthancSite, query: str, studies: list[str]) -> Load:
+def measure(browser: Any, site: Site, query: str, studies: list[str]) -> Load:
     """One load in a new browser context: seconds from OHIF's first DICOMweb request until
     every study in ``studies`` has an image drawn; then the drawn canvases are checked."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")

@@ -129,6 +129,7 @@ def search(request: HttpRequest, level: Level, study: str | None = None,
         Actor.from_request(request), _studies(level, rows),
         query={"level": level, "study": study or "", "series": series or "",
                **query.matching, "limit": limit, "offset": offset},
+        session=study is not None,
     )
 
     base = request.build_absolute_uri(reverse("dicomweb:studies"))

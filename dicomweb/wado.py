@@ -342,10 +342,14 @@ def _instance_parts(boundary: str, plan: list[_Stored],
 @_endpoint
 def metadata(request: HttpRequest, study: str, series: str | None = None,
              instance: str | None = None) -> HttpResponseBase:
-    """DICOM JSON of every instance under the URL, from the index (no file is opened)."""
+    """DICOM JSON of every instance under the URL, from the index (no file is opened).
+
+    Counted on the caller's viewing session of the study, like its frames: a viewer asks
+    each series' metadata before the frames, so it is part of the same viewing.
+    """
     choice = negotiate(request.headers.get("Accept"),
                        [Offer(DICOM_JSON, False), Offer("application/json", False)])
-    obj = _resolve(request, AuditAction.RETRIEVE, study, series, instance)
+    obj = _resolve(request, AuditAction.RETRIEVE, study, series, instance, session=True)
     series_base = request.build_absolute_uri(
         reverse("dicomweb:study", kwargs={"study": _study_uid(obj)})) + "/series/"
     rows = (

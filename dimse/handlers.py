@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
@@ -24,6 +25,7 @@ from pynetdicom.pdu_primitives import A_RELEASE
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, record
 from imaging.ingest import IngestResult
+from ops import dimse_hooks
 
 from .indexing import BackgroundIndex
 from .models import Peer
@@ -58,6 +60,7 @@ class Session:
     released: bool = False  # the release is answered: a connection closed now is no abort
     lock: threading.Lock = field(default_factory=threading.Lock)
     index: BackgroundIndex = field(init=False)
+    started: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         clinic = self.peer.clinic_id if self.peer is not None else None
@@ -136,7 +139,9 @@ def on_requested(event: Event, listener: Listener) -> None:
     except Exception:
         log.exception("cannot decide on the association from %s at %s", calling, address)
         _reject(assoc, REJECTED_TRANSIENT, REASON_NO_REASON)
+        dimse_hooks.association_decided(False, calling, address)
         return
+    dimse_hooks.association_decided(bool(decision), calling, address)
     if not decision:
         log.warning("refused association from %r at %s: %s", calling, address, decision.why)
         _reject(assoc, REJECTED_PERMANENT, REASON_CALLING_AE_NOT_RECOGNISED)
@@ -221,6 +226,9 @@ def _end(listener: Listener, assoc: Association, *, aborted: bool) -> None:
     except Exception:
         log.exception("cannot write the end of an association to the audit trail")
     finally:
+        if session is not None:
+            dimse_hooks.association_ended(session.calling_ae, session.actor.ip,
+                                          session.started, aborted=aborted)
         # Gone from the live sessions only once all is written (tests wait for this).
         listener.sessions.pop(assoc, None)
         connections.close_all()

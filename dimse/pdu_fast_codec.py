@@ -34,6 +34,8 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
+from .patching import originals, restore
+
 _C_STORE_RSP_COMMAND = 0x8001
 _NO_DATASET = 0x0101
 
@@ -281,28 +283,20 @@ def install() -> None:
     setattr(dimse_primitives, "set_uid", set_uid)  # noqa: B010
 
 
-_MISSING = object()
-# What install() replaces, as found in each owner's own namespace (_MISSING: inherited).
-_ORIGINALS = [
-    (owner, name, vars(owner).get(name, _MISSING)) for owner, name in (
-        (C_STORE_RSP, "__init__"),
-        (C_STORE_RSP, "primitive_to_message"),
-        (C_STORE_RSP, "encode_msg"),
-        (AssociationSocket, "recv"),
-        (dimse_messages, "decode"),
-        (C_STORE_RQ, "message_to_primitive"),
-        (dimse_messages, "create_file_meta"),
-        (dimse_messages, "write_file_meta_info"),
-        (dimse_primitives, "set_uid"),
-    )
-]
+# What install() replaces, as found in each owner's own namespace.
+_ORIGINALS = originals((
+    (C_STORE_RSP, "__init__"),
+    (C_STORE_RSP, "primitive_to_message"),
+    (C_STORE_RSP, "encode_msg"),
+    (AssociationSocket, "recv"),
+    (dimse_messages, "decode"),
+    (C_STORE_RQ, "message_to_primitive"),
+    (dimse_messages, "create_file_meta"),
+    (dimse_messages, "write_file_meta_info"),
+    (dimse_primitives, "set_uid"),
+))
 
 
 def uninstall() -> None:
     """pynetdicom's own codecs again. Idempotent."""
-    for owner, name, original in _ORIGINALS:
-        if original is _MISSING:
-            if name in vars(owner):
-                delattr(owner, name)
-        else:
-            setattr(owner, name, original)
+    restore(_ORIGINALS)

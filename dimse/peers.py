@@ -21,7 +21,9 @@ def addresses_of(host: str) -> set[str]:
     return {str(ipaddress.ip_address(info[4][0])) for info in infos}
 
 
-def _normalised(address: str) -> str:
+def normalised(address: str) -> str:
+    """An IPv4-mapped IPv6 address (``::ffff:10.0.0.5``, as a dual-stack socket reports
+    one) as the IPv4 address it is; other addresses in their canonical form."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -40,7 +42,7 @@ def recognise(ae_title: str, address: str) -> Peer | None:
     peer = Peer.objects.filter(ae_title=ae_title.strip()).first()
     if peer is None:
         return None
-    if _normalised(address) in addresses_of(peer.host):
+    if normalised(address) in addresses_of(peer.host):
         return peer
     return None
 

@@ -1,11 +1,12 @@
 """The listener's changes to pynetdicom's internals, installed only by whoever starts one.
 
-Two modules replace pynetdicom internals for speed: :mod:`dimse.dul_wakeup` (idle sleeps
-in the DUL and association loops become waits for work) and :mod:`dimse.pdu_fast_codec`
-(the fixed-form C-STORE command sets and File Meta read and written directly). Both were
-measured against pynetdicom 3.0.4 and rely on its call sites (the names it looks up, its
-loop delay, its queue attributes): tests/test_dimse_pynetdicom_call_sites.py fails when
-those change. So:
+Three modules replace pynetdicom internals for speed: :mod:`dimse.dul_wakeup` (idle sleeps
+in the DUL and association loops become waits for work), :mod:`dimse.pdu_fast_codec`
+(the fixed-form C-STORE command sets and File Meta read and written directly) and
+:mod:`dimse.stored_send` (C-GET and C-MOVE send a stored dataset's bytes as they are).
+All were measured against pynetdicom 3.0.4 and rely on its call sites (the names it looks
+up, its loop delay, its queue attributes, the methods it calls):
+tests/test_dimse_pynetdicom_call_sites.py fails when those change. So:
 
 * nothing is patched on import: the listener command, :func:`dimse.server.start` and the
   test helper call :func:`apply`;
@@ -21,7 +22,7 @@ import threading
 import pynetdicom
 from pynetdicom import _config
 
-from . import dul_wakeup, pdu_fast_codec
+from . import dul_wakeup, pdu_fast_codec, stored_send
 
 PINNED_VERSION = "3.0.4"  # as pinned in pyproject.toml
 
@@ -39,8 +40,9 @@ def check_version(installed: str | None = None) -> None:
         raise UnsupportedPynetdicom(
             f"pynetdicom {installed} is installed, but the DICOM listener's patches are "
             f"written for pynetdicom {PINNED_VERSION} only (dimse/dul_wakeup.py, "
-            f"dimse/pdu_fast_codec.py). Install pynetdicom=={PINNED_VERSION}, or run the "
-            f"listener without the patches: DICOM_PYNETDICOM_PATCHES=0."
+            f"dimse/pdu_fast_codec.py, dimse/stored_send.py). Install "
+            f"pynetdicom=={PINNED_VERSION}, or run the listener without the patches: "
+            f"DICOM_PYNETDICOM_PATCHES=0."
         )
 
 
@@ -64,6 +66,7 @@ def install() -> None:
         if not _installed:
             dul_wakeup.install()
             pdu_fast_codec.install()
+            stored_send.install()
             _installed = True
 
 
@@ -72,6 +75,7 @@ def uninstall() -> None:
     global _installed
     with _lock:
         if _installed:
+            stored_send.uninstall()
             pdu_fast_codec.uninstall()
             dul_wakeup.uninstall()
             _installed = False

@@ -8,12 +8,16 @@ values (pydicom keeps them raw), so what goes out is what came in; only one inst
 memory at a time.
 
 What the requester can take decides how each object goes (:func:`prepare`): as stored when
-it accepted the stored transfer syntax (pynetdicom itself converts between the uncompressed
-little endian ones); decompressed to Explicit VR Little Endian when it accepted only
-uncompressed syntaxes; otherwise failed, with the real cause (no context for its SOP class,
-a syntax the archive cannot convert to, an unreadable blob) in the log and, once the
-sub-operations are done, on the audit trail. For C-MOVE the listener proposes, per stored
-SOP class and syntax, the stored syntax and the uncompressed ones.
+it accepted the stored transfer syntax, its dataset bytes streamed from the blob with no
+decoding at all (:mod:`dimse.stored_send`, with the listener's pynetdicom patches);
+converted only when it accepted none of them: pynetdicom converts between the uncompressed
+little endian ones, and a compressed object is decompressed to Explicit VR Little Endian
+when it accepted only uncompressed syntaxes; otherwise failed, with the real cause (no
+context for its SOP class, a syntax the archive cannot convert to, an unreadable blob) in
+the log and, once the sub-operations are done, on the audit trail. Objects converted are on
+the trail too, with the syntax they were stored in and the one they went in. For C-MOVE the
+listener proposes, per stored SOP class and syntax, the stored syntax and the uncompressed
+ones.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from audit.trail import Target, record
 from imaging import blobs, policies
 from imaging.models import Instance, Study
 
-from . import handlers
+from . import handlers, stored_send
 from .peers import destination as find_destination
 from .policies import decide_peer, may_receive, principal_for
 from .sop_classes import PATIENT_ROOT
@@ -171,16 +175,36 @@ def _name(uid: str) -> str:
     return f"{name} ({uid})" if name != uid else uid
 
 
-def prepare(instance: Stored, accepted: list[UID]) -> Dataset:
+def _open_stored(instance: Stored) -> stored_send.StoredDataset:
+    """The stored object as its dataset bytes, the blob open at the first of them."""
+    source = blobs.open_blob(instance.blob_key)
+    try:
+        if instance.has_file_meta:
+            stored_send.dataset_offset(source)
+    except BaseException:
+        source.close()
+        raise
+    return stored_send.StoredDataset(instance.sop_class_uid, instance.sop_instance_uid,
+                                     instance.transfer_syntax_uid, source)
+
+
+def prepare(instance: Stored, accepted: list[UID], *, as_stored: bool = False) -> Dataset:
     """The object as it can go in one of the ``accepted`` syntaxes, or :class:`Unsendable`.
 
-    pynetdicom sends a dataset in the accepted syntax matching its own, or converts between
-    uncompressed syntaxes of the same byte order; a compressed object is decompressed here
-    when the requester takes only uncompressed ones. Nothing is ever compressed.
+    In the stored syntax, with ``as_stored`` (pynetdicom patched to send it): the stored
+    bytes, undecoded. Otherwise pynetdicom sends a dataset in the accepted syntax matching
+    its own, or converts between uncompressed syntaxes of the same byte order; a compressed
+    object is decompressed here when the requester takes only uncompressed ones. Nothing is
+    ever compressed.
     """
     if not accepted:
         raise Unsendable(f"the requester accepted no presentation context for "
                          f"{_name(instance.sop_class_uid)}")
+    if as_stored and instance.transfer_syntax_uid in accepted:
+        try:
+            return _open_stored(instance)
+        except Exception as exc:
+            raise Unsendable(f"the stored object cannot be read: {exc}") from exc
     try:
         ds = _read(instance)
     except Exception as exc:
@@ -247,28 +271,61 @@ def _sub_operations(
     outgoing: Outgoing,
 ) -> Iterator[tuple[int, Dataset | None]]:
     failed: dict[str, dict[str, str]] = {}  # study -> SOP Instance UID -> cause
-    for instance in instances:
-        if event.is_cancelled:
-            yield Status.CANCEL, None
-            return
-        accepted = accepted_syntaxes(outgoing.assoc, instance.sop_class_uid) \
-            if outgoing.assoc is not None else []
-        try:
-            dataset = prepare(instance, accepted)
-        except Unsendable as exc:
-            log.warning("%s of %s to %s: %s", operation, instance.sop_instance_uid,
-                        session.calling_ae, exc)
-            failed.setdefault(instance.study_instance_uid, {})[
-                instance.sop_instance_uid] = str(exc)
-            # pynetdicom fails the sub-operation of a dataset without a transfer syntax
-            # and lists it among the failed SOP instances of the final response.
-            dataset = _unsendable(instance)
-        yield Status.PENDING, dataset
+    converted: dict[str, dict[str, str]] = {}  # study -> SOP Instance UID -> from -> to
+    as_stored = stored_send.installed()
+    dataset: Dataset | None = None
+    try:
+        for instance in instances:
+            if event.is_cancelled:
+                yield Status.CANCEL, None
+                return
+            accepted = accepted_syntaxes(outgoing.assoc, instance.sop_class_uid) \
+                if outgoing.assoc is not None else []
+            try:
+                dataset = prepare(instance, accepted, as_stored=as_stored)
+            except Unsendable as exc:
+                log.warning("%s of %s to %s: %s", operation, instance.sop_instance_uid,
+                            session.calling_ae, exc)
+                failed.setdefault(instance.study_instance_uid, {})[
+                    instance.sop_instance_uid] = str(exc)
+                # pynetdicom fails the sub-operation of a dataset without a transfer syntax
+                # and lists it among the failed SOP instances of the final response.
+                dataset = _unsendable(instance)
+            else:
+                if instance.transfer_syntax_uid not in accepted:
+                    assert outgoing.assoc is not None
+                    converted.setdefault(instance.study_instance_uid, {})[
+                        instance.sop_instance_uid] = _conversion(outgoing.assoc, instance,
+                                                                 dataset)
+            yield Status.PENDING, dataset
+    finally:
+        # A stored object not sent (an abort, a cancel) still has its blob open.
+        if isinstance(dataset, stored_send.StoredDataset):
+            dataset.close()
     for study_uid, causes in failed.items():
         record(AuditAction.RETRIEVE, session.actor,
                Target("study", study_uid, study_uid=study_uid), Outcome.FAILED,
                reason=f"{len(causes)} objects could not be sent",
                detail={"operation": operation, "failed": causes})
+    for study_uid, conversions in converted.items():
+        record(AuditAction.RETRIEVE, session.actor,
+               Target("study", study_uid, study_uid=study_uid), Outcome.ALLOWED,
+               reason=f"{len(conversions)} objects were converted: the requester accepted "
+                      f"none of the transfer syntaxes they are stored in",
+               detail={"operation": operation, "converted": conversions})
+
+
+def _conversion(assoc: Association, instance: Stored, dataset: Dataset) -> str:
+    """"stored syntax -> syntax sent" of an object that cannot go as it is stored."""
+    syntax = UID(dataset.file_meta.TransferSyntaxUID)
+    try:
+        # The context pynetdicom's send_c_store picks for it, converting.
+        context = assoc._get_valid_context(instance.sop_class_uid, syntax, "scu",
+                                           allow_conversion=True)
+        sent = str(context.transfer_syntax[0])
+    except ValueError:
+        sent = str(syntax)
+    return f"{instance.transfer_syntax_uid} -> {sent}"
 
 
 def _audit(session: Session, operation: str, instances: QuerySet[Instance],

@@ -17,9 +17,11 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
+from ops import dimse_hooks
+
 from . import handlers, pynetdicom_patches, retrieve, store
 from .handlers import Listener
-from .sop_classes import QUERY_RETRIEVE, VERIFICATION
+from .sop_classes import MODALITY_WORKLIST_FIND, QUERY_RETRIEVE, VERIFICATION
 
 _UNCOMPRESSED_LAST = (
     "1.2.840.10008.1.2",  # Implicit VR Little Endian
@@ -83,6 +85,7 @@ def supported_contexts() -> list[PresentationContext]:
         # are the Storage SCU on their association.
         contexts.append(_context(cx.abstract_syntax, STORAGE_SYNTAXES, roles=True))
     contexts += [_context(uid, DEFAULT_SYNTAXES) for uid in QUERY_RETRIEVE]
+    contexts.append(_context(MODALITY_WORKLIST_FIND, DEFAULT_SYNTAXES))
     return contexts
 
 
@@ -98,7 +101,7 @@ def build_ae(listener: Listener) -> AE:
 
 
 def event_handlers(listener: Listener) -> list[Any]:
-    from . import find
+    from . import worklist
 
     return [
         (evt.EVT_CONN_OPEN, handlers.tune_socket, [listener]),
@@ -109,9 +112,10 @@ def event_handlers(listener: Listener) -> list[Any]:
         (evt.EVT_CONN_CLOSE, handlers.on_conn_close, [listener]),
         (evt.EVT_C_ECHO, handlers.handle_echo, [listener]),
         (evt.EVT_C_STORE, store.handle_store, [listener]),
-        (evt.EVT_C_FIND, find.handle_find, [listener]),
+        (evt.EVT_C_FIND, worklist.handle_find, [listener]),  # MWL, else find
         (evt.EVT_C_GET, retrieve.handle_get, [listener]),
         (evt.EVT_C_MOVE, retrieve.handle_move, [listener]),
+        (evt.EVT_DIMSE_SENT, dimse_hooks.on_dimse_sent),  # operations counted (ops/)
     ]
 
 

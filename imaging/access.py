@@ -118,13 +118,25 @@ def patient_or_404(caller: Caller, actor: Actor, action: AuditAction, pk: int) -
 
 def record_search(
     actor: Actor, studies: Iterable[Study], *, query: dict[str, Any] | None = None,
-    action: AuditAction = AuditAction.SEARCH,
+    action: AuditAction = AuditAction.SEARCH, session: bool = False,
 ) -> None:
-    """One entry per patient whose studies a search returned (none when nothing matched)."""
+    """One entry per patient whose studies a search returned (one saying so when nothing
+    matched).
+
+    With ``session`` (a search inside one study: its series, its instances, as a viewer
+    asks before the frames), hits that all lie in one study are counted on the caller's
+    viewing session of that study (``audit.read_sessions``) instead of chained each.
+    """
     by_patient: dict[int, tuple[Study, list[str]]] = {}
     for study in studies:
         entry = by_patient.setdefault(study.patient_id, (study, []))
         entry[1].append(study.study_instance_uid)
+    if session and len(by_patient) == 1:
+        ((study, uids),) = by_patient.values()
+        if set(uids) == {study.study_instance_uid}:
+            read_sessions.record_read(action, actor, Target.study(study),
+                                      detail={"query": query or {}, "hits": len(uids)})
+            return
     targets = [
         Target("patient", study.patient.patient_id, study.patient_id,
                Target.study(study).patient_ref)

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -80,6 +81,36 @@ class StudyAdmin(ReadOnlyAdmin):
     list_select_related = ("patient",)
     inlines = [SeriesInline]
 
+    # With a replica configured, each study shows how many of its objects it holds: counted
+    # for the listed page in one query (replica.copies.per_study), not one per row.
+    def get_list_display(self, request: HttpRequest) -> Any:
+        shown = super().get_list_display(request)
+        return (*shown, "replica") if settings.REPLICA_URL else shown
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = super().get_readonly_fields(request, obj)
+        return (*fields, "replica") if settings.REPLICA_URL else fields
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        if settings.REPLICA_URL:
+            from replica.copies import per_study
+
+            studies = list(changelist.result_list)
+            counts = per_study([s.pk for s in studies])
+            for study in studies:
+                study.replica_summary = counts.get(study.pk)
+        return changelist
+
+    @admin.display(description=_("replica"))
+    def replica(self, obj: Study) -> str:
+        from replica.admin import study_replica_text
+        from replica.copies import per_study
+
+        if not hasattr(obj, "replica_summary"):  # a change page: one study, one query
+            obj.replica_summary = per_study([obj.pk]).get(obj.pk)  # type: ignore[attr-defined]
+        return study_replica_text(obj.replica_summary)  # type: ignore[attr-defined]
+
 
 @admin.register(Series)
 class SeriesAdmin(ReadOnlyAdmin):
@@ -134,7 +165,8 @@ class ClinicAdmin(ClinicScopedAdmin):
     """Clinics and their retention rules; a clinic admin sees (and edits) her own."""
 
     clinic_path = "pk"
-    list_display = ("name", "cnes", "retention_years", "minor_retention_age")
+    list_display = ("name", "cnes", "retention_years", "minor_retention_age",
+                    "evict_local_after_days")
     search_fields = ("name", "cnes")
 
     def has_add_permission(self, request: HttpRequest) -> bool:

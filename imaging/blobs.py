@@ -11,8 +11,9 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
 
@@ -197,11 +198,27 @@ def delete(key: str) -> None:
     storage().delete(key)
 
 
-def open_blob(key: str) -> IO[bytes]:
-    return storage().open(key, "rb")
+def open_blob(key: str, *, recall: bool = True) -> IO[bytes]:
+    """The blob, for reading. One evicted from (or lost by) the local tier is read from its
+    verified replica copy while it is recalled (``replica.recall``), when a replica is
+    configured; imported only then, so without one nothing here knows of the replica.
+    ``recall=False`` reads the local tier only (fixity: a lost file is damage to report,
+    not a miss to hide)."""
+    try:
+        return storage().open(key, "rb")
+    except FileNotFoundError:
+        if not (recall and settings.REPLICA_URL):
+            raise
+        from replica.recall import open_recalled
+
+        recalled = open_recalled(key)
+        if recalled is None:
+            raise
+        return cast(IO[bytes], recalled)
 
 
-def iter_chunks(key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-    with open_blob(key) as fp:
+def iter_chunks(key: str, chunk_size: int = CHUNK_SIZE, *,
+                recall: bool = True) -> Iterator[bytes]:
+    with open_blob(key, recall=recall) as fp:
         while chunk := fp.read(chunk_size):
             yield chunk

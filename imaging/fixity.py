@@ -1,7 +1,9 @@
 """Fixity: re-read stored blobs and check them against the SHA-256 taken at ingest.
 
-A blob whose bytes no longer match, or that is gone, is marked failed and logged; it is never
-"repaired" from anywhere, because the index cannot tell which copy is the true one. A storage
+A blob whose bytes no longer match, or that is gone, is marked failed and logged. Without a
+replica it is never "repaired" from anywhere; with one (``REPLICA_URL``) the replica tier is
+checked too, and a bad copy raises an integrity alert and is rewritten from the other copy
+once that one is proven to hash to the SHA-256 on record (``replica.fixity``). A storage
 that cannot be read right now (network, permissions, an S3 outage) is not a failed check:
 :class:`StorageUnavailable` is raised instead and the instance keeps its previous state, so
 the Celery task can retry and an outage never marks the whole archive as damaged.
@@ -17,6 +19,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
+
+from ops.metrics import count_fixity
 
 from . import blobs
 from .models import Instance
@@ -50,6 +54,8 @@ class FixityResult:
     blob_key: str
     ok: bool
     reason: str = ""
+    repaired: bool = False  # from the other copy, after it failed
+    replica: bool = False  # the replica copy's check (blob_key is then its object key)
 
 
 @dataclass
@@ -59,10 +65,17 @@ class FixityReport:
     failures: list[FixityResult] = field(default_factory=list)
     # Could not be read now (not a failed check): (instance id, error).
     unreadable: list[tuple[int, str]] = field(default_factory=list)
+    # The replica tier's copies (only with a replica): how many checked; their failures
+    # and unreadable ones are in the lists above, the failures' keys being object keys.
+    replica_checked: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.failures and not self.unreadable
+
+    @property
+    def unrepaired(self) -> list[FixityResult]:
+        return [f for f in self.failures if not f.repaired]
 
 
 def max_age() -> datetime.timedelta:
@@ -77,15 +90,17 @@ def batch_size() -> int:
 def _digest(key: str) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
-    for chunk in blobs.iter_chunks(key):
+    for chunk in blobs.iter_chunks(key, recall=False):
         h.update(chunk)
         size += len(chunk)
     return h.hexdigest(), size
 
 
-def check_instance(instance_id: int) -> FixityResult:
+def check_instance(instance_id: int, *, alert: bool = False) -> FixityResult:
     """Re-hash one instance's blob, record the outcome on the row and return it.
 
+    ``alert``: with a replica configured, a failure also raises an integrity alert and is
+    repaired from the replica (what the fixity check does; ``reconcile`` only looks).
     Raises ``Instance.DoesNotExist`` if the row is gone and :class:`StorageUnavailable` if
     the storage cannot be read now (the row is then left as it was).
     """
@@ -96,27 +111,34 @@ def check_instance(instance_id: int) -> FixityResult:
     try:
         digest, size = _digest(key)
     except FileNotFoundError:
-        ok, reason = False, "the stored file is missing"
+        ok, reason, missing = False, "the stored file is missing", True
     except _transient_errors() as exc:
         raise StorageUnavailable(f"cannot read {key}: {exc}") from exc
     else:
+        missing = False
         ok = digest == row["sha256"] and size == row["size_bytes"]
         reason = "" if ok else (
             f"content changed: SHA-256 {digest} ({size} bytes), "
             f"expected {row['sha256']} ({row['size_bytes']} bytes)"
         )
     Instance.objects.filter(pk=instance_id).update(fixity_ok=ok, fixity_checked=timezone.now())
+    count_fixity(ok)
     if not ok:
         log.error(
             "fixity check FAILED for instance %s (SOP Instance UID %s, key %s): %s",
             instance_id, row["sop_instance_uid"], key, reason,
         )
-    return FixityResult(instance_id, row["sop_instance_uid"], key, ok, reason)
+    repaired = False
+    if not ok and alert and settings.REPLICA_URL:
+        from replica.fixity import local_failed
+
+        repaired = local_failed(instance_id, missing, reason)
+    return FixityResult(instance_id, row["sop_instance_uid"], key, ok, reason, repaired)
 
 
 def verify_instance(instance_id: int) -> bool:
     """Whether the stored blob still has the bytes it was ingested with (and record it)."""
-    return check_instance(instance_id).ok
+    return check_instance(instance_id, alert=True).ok
 
 
 def verify_if_due(instance_id: int, due_before: datetime.datetime) -> bool | None:
@@ -137,7 +159,7 @@ def _check_if_due(instance_id: int, due_before: datetime.datetime) -> FixityResu
     if not Instance.objects.filter(_is_due(due_before), pk=instance_id).exists():
         return None
     try:
-        return check_instance(instance_id)
+        return check_instance(instance_id, alert=True)
     except Instance.DoesNotExist:  # deleted meanwhile
         return None
 
@@ -153,6 +175,9 @@ def due_instances(
     cutoff = (now or timezone.now()) - (max_age() if older_than is None else older_than)
     return list(
         Instance.objects.filter(_is_due(cutoff))
+        # An instance evicted from the local tier has no local file to re-hash: its replica
+        # copy is checked by the replica's own fixity, and reading it here would recall it.
+        .exclude(copies__tier="local", copies__state="evicted")
         .order_by(F("fixity_checked").asc(nulls_first=True), "pk")
         .values_list("pk", flat=True)[: batch_size() if batch is None else batch]
     )
@@ -178,4 +203,21 @@ def verify_due(
         report.checked += 1
         if not result.ok:
             report.failures.append(result)
+    if settings.REPLICA_URL:
+        _verify_replica_due(report, batch, older_than)
     return report
+
+
+def _verify_replica_due(report: FixityReport, batch: int | None,
+                        older_than: datetime.timedelta | None) -> None:
+    from replica import fixity as replica_fixity
+
+    found = replica_fixity.verify_due(batch, older_than=older_than)
+    report.replica_checked = found.checked
+    report.skipped += found.skipped
+    report.unreadable += found.unreadable
+    report.failures += [
+        FixityResult(f.instance_id, f.sop_instance_uid, f.key, False,
+                     f"replica copy: {f.reason}", f.repaired, replica=True)
+        for f in found.failures
+    ]

@@ -22,12 +22,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
-from django.utils import timezone
+
+from ops.metrics import count_ingested
 
 from . import blobs, clinics
 from .dicomfile import InvalidObject, ParsedObject, dataset_offset, parse
+from .fast_insert import insert_rows
 from .models import BODY_PARTS_LENGTH, Instance, Patient, PatientConflict, Series, Study
 from .search_text import code_list
 from .store_audit import StoreAudit, record_stores
@@ -87,6 +90,15 @@ class Staged:
     sha256: str
     size: int
     source: str
+    #: The blob was already in storage before staging (``stage(key=...)``): it is indexed
+    #: where it is, and never deleted when indexing fails.
+    kept: bool = False
+
+    def discard(self) -> None:
+        """Delete the blob written for this object, when it is not indexed; a kept blob
+        (one this ingest did not write) stays."""
+        if not self.kept:
+            blobs.delete(self.key)
 
     def stored(self, pk: int | None = None) -> IngestResult:
         """The object's result once it is stored (``pk``: its index row, when written)."""
@@ -108,7 +120,7 @@ def stage(fp: IO[bytes], *, source: str = "", study: str | None = None,
           adopt: Path | None = None, held: Held | None = None,
           series_of: Callable[[str], str | None] | None = None,
           checksum_later: bool = False, clinics: frozenset[int] | None = None,
-          ) -> Staged | IngestResult:
+          key: str | None = None) -> Staged | IngestResult:
     """Parse, check and store one object, without indexing it: the :class:`Staged` object,
     or the result if it ends here (refused, or already held).
 
@@ -119,8 +131,21 @@ def stage(fp: IO[bytes], *, source: str = "", study: str | None = None,
     a series staged but not yet indexed; given it, a series already stored or staged
     under another study refuses the object now rather than when it is indexed.
     ``clinics``: the clinics the sender stores for (None: any); an object for a patient of
-    another clinic is refused now.
+    another clinic is refused now. ``key``: ``fp`` is the blob already stored under this
+    key (an index rebuilt from the storage): it is indexed there, not written again, and
+    kept whatever happens (see :attr:`Staged.kept`).
     """
+    slot = _stage(fp, source=source, study=study, adopt=adopt, held=held, series_of=series_of,
+                  checksum_later=checksum_later, clinics=clinics, key=key)
+    if isinstance(slot, IngestResult):  # ends here: counted now; staged ones when indexed
+        count_ingested(source, slot.outcome)
+    return slot
+
+
+def _stage(fp: IO[bytes], *, source: str, study: str | None, adopt: Path | None,
+           held: Held | None, series_of: Callable[[str], str | None] | None,
+           checksum_later: bool, clinics: frozenset[int] | None,
+           key: str | None) -> Staged | IngestResult:
     fp.seek(0)
     try:
         parsed = parse(fp)
@@ -144,6 +169,10 @@ def stage(fp: IO[bytes], *, source: str = "", study: str | None = None,
         parsed.sop_instance_uid)
     if copy is not None:
         return _compare(parsed, copy, blobs.sha256(fp)[0], fp)
+    if key is not None:
+        kept_digest, kept_size = (blobs.sha256(fp) if not checksum_later
+                                  else ("", fp.seek(0, 2)))
+        return Staged(parsed, key, kept_digest, kept_size, source, kept=True)
     key = blobs.new_key()
     digest, size = blobs.write(fp, key, adopt=adopt, checksum=not checksum_later)
     return Staged(parsed, key, digest or "", size, source)
@@ -197,8 +226,10 @@ def index(staged: list[Staged], *, audit: StoreAudit | None = None) -> list[Inge
     except BaseException:
         for item in staged:
             if item.key not in indexed:
-                blobs.delete(item.key)
+                item.discard()
         raise
+    for item in staged:
+        count_ingested(item.source, indexed[item.key].outcome)
     return [indexed[item.key] for item in staged]
 
 
@@ -268,10 +299,10 @@ def _commit_one(item: Staged, audit: StoreAudit | None = None, attempts: int = 3
     except OperationalError:
         if attempts > 1 and not transaction.get_connection().in_atomic_block:
             return _commit_one(item, audit, attempts - 1)  # a deadlock victim tries again
-        blobs.delete(item.key)
+        item.discard()
         raise
     except InvalidObject as exc:
-        blobs.delete(item.key)
+        item.discard()
         return IngestResult(Outcome.REJECTED, str(exc), parsed.sop_instance_uid)
     except IntegrityError:
         # Another ingest (another entry point, another association) stored the same SOP
@@ -284,9 +315,9 @@ def _commit_one(item: Staged, audit: StoreAudit | None = None, attempts: int = 3
             with blobs.open_blob(item.key) as ours:
                 return _compare(parsed, copy, item.sha256, ours)
         finally:
-            blobs.delete(item.key)
+            item.discard()
     except BaseException:
-        blobs.delete(item.key)
+        item.discard()
         raise
     return stored
 
@@ -408,8 +439,11 @@ def _index(staged: list[Staged], audit: StoreAudit | None = None) -> list[int]:
             **parsed.instance,
         ))
     pks = [pk for start in range(0, len(rows), INSERT_ROWS)
-           for pk in _insert(rows[start:start + INSERT_ROWS])]
+           for pk in insert_rows(Instance, rows[start:start + INSERT_ROWS])]
     _count(staged, known)
+    if settings.REPLICA_URL:
+        _record_copies(staged, pks, [known[item.parsed.series_instance_uid].study_pk
+                                     for item in staged])
 
     conflicts = []
     for item, pk in zip(staged, pks, strict=True):
@@ -423,6 +457,15 @@ def _index(staged: list[Staged], audit: StoreAudit | None = None) -> list[int]:
     if conflicts:
         PatientConflict.objects.bulk_create(conflicts)
     return pks
+
+
+def _record_copies(staged: list[Staged], pks: list[int], study_pks: list[int]) -> None:
+    """The objects' copies, in this transaction, replicated once it commits (a replica is
+    configured; imported here so an archive without one never loads boto3)."""
+    from replica.copies import Stored, on_stored
+
+    on_stored([Stored(pk, study_pk, item.key, item.sha256, item.size)
+               for item, pk, study_pk in zip(staged, pks, study_pks, strict=True)])
 
 
 class PatientFacts(NamedTuple):
@@ -467,40 +510,6 @@ def _series(parsed: ParsedObject, clinic_id: int | None = None) -> KnownSeries:
     return KnownSeries(series.pk, study.pk, study.study_instance_uid,
                        PatientFacts(patient.pk, patient.patient_id, patient.name,
                                     patient.birth_date), created)
-
-
-def _insert(rows: list[dict[str, Any]]) -> list[int]:
-    """``bulk_create`` of instance rows (field values by attribute name) without model
-    objects or the ORM's query building: the same field preparation, one INSERT of plain
-    VALUES rows; returns their primary keys. For one object the ORM's work was half the
-    index cost; for a batch on PostgreSQL, ``bulk_create`` sends arrays that psycopg
-    quotes in Python, a millisecond per instance with the JSON metadata."""
-    fields = [f for f in Instance._meta.concrete_fields if not f.primary_key]
-    now = timezone.now()
-    values: list[Any] = []
-    for row in rows:
-        for f in fields:
-            if f.attname in row:
-                value = row[f.attname]
-            else:
-                value = now if getattr(f, "auto_now_add", False) else f.get_default()
-            values.append(f.get_db_prep_save(value, connection))
-    one = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    with connection.cursor() as cursor:
-        if connection.features.can_return_rows_from_bulk_insert:
-            cursor.execute(_sql("INSERT INTO {instance} ({columns}) VALUES {rows} RETURNING id",
-                                columns=columns, rows=", ".join([one] * len(rows))), values)
-            return [found[0] for found in cursor.fetchall()]
-        # A database that cannot say which ids a multi-row INSERT gave: one row at a time.
-        returning = connection.features.can_return_columns_from_insert
-        statement = _sql("INSERT INTO {instance} ({columns}) VALUES {rows}{returning}",
-                         columns=columns, rows=one, returning=" RETURNING id" if returning else "")
-        pks = []
-        for start in range(0, len(values), len(fields)):
-            cursor.execute(statement, values[start:start + len(fields)])
-            pks.append(cursor.fetchone()[0] if returning else cursor.lastrowid)
-        return pks
 
 
 def _known_series(series_instance_uid: str) -> KnownSeries | None:

@@ -291,16 +291,18 @@ def _for_doctor(principal: Principal, act: Action, patient: Patient) -> Decision
         if patient.clinic_id is None or not _within(principal, patient):
             return _no("patient of another clinic")
         return Decision(True)
-    granted = AccessGrant.objects.filter(
-        AccessGrant.active_q(now=now), doctor_id=user_id, patient_id=patient.pk,
-        clinic__members=user_id,
-    ).exists()
+    # Grant and open break-the-glass access asked together: one query whichever applies.
+    found = Patient.objects.filter(pk=patient.pk).annotate(
+        granted=Exists(AccessGrant.objects.filter(
+            AccessGrant.active_q(now=now), doctor_id=user_id, patient_id=patient.pk,
+            clinic__members=user_id)),
+        glass=Exists(BreakGlassAccess.objects.filter(
+            doctor_id=user_id, patient_id=patient.pk, opened__lte=now, expires__gt=now)),
+    ).values_list("granted", "glass").first()
+    granted, glass = found or (False, False)
     if granted:
         return Decision(act in GRANT_ACTIONS,
                         why="" if act in GRANT_ACTIONS else f"doctors may not {act}")
-    glass = BreakGlassAccess.objects.filter(
-        doctor_id=user_id, patient_id=patient.pk, opened__lte=now, expires__gt=now
-    ).exists()
     if glass and act in READS:
         return Decision(True, break_glass=True)
     return _no("no care relationship or grant for this patient")

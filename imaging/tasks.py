@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from . import fixity
@@ -34,7 +35,8 @@ def verify_instance_fixity(instance_id: int, due_before: str | None = None) -> b
 
 @shared_task
 def verify_fixity(batch: int | None = None) -> int:
-    """The periodic check (CELERY_BEAT_SCHEDULE): dispatch one task per due instance.
+    """The periodic check (CELERY_BEAT_SCHEDULE): dispatch one task per due instance, and
+    with a replica one per due replica copy (``replica.tasks.verify_replica_copy``).
 
     Each task re-checks that its instance is still due, so a batch dispatched twice by
     overlapping runs is verified once. Returns how many tasks were dispatched.
@@ -44,4 +46,12 @@ def verify_fixity(batch: int | None = None) -> int:
     ids = fixity.due_instances(batch, now=now)
     for pk in ids:
         verify_instance_fixity.delay(pk, due_before)
-    return len(ids)
+    if not settings.REPLICA_URL:
+        return len(ids)
+    from replica.fixity import due_copies
+    from replica.tasks import verify_replica_copy
+
+    copy_ids = due_copies(batch, now=now)
+    for pk in copy_ids:
+        verify_replica_copy.delay(pk, due_before)
+    return len(ids) + len(copy_ids)

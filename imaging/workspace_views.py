@@ -17,25 +17,15 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from audit.models import AuditAction, Outcome
-from audit.trail import Actor, Target, record
-from portal.navigation import is_patient
+from audit.models import AuditAction
+from audit.trail import Actor, Target
+from portal.navigation import staff_page
 from viewer import ohif
 
 from . import access, dicom_header, policies, principals, timeline
 from .models import Instance, Study
 
 MAX_QUERY = 200
-
-
-def _staff(request: HttpRequest, target: Target) -> principals.Principal:
-    """The caller, if staff; a patient gets 404 here (on the record), never a staff page."""
-    principal = principals.of_request(request)
-    if is_patient(principal):
-        record(AuditAction.VIEW, Actor.from_request(request), target, Outcome.DENIED,
-               reason="staff page; patients use their exam pages")
-        raise Http404
-    return principal
 
 
 def _viewer_installed() -> bool:
@@ -48,8 +38,9 @@ def _viewer_url(study_uid: str, prior_uid: str | None = None) -> str:
 
 @login_required
 @require_GET
+@staff_page(refused=lambda kwargs: Target(level="patient"))
 def patient_timeline(request: HttpRequest, pk: int) -> HttpResponse:
-    principal = _staff(request, Target(level="patient"))
+    principal = principals.of_request(request)
     patient = access.patient_or_404(principal, Actor.from_request(request), AuditAction.VIEW,
                                     pk)
     found = timeline.build_timeline(principal, patient, request.GET.get("current", "")[:64])
@@ -65,8 +56,9 @@ def patient_timeline(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
+@staff_page(refused=lambda kwargs: Target(level="study", uid=kwargs["uid"][:128]))
 def study_detail(request: HttpRequest, uid: str) -> HttpResponse:
-    principal = _staff(request, Target(level="study", uid=uid[:128]))
+    principal = principals.of_request(request)
     found = access.get_or_404(principal, Actor.from_request(request), AuditAction.VIEW,
                               "study", uid)
     assert isinstance(found, Study)
@@ -86,8 +78,10 @@ def study_detail(request: HttpRequest, uid: str) -> HttpResponse:
 
 @login_required
 @require_GET
+@staff_page(refused=lambda kwargs: Target(level="instance", uid=kwargs["sop"][:128],
+                                          study_uid=kwargs["uid"][:128]))
 def instance_header(request: HttpRequest, uid: str, sop: str) -> HttpResponse:
-    principal = _staff(request, Target(level="instance", uid=sop[:128], study_uid=uid[:128]))
+    principal = principals.of_request(request)
     found = access.get_or_404(principal, Actor.from_request(request), AuditAction.VIEW,
                               "instance", sop)
     assert isinstance(found, Instance)

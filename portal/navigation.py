@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
 from accounts.models import Role
+from audit.models import AuditAction, Outcome
+from audit.trail import Actor, Target, record
 from imaging import policies, principals
 
 
@@ -56,17 +58,41 @@ def links(request: HttpRequest) -> dict[str, Any]:
     }}
 
 
-def staff_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """A staff workspace page: a patient (own account or code session) who reaches it,
-    by a bookmark or a typed URL, is sent to their own home instead. What staff may see
-    on it is still the policy's to decide."""
+View = Callable[..., HttpResponse]
 
-    @functools.wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated and is_patient(
-                principals.of_request(request)):
-            return redirect(home_of(principals.of_request(request)))
-        return view(request, *args, **kwargs)
 
-    return wrapped
+@overload
+def staff_page(view: View) -> View: ...
+
+
+@overload
+def staff_page(*, refused: Callable[[dict[str, Any]], Target]) -> Callable[[View], View]: ...
+
+
+def staff_page(
+    view: View | None = None, *, refused: Callable[[dict[str, Any]], Target] | None = None,
+) -> View | Callable[[View], View]:
+    """A staff workspace page, which a patient (own account or code session) never sees.
+
+    By default a patient who reaches it by a bookmark or a typed URL is sent to their own
+    home. With ``refused`` (a page about one patient, study or instance, built from the
+    URL's arguments) the patient gets 404 instead, on the record as a denied view of that
+    object. What staff may see on the page is still the policy's to decide.
+    """
+
+    def decorate(page: View) -> View:
+        @functools.wraps(page)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            user = getattr(request, "user", None)
+            principal = principals.of_request(request)
+            if user is None or not user.is_authenticated or not is_patient(principal):
+                return page(request, *args, **kwargs)
+            if refused is None:
+                return redirect(home_of(principal))
+            record(AuditAction.VIEW, Actor.from_request(request), refused(kwargs),
+                   Outcome.DENIED, reason="staff page; patients use their exam pages")
+            raise Http404
+
+        return wrapped
+
+    return decorate(view) if view is not None else decorate

@@ -64,10 +64,16 @@ INSTALLED_APPS = [
     "viewer",
     "patients",
     "reports",
+    "replica",
+    "orders",
+    "ops",
     "csp",
 ]
 
 MIDDLEWARE = [
+    # Health probes and /metrics first: answered before host, HTTPS, session and 2FA checks.
+    "ops.middleware.ProbeMiddleware",
+    "ops.middleware.RequestLogMiddleware",
     "dicomweb.cors.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -75,8 +81,8 @@ MIDDLEWARE = [
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django_otp.middleware.OTPMiddleware",
+    # Django's AuthenticationMiddleware and django-otp's OTPMiddleware in one query.
+    "accounts.verified_device.VerifiedUserMiddleware",
     "accounts.middleware.RequireSecondFactorMiddleware",
     "patients.middleware.EndedCodeSessionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -247,6 +253,12 @@ CACHES = {
     if CACHE_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }
+# Sessions are read from that cache and written through to the database (``cached_db``)
+# when it is shared: a request then reads no session row. A per-process memory cache would
+# keep a signed-out session alive in the other web workers, so without one they are read
+# from the database on every request.
+SESSION_ENGINE = ("django.contrib.sessions.backends.cached_db" if CACHE_URL
+                  else "django.contrib.sessions.backends.db")
 
 # --- Download links and shares: failed token or PIN attempts allowed per address -------------
 SHARING_FAILURE_LIMIT = env.int("SHARING_FAILURE_LIMIT", default=10, minimum=1)
@@ -302,6 +314,69 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Replica: every stored object also goes, encrypted, to an S3-compatible store ---------
+# Empty REPLICA_URL: no replica, and ingest works as it always did (no copy rows at all).
+REPLICA_URL = env.str("REPLICA_URL")
+REPLICA_BUCKET = env.str("REPLICA_BUCKET")
+REPLICA_ACCESS_KEY_ID = env.str("REPLICA_ACCESS_KEY_ID")
+REPLICA_SECRET_ACCESS_KEY = env.str("REPLICA_SECRET_ACCESS_KEY")
+REPLICA_REGION = env.str("REPLICA_REGION")
+REPLICA_PREFIX = env.str("REPLICA_PREFIX")
+if REPLICA_URL and not REPLICA_BUCKET:
+    raise ImproperlyConfigured("REPLICA_URL is set without REPLICA_BUCKET")
+# A worker holds a copy this long while it uploads and reads it back; after that another
+# worker (or the backlog drain) may take it over.
+REPLICA_LEASE_SECONDS = env.int("REPLICA_LEASE_SECONDS", default=900, minimum=10)
+# After a failed attempt the next waits this long, doubled per attempt up to the maximum.
+REPLICA_RETRY_SECONDS = env.float("REPLICA_RETRY_SECONDS", default=30.0, minimum=0.0)
+REPLICA_RETRY_MAX_SECONDS = env.float("REPLICA_RETRY_MAX_SECONDS", default=3600.0, minimum=0.0)
+REPLICA_DRAIN_BATCH = env.int("REPLICA_DRAIN_BATCH", default=1000, minimum=1)
+# The ingest's replication tasks are sent from a thread (replica.dispatcher), the copies of
+# ingests this close together in one task of at most this many.
+REPLICA_DISPATCH_LINGER_SECONDS = env.float("REPLICA_DISPATCH_LINGER_SECONDS", default=0.02,
+                                            minimum=0.0)
+REPLICA_DISPATCH_BATCH = env.int("REPLICA_DISPATCH_BATCH", default=16, minimum=1)
+# Pack objects before encryption (imaging.packing: byte-exact, self-verified); on by
+# default: the replica is paid by the byte and read over the WAN, and a packed copy gives
+# back exactly the original bytes. Off: new copies are the original bytes (old ones of
+# either form keep reading).
+REPLICA_PACKING = env.bool("REPLICA_PACKING", default=True)
+CELERY_BEAT_SCHEDULE["replica-drain-backlog"] = {
+    "task": "replica.tasks.drain_backlog",
+    "schedule": env.float("REPLICA_DRAIN_INTERVAL_SECONDS", default=300.0, minimum=10.0),
+}
+# Eviction from the local tier (replica.evict): a local file goes only once the replica holds
+# a verified copy with the same SHA-256, by each clinic's Clinic.evict_local_after_days and,
+# on a local file system, oldest first while free space is below this percentage (0: off).
+LOCAL_TIER_MIN_FREE_PERCENT = env.float("LOCAL_TIER_MIN_FREE_PERCENT", default=0.0,
+                                        minimum=0.0, maximum=100.0)
+CELERY_BEAT_SCHEDULE["replica-evict-local"] = {
+    "task": "replica.tasks.evict_local",
+    "schedule": env.float("EVICT_LOCAL_INTERVAL_SECONDS", default=3600.0, minimum=10.0),
+}
+# When a study arrives, this many of the patient's most relevant priors (imaging.priors) are
+# recalled from the replica to the local tier in the background. 0: none.
+RECALL_PRIORS_COUNT = env.int("RECALL_PRIORS_COUNT", default=3, minimum=0)
+
+# Restore drills (replica.drill): every so often a random sample of studies is brought back
+# from the replica and checked byte for byte; the admin index warns when none succeeded
+# within the period.
+RESTORE_DRILL_INTERVAL_SECONDS = env.float("RESTORE_DRILL_INTERVAL_SECONDS",
+                                           default=7 * 24 * 3600.0, minimum=60.0)
+RESTORE_DRILL_SAMPLE = env.int("RESTORE_DRILL_SAMPLE", default=5, minimum=1)
+RESTORE_DRILL_MAX_BYTES = env.int("RESTORE_DRILL_MAX_BYTES", default=2 * 1024**3, minimum=1)
+CELERY_BEAT_SCHEDULE["replica-restore-drill"] = {
+    "task": "replica.tasks.restore_drill", "schedule": RESTORE_DRILL_INTERVAL_SECONDS,
+}
+# The database's own backup, encrypted, to the replica (replica.database_backup): the N most
+# recent dumps are kept.
+DATABASE_BACKUP_KEEP = env.int("DATABASE_BACKUP_KEEP", default=14, minimum=1)
+CELERY_BEAT_SCHEDULE["replica-backup-database"] = {
+    "task": "replica.tasks.backup_database",
+    "schedule": env.float("DATABASE_BACKUP_INTERVAL_SECONDS", default=24 * 3600.0,
+                          minimum=60.0),
+}
+
 # --- Audit trail ----------------------------------------------------------------------------
 # The key that signs the audit chain's head and checkpoints; keep it out of the database (and
 # its backups). Empty: derived from SECRET_KEY. Set it in production.
@@ -313,6 +388,22 @@ AUDIT_READ_SESSION_SECONDS = env.int("AUDIT_READ_SESSION_SECONDS", default=1800)
 CELERY_BEAT_SCHEDULE["audit-close-read-sessions"] = {
     "task": "audit.tasks.close_read_sessions", "schedule": 300.0,
 }
+
+# --- Replica encryption: the keys that wrap every replica object's data key ---------------
+# "id1:<base64 of 32 bytes>,id2:<base64>"; replica.keys validates them (a system check when a
+# replica is configured), so a bad key stops replication, not the portal. Never in the repo.
+REPLICA_KEYS = env.str("REPLICA_KEYS")
+# The id new replica objects (and rewraps) are encrypted under; older ids stay for reading.
+REPLICA_CURRENT_KEY = env.str("REPLICA_CURRENT_KEY")
+
+# --- Disaster recovery: manage.py reconcile and rebuild_index (README, "Disaster recovery") -
+# Where reconcile --quarantine moves orphans, in the dicom storage and in the replica bucket
+# (never deleted); listings of either tier skip it.
+RECONCILE_QUARANTINE_PREFIX = env.str("RECONCILE_QUARANTINE_PREFIX", default="quarantine/")
+if not RECONCILE_QUARANTINE_PREFIX.endswith("/") or RECONCILE_QUARANTINE_PREFIX == "/":
+    raise ImproperlyConfigured("RECONCILE_QUARANTINE_PREFIX must be a folder name ending in /")
+# An object younger than this is not called an orphan: its ingest may not have committed yet.
+RECONCILE_MIN_AGE_SECONDS = env.int("RECONCILE_MIN_AGE_SECONDS", default=3600, minimum=0)
 
 # --- Fixity: stored files are re-hashed periodically and compared with their SHA-256 -------
 FIXITY_MAX_AGE_DAYS = env.float("FIXITY_MAX_AGE_DAYS", default=30.0, minimum=0.0)
@@ -360,6 +451,16 @@ DICOM_LISTENER_PROCESSES = env.int("DICOM_LISTENER_PROCESSES",
 # it on pynetdicom as it is. Only pynetdicom 3.0.4 is patched; another refuses to start.
 DICOM_PYNETDICOM_PATCHES = env.bool("DICOM_PYNETDICOM_PATCHES", default=True)
 
+# --- HL7 v2 (orders in over MLLP, orders/) ---------------------------------------------------
+HL7_PORT = env.int("HL7_PORT", default=2575, minimum=1, maximum=65535)
+HL7_BIND = env.str("HL7_BIND", default="127.0.0.1")
+# Accept messages from senders not configured as HL7 peers (first installation only).
+HL7_ALLOW_UNKNOWN_PEERS = env.bool("HL7_ALLOW_UNKNOWN_PEERS", default=False)
+# A framed message larger than this is refused and the connection closed.
+HL7_MAX_MESSAGE_BYTES = env.int("HL7_MAX_MESSAGE_BYTES", default=1024 * 1024, minimum=1024)
+# Seconds a sender may stay silent inside a connection before it is closed.
+HL7_NETWORK_TIMEOUT = env.float("HL7_NETWORK_TIMEOUT", default=60.0, minimum=0.1)
+
 # --- Security (production) ------------------------------------------------------------------
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600, minimum=60)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
@@ -399,10 +500,26 @@ EMAIL_BACKEND = env.str(
 )
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="portal@localhost")
 
+# --- Operations (ops/): health probes, Prometheus metrics, structured logs -------------------
+# /metrics answers a bearer token (Authorization: Bearer <METRICS_TOKEN>) and/or clients in
+# these networks; with neither set it is off (404).
+METRICS_TOKEN = env.str("METRICS_TOKEN")
+METRICS_ALLOWED_NETS = env.networks("METRICS_ALLOWED_NETS")
+# The DICOM listener's HTTP port for /health/live, /health/ready and /metrics (0: off).
+DICOM_HEALTH_PORT = env.int("DICOM_HEALTH_PORT", default=0, minimum=0, maximum=65535)
+# A Celery worker's HTTP port for the same three (0: off), on this address.
+CELERY_HEALTH_PORT = env.int("CELERY_HEALTH_PORT", default=0, minimum=0, maximum=65535)
+CELERY_HEALTH_BIND = env.str("CELERY_HEALTH_BIND", default="127.0.0.1")
+# "json": one JSON object a line (requests, associations, tasks, with the request id).
+LOG_FORMAT = env.choice("LOG_FORMAT", default="text", choices=["text", "json"])
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "ops.logs.RequestIdFilter"}},
+    "formatters": {"json": {"()": "ops.logs.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["request_id"],
+                             **({"formatter": "json"} if LOG_FORMAT == "json" else {})}},
     "root": {"handlers": ["console"], "level": env.choice(
         "LOG_LEVEL", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])},
     "loggers": {"pynetdicom": {"level": "WARNING"}},

@@ -25,6 +25,7 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("imaging/emergency/", emergency.break_the_glass, name="break_glass"),
     path("imaging/", include("imaging.urls")),
+    path("orders/", include("orders.urls")),
     path("dicomweb/", include("dicomweb.urls")),
     path("audit/", include("audit.urls")),
     path("privacy/", include("privacy.urls")),
@@ -33,3 +34,6 @@ urlpatterns = [
     path("reports/", include("reports.urls")),
     path("", include("sharing.urls")),
 ]
+
+# The database unreachable: 503 with Retry-After (portal/database_unavailable.py).
+handler500 = "portal.database_unavailable.server_error"

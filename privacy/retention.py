@@ -47,6 +47,9 @@ ADULT_AGE = 18
 DEFAULT_RETENTION_YEARS: int = Clinic._meta.get_field("retention_years").default
 DEFAULT_MINOR_AGE: int = Clinic._meta.get_field("minor_retention_age").default
 DICOM_STORAGE = "dicom"
+# Not a Django storage: the replica bucket, through replica.store (its objects are
+# encrypted, but a purge erases every copy, not only the readable one).
+REPLICA_STORAGE = "replica"
 
 
 class PurgeRefused(Exception):
@@ -276,6 +279,7 @@ def _purge_patient(patient: Patient, request: PurgeRequest, approved_by: User,
     blob_keys = list(instances.values_list("blob_key", flat=True))
     export_keys = list(DataExport.objects.filter(patient=patient).exclude(file_key="")
                        .values_list("file_key", flat=True))
+    replica_keys = _replica_keys(instances)
     summary = [
         {"uid": s.study_instance_uid, "date": s.study_date.isoformat() if s.study_date else "",
          "accession": s.accession_number, "modalities": s.modalities,
@@ -298,6 +302,8 @@ def _purge_patient(patient: Patient, request: PurgeRequest, approved_by: User,
          for key in blob_keys]
         + [PendingBlobDeletion(tombstone=tombstone, storage=export.STORAGE_ALIAS, key=key)
            for key in export_keys]
+        + [PendingBlobDeletion(tombstone=tombstone, storage=REPLICA_STORAGE, key=key)
+           for key in replica_keys]
     )
     targets = [Target.patient(patient), *(Target.study(s) for s in studies)]
     with disable_auditlog():
@@ -314,6 +320,24 @@ def _purge_patient(patient: Patient, request: PurgeRequest, approved_by: User,
                    "instances": len(blob_keys), "bytes": tombstone.size_bytes,
                    "approved_by": tombstone.approved_by_name})
     return tombstone
+
+
+def _replica_keys(instances: QuerySet[Instance]) -> list[str]:
+    """The replica objects of these instances, written or verified. An upload still in
+    flight finds its copy row gone and deletes its own object (replica.replicate.upload)."""
+    from replica.models import Copy
+
+    return list(Copy.objects.filter(instance__in=instances, tier=Copy.Tier.REPLICA)
+                .exclude(key="").values_list("key", flat=True))
+
+
+def _delete_blob(storage: str, key: str) -> None:
+    if storage == REPLICA_STORAGE:
+        from replica import store
+
+        store.delete(key)
+    else:
+        storages[storage].delete(key)
 
 
 def _forget_model_changes(patient: Patient) -> None:
@@ -347,7 +371,7 @@ def delete_pending_blobs(tombstone_id: int | None = None) -> tuple[int, int]:
     deleted = failed = 0
     for row in pending.iterator(chunk_size=1000):
         try:
-            storages[row.storage].delete(row.key)
+            _delete_blob(row.storage, row.key)
         except Exception as exc:
             failed += 1
             log.warning("could not delete %s:%s (attempt %d): %r", row.storage, row.key,

@@ -43,6 +43,8 @@ class Report(models.Model):
     superseded = models.DateTimeField(_("superseded"), null=True, blank=True)
     # A final version that replaces an earlier final one (what the patient is told).
     amendment = models.BooleanField(_("amends a final report"), default=False)
+    # Why the doctor amended the final report: said on the page, in the PDF and the trail.
+    amendment_reason = models.TextField(_("reason for the amendment"), blank=True)
     # The stored DICOM object of this version (its SOP Instance UID, its PDF). CASCADE:
     # a purge of the patient takes the objects and their reports together.
     instance = models.OneToOneField(Instance, on_delete=models.CASCADE, related_name="report",

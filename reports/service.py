@@ -50,6 +50,8 @@ REPORT_SERIES_NUMBER = 999
 VIA = "report"
 #: How many characters a report's findings and impression may hold, each.
 MAX_TEXT = 20_000
+#: And an amendment's reason.
+MAX_REASON = 2_000
 
 
 class ReportRefused(ValueError):
@@ -58,6 +60,10 @@ class ReportRefused(ValueError):
 
 class NotAllowed(ReportRefused):
     """The caller may not write this study's report (the page answers 404)."""
+
+
+class MissingReason(ReportRefused):
+    """An amendment without its reason."""
 
 
 class ReportNotStored(ReportRefused):
@@ -111,9 +117,10 @@ def finalize(caller: Caller, actor: Actor, study: Study, text: ReportText) -> Re
     return _write(caller, actor, study, text, Status.FINAL, "final")
 
 
-def amend(caller: Caller, actor: Actor, study: Study, text: ReportText) -> Report:
-    """Amend the final report: a new final version; the old one is kept, superseded."""
-    return _write(caller, actor, study, text, Status.FINAL, "amendment")
+def amend(caller: Caller, actor: Actor, study: Study, text: ReportText, reason: str) -> Report:
+    """Amend the final report: a new final version, saying why; the old one is kept,
+    superseded. Whoever read the old version must be able to learn why it changed."""
+    return _write(caller, actor, study, text, Status.FINAL, "amendment", reason=reason)
 
 
 #: Which current version each kind of write may follow (None: no report yet).
@@ -125,7 +132,7 @@ FOLLOWS: dict[str, set[str | None]] = {
 
 
 def _write(caller: Caller, actor: Actor, study: Study, text: ReportText, status: str,
-           event: str) -> Report:
+           event: str, *, reason: str = "") -> Report:
     principal = as_principal(caller)
     decision = policies.decide(principal, policies.Action.REPORT, study.patient)
     if not decision:
@@ -141,6 +148,11 @@ def _write(caller: Caller, actor: Actor, study: Study, text: ReportText, status:
         raise ReportRefused(_("Write the findings or the impression."))
     if max(len(text.findings), len(text.impression)) > MAX_TEXT:
         raise ReportRefused(_("The report is too long."))
+    reason = reason.strip()
+    if event == "amendment" and not reason:
+        raise MissingReason(_("Say why the final report is amended."))
+    if len(reason) > MAX_REASON:
+        raise ReportRefused(_("The reason for the amendment is too long."))
     stored_key = ""
     try:
         with transaction.atomic():
@@ -155,7 +167,7 @@ def _write(caller: Caller, actor: Actor, study: Study, text: ReportText, status:
                 author_name=author.get_full_name().strip(),
                 author_professional_id=author.professional_id.strip(), created=now,
                 signed=now if status == Status.FINAL else None, supersedes=current,
-                amendment=event == "amendment",
+                amendment=event == "amendment", amendment_reason=reason,
                 version=_next_version(locked),
             )
             obj = _dicom_object(locked, report, current)
@@ -212,6 +224,8 @@ def _detail(report: Report, event: str, decision: policies.Decision) -> dict[str
     }
     if report.supersedes is not None:
         detail["supersedes"] = report.supersedes.version
+    if report.amendment_reason:
+        detail["amendment_reason"] = report.amendment_reason
     if decision.platform:
         detail["platform_wide"] = True
     return detail
@@ -277,6 +291,9 @@ def _document(study: Study, report: Report) -> pdf.ReportDocument:
     notes = [_("Version %(version)d of this report; it replaces version %(previous)d.")
              % {"version": report.version, "previous": report.supersedes.version}
              ] if report.supersedes is not None else []
+    if report.amendment_reason:
+        notes.append(_("Reason for the amendment: %(reason)s") % {
+            "reason": report.amendment_reason})
     return pdf.ReportDocument(
         title=_("Imaging report") if report.is_final else _("Preliminary imaging report"),
         facts=facts,

@@ -11,6 +11,7 @@ on the trail; so is an unknown study.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
 
 from django.contrib.auth.decorators import login_required
@@ -28,8 +29,8 @@ from . import reading, service
 from .models import Report
 
 #: The editor's buttons: which write each one asks for.
-WRITES = {"save": service.save_preliminary, "finalize": service.finalize,
-          "amend": service.amend}
+WRITES: dict[str, Callable[..., Report]] = {
+    "save": service.save_preliminary, "finalize": service.finalize, "amend": service.amend}
 
 
 def _study(request: HttpRequest, study_uid: str, action: AuditAction) -> Study:
@@ -68,19 +69,28 @@ def _write(request: HttpRequest, study: Study) -> HttpResponse:
                               request.POST.get("impression", ""))
     if write is None:
         return _page(request, study, text=text, status=HTTPStatus.BAD_REQUEST)
+    reason = request.POST.get("reason", "")
+    extra = {"reason": reason} if write is service.amend else {}
     try:
-        write(principals.of_request(request), Actor.from_request(request), study, text)
+        write(principals.of_request(request), Actor.from_request(request), study, text, **extra)
     except service.NotAllowed:
         raise Http404 from None
     except service.ReportRefused as refused:
-        status = (HTTPStatus.SERVICE_UNAVAILABLE if isinstance(refused, service.ReportNotStored)
-                  else HTTPStatus.CONFLICT)
-        return _page(request, study, text=text, problem=str(refused), status=status)
+        return _page(request, study, text=text, reason=reason, problem=str(refused),
+                     status=_refusal_status(refused))
     return redirect("reports:editor", study.study_instance_uid)
 
 
+def _refusal_status(refused: service.ReportRefused) -> int:
+    if isinstance(refused, service.ReportNotStored):
+        return HTTPStatus.SERVICE_UNAVAILABLE
+    if isinstance(refused, service.MissingReason):
+        return HTTPStatus.BAD_REQUEST
+    return HTTPStatus.CONFLICT
+
+
 def _page(request: HttpRequest, study: Study, *, text: service.ReportText | None = None,
-          problem: str = "", status: int = HTTPStatus.OK) -> HttpResponse:
+          reason: str = "", problem: str = "", status: int = HTTPStatus.OK) -> HttpResponse:
     user = request.user
     current = service.current_report(study)
     if text is None:
@@ -92,7 +102,7 @@ def _page(request: HttpRequest, study: Study, *, text: service.ReportText | None
         "study": study, "report": current,
         "patient_name": " ".join(study.patient.name.replace("^", " ").split()),
         "history": service.versions(study),
-        "report_may_write": True, "text": text, "problem": problem,
+        "report_may_write": True, "text": text, "reason": reason, "problem": problem,
         "missing_signature": service.missing_signature(user),  # type: ignore[arg-type]
         "signature": f"{name} — {crm}" if name and crm else "",
     }, status=status)

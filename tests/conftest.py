@@ -342,3 +342,12 @@ def spooled_object(path: Path, tmp_path: Path, calling_ae: str = "MODALITY",
     os.link(received, spooled)
     received.unlink()  # pynetdicom's temporary file is gone after the handler
     return staged, spooled
+
+
+@pytest.fixture
+def in_english() -> Iterator[None]:
+    """The active language English, for tests that read text the portal translates."""
+    from django.utils import translation
+
+    with translation.override("en"):
+        yield

@@ -175,3 +175,19 @@ def test_the_emergency_page_is_only_for_doctors(client, paula, tina):
     for user in (paula, tina):
         client.force_login(user)
         assert client.get("/imaging/emergency/").status_code == 403
+
+
+def test_a_doctors_decision_is_one_query_by_grant_by_break_the_glass_or_refused(
+        dora, clinic, paula_record, django_assert_num_queries):
+    dora.clinics.add(clinic)
+    with django_assert_num_queries(1):
+        assert not policies.decide(dora, AuditAction.VIEW, paula_record)
+    BreakGlassAccess.objects.create(doctor=dora, patient=paula_record, reason="x" * 20,
+                                    opened=timezone.now(),
+                                    expires=timezone.now() + datetime.timedelta(hours=1))
+    with django_assert_num_queries(1):
+        assert policies.decide(dora, AuditAction.VIEW, paula_record).break_glass
+    _grant(dora, paula_record, clinic)
+    with django_assert_num_queries(1):
+        decision = policies.decide(dora, AuditAction.VIEW, paula_record)
+    assert decision.allowed and not decision.break_glass

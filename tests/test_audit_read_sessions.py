@@ -242,3 +242,97 @@ def test_concurrent_reads_of_one_study_count_on_one_session_and_keep_the_chain(
     assert ReadSession.objects.count() == 7
     assert AuditEvent.objects.count() == 7
     assert first_broken_link() is None
+
+
+def test_series_metadata_and_frames_of_a_study_are_one_viewing_session(
+        client, paula, paulas_study):
+    client.force_login(paula)
+    series_uids = set(Instance.objects.filter(series__study=paulas_study)
+                      .values_list("series__series_instance_uid", flat=True))
+    for uid in series_uids:
+        response = client.get(f"/dicomweb/studies/{paulas_study.study_instance_uid}/series/"
+                              f"{uid}/metadata", HTTP_ACCEPT="application/dicom+json")
+        assert response.status_code == 200
+        b"".join(response.streaming_content)
+    n = _read_frames(client, paulas_study)
+    session = ReadSession.objects.get()
+    assert (session.action, session.reads) == ("retrieve", len(series_uids) + n)
+    (opened,) = AuditEvent.objects.filter(action=AuditAction.RETRIEVE)
+    assert opened.level == "series" and opened.detail["read_session"] == "opened"
+    assert first_broken_link() is None
+
+
+def test_searches_inside_one_study_are_counted_on_a_search_session_of_that_study(
+        client, paula, paulas_study):
+    client.force_login(paula)
+    uid = paulas_study.study_instance_uid
+    for path in ("series", "instances", "series", "instances"):
+        response = client.get(f"/dicomweb/studies/{uid}/{path}")
+        assert response.status_code == 200 and response.json()
+    session = ReadSession.objects.get()
+    assert (session.action, session.study_uid, session.reads) == ("search", uid, 4)
+    (opened,) = AuditEvent.objects.filter(action=AuditAction.SEARCH)
+    assert opened.detail["query"]["level"] == "series"
+    assert opened.detail["hits"] >= 1 and opened.detail["read_session"] == "opened"
+    assert first_broken_link() is None
+
+
+def test_a_search_across_studies_is_still_chained_once_per_search(
+        client, paula, paulas_study):
+    client.force_login(paula)
+    for _ in range(3):
+        assert client.get("/dicomweb/studies?PatientID=*").status_code == 200
+    assert AuditEvent.objects.filter(action=AuditAction.SEARCH).count() == 3
+    assert not ReadSession.objects.exists()
+
+
+def test_an_outsiders_search_inside_a_study_finds_nothing_and_is_chained_each_time(
+        client, charlie, paulas_study):
+    client.force_login(charlie)
+    for _ in range(2):
+        response = client.get(f"/dicomweb/studies/{paulas_study.study_instance_uid}/series")
+        assert response.status_code == 200 and response.json() == []
+    hits = AuditEvent.objects.filter(action=AuditAction.SEARCH, username="charlie"
+                                     ).values_list("detail__hits", flat=True)
+    assert list(hits) == [0, 0]
+    assert not ReadSession.objects.exists()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_counted_read_skips_only_its_own_wait_for_the_disk(
+        transactional_db, dora):
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    target = Target("instance", "1.2.3.4", None, "P-1", "1.2.3")
+    actor = Actor.for_user(dora)
+    read_sessions.record_read(AuditAction.RETRIEVE, actor, target)
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(5):
+            read_sessions.record_read(AuditAction.RETRIEVE, actor, target)
+    assert len(queries) == 5
+    assert all("synchronous_commit" in q["sql"] and "UPDATE" in q["sql"] for q in queries)
+    assert ReadSession.objects.get().reads == 6
+    # Only those one-statement transactions: the chained entries still wait for the disk.
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+    assert first_broken_link() is None
+
+
+def test_a_revoked_grant_refuses_the_next_frame_although_the_session_is_open(
+        client, dora, paulas_study, paulas_record):
+    from django.utils import timezone
+
+    from accounts.models import AccessGrant
+    from tests.conftest import story_clinic
+
+    grant = AccessGrant.objects.create(doctor=dora, patient=paulas_record,
+                                       clinic=story_clinic())
+    client.force_login(dora)
+    first, second, third = _frame_urls(paulas_study)[:3]
+    assert client.get(first, HTTP_ACCEPT=OHIF_ACCEPT).status_code == 200
+    assert client.get(second, HTTP_ACCEPT=OHIF_ACCEPT).status_code == 200
+    AccessGrant.objects.filter(pk=grant.pk).update(ends=timezone.now())
+    assert client.get(third, HTTP_ACCEPT=OHIF_ACCEPT).status_code == 404
+    assert ReadSession.objects.get().reads == 2
+    assert AuditEvent.objects.filter(username="dora", outcome=Outcome.DENIED).count() == 1

@@ -7,30 +7,22 @@ DICOM storage folder through its environment, as a deployment would configure it
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from imaging import tasks
 from imaging.ingest import Outcome, ingest
 from imaging.models import Instance
 from portal.celery import app
-from tests.conftest import database_url
-
-REDIS_URL = os.environ.get("REDIS_URL", "")
+from tests.celery_support import REDIS_URL, running_worker
 
 pytestmark = [
     pytest.mark.skipif(not REDIS_URL, reason="needs REDIS_URL pointing at a Redis server"),
     pytest.mark.slow,
 ]
-
-PROJECT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -42,35 +34,8 @@ def queue() -> str:
 @pytest.fixture
 def worker(transactional_db, dicom_storage: Path, queue: str, tmp_path: Path) -> Iterator[Path]:
     """A real Celery worker process on the test database and blob store; yields its log."""
-    dicom_storage.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DATABASE_URL": database_url(),
-        "DATA_DIR": str(settings.DATA_DIR),
-        "REDIS_URL": REDIS_URL,
-        "CELERY_BROKER_URL": REDIS_URL,
-        "DICOM_STORAGE_DIR": str(dicom_storage),
-        "DATABASE_CONN_MAX_AGE": "0",
-    }
-    env.pop("S3_BUCKET", None)
-    log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool=solo",
-             "--without-heartbeat", "--without-gossip", "--without-mingle",
-             "-Q", queue, "-n", f"{queue}@%h", "--loglevel=INFO"],
-            cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    try:
+    with running_worker(queue, dicom_storage, tmp_path / "worker.log") as log:
         yield log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture

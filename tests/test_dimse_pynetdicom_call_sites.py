@@ -18,7 +18,7 @@ from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP, DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import AssociationSocket
 
-from dimse import dul_wakeup, pdu_fast_codec, pynetdicom_patches
+from dimse import dul_wakeup, pdu_fast_codec, pynetdicom_patches, stored_send
 
 
 def _parameters(function: Callable[..., Any]) -> list[str]:
@@ -73,8 +73,10 @@ def test_uninstalling_gives_pynetdicom_back_exactly_what_it_had():
         "messages": [_global(dimse_messages, name) for name in (
             "decode", "create_file_meta", "write_file_meta_info")],
         "set_uid": _global(dimse_primitives, "set_uid"),
+        "Association": dict(vars(association.Association)),
     }
     pynetdicom_patches.install()
+    assert association.Association.send_c_store is stored_send.send_c_store
     assert dul.time is not before["dul.time"]  # type: ignore[attr-defined]
     assert _global(dimse_primitives, "set_uid") is pdu_fast_codec.set_uid
     pynetdicom_patches.uninstall()
@@ -88,6 +90,7 @@ def test_uninstalling_gives_pynetdicom_back_exactly_what_it_had():
         "messages": [_global(dimse_messages, name) for name in (
             "decode", "create_file_meta", "write_file_meta_info")],
         "set_uid": _global(dimse_primitives, "set_uid"),
+        "Association": dict(vars(association.Association)),
     }
     assert after == before
 
@@ -177,6 +180,48 @@ def test_uid_checks_are_looked_up_as_a_module_global_of_the_primitives():
     assert _global(dimse_primitives, "set_uid") is utils.set_uid
     assert "set_uid(value," in inspect.getsource(dimse_primitives)
     assert _parameters(utils.set_uid) == _parameters(pdu_fast_codec.set_uid.__wrapped__)
+
+
+# --- stored_send: the C-STORE sub-operations it sends from the blob ---------------------
+
+def test_send_c_store_keeps_the_parameters_the_stored_send_takes():
+    original = stored_send._pynetdicom_send_c_store
+    assert _parameters(original) == _parameters(stored_send.send_c_store)
+    assert original is vars(association.Association)["send_c_store"] or \
+        pynetdicom_patches.installed()
+
+
+def test_send_c_store_pauses_sends_and_waits_as_the_stored_send_does():
+    source = _source(stored_send._pynetdicom_send_c_store)
+    for step in ("self._reactor_checkpoint.clear()", "while not self._is_paused:",
+                 "self.dimse.send_msg(req, cast(int, context.context_id))",
+                 "self.dimse.get_msg(block=True)", "self._reactor_checkpoint.set()",
+                 "self._handle_no_response()", "self._check_received_status(rsp)",
+                 "self._get_valid_context(", "allow_conversion=allow_conversion"):
+        assert step in source, step
+    assert _parameters(association.Association._get_valid_context)[:4] == [
+        "self", "ab_syntax", "tr_syntax", "role"]
+
+
+def test_a_dataset_path_on_the_primitive_marks_the_message_and_is_sent_from_encode_msg():
+    source = _source(DIMSEMessage.primitive_to_message)
+    assert 'self._data_set_path = getattr(primitive, "_dataset_path", None)' in source
+    assert "self.command_set.CommandDataSetType = 0x0001" in source
+    encode = _source(DIMSEMessage.encode_msg)
+    assert "if self.data_set is not None:" in encode
+    assert "elif self._data_set_path is not None:" in encode
+    assert "encode_msg" not in vars(C_STORE_RQ) or pynetdicom_patches.installed()
+
+
+def test_the_get_and_move_scps_send_any_dataset_the_handler_yields_through_send_c_store():
+    from pynetdicom.service_class import QueryRetrieveServiceClass
+
+    get, move = (_source(QueryRetrieveServiceClass._get_scp),
+                 _source(QueryRetrieveServiceClass._move_scp))
+    assert "self.assoc.send_c_store(dataset, msg_id=msg_id)" in get
+    assert "store_assoc.send_c_store(" in move
+    for source in (get, move):
+        assert "if not isinstance(dataset, Dataset):" in source
 
 
 def test_the_listener_command_refuses_to_start_on_another_pynetdicom(

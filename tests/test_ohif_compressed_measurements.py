@@ -24,7 +24,7 @@ from imaging.models import Instance
 
 from .conftest import PAULA
 from .encoded_ct import LOSSY, SOFT_TISSUE_HU, can_encode, write_ct_study
-from .test_ohif_measurements import (
+from .ohif_support import (
     NO_TOUR,
     annotation_texts,
     drag,

@@ -32,6 +32,16 @@ from imaging.models import Instance, Patient, Series
 
 from .conftest import PAULA
 from .encoded_ct import SOFT_TISSUE_HU, write_ct_study
+from .ohif_support import (
+    NO_TOUR,
+    SR_CLASSES,
+    annotation_texts,
+    drag,
+    ellipse_statistics,
+    measurement_panel,
+    open_study,
+    pick_tool,
+)
 from .test_ohif_viewer import (  # noqa: F401  (fixture)
     DicomwebLog,
     _canvas_has_image,
@@ -43,12 +53,8 @@ os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-# Measurement Report SR storage classes OHIF may write (Enhanced, Comprehensive, 3D).
-SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.22", "1.2.840.10008.5.1.4.1.1.88.33",
-              "1.2.840.10008.5.1.4.1.1.88.34"}
+
 REPORT_NAME = "Medidas Dra Lima"
-# OHIF's guided tour of the viewer, marked as seen so it covers no button.
-NO_TOUR = "localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']))"
 
 
 @pytest.fixture
@@ -78,64 +84,6 @@ def doras_page(browser: Browser, live_server, dora, ohif_dist) -> Iterator[Page]
         page.context.add_init_script(NO_TOUR)
         page.set_default_timeout(30_000)
         yield page
-
-
-def open_study(page: Page, live_server, study_uid: str) -> dict[str, float]:
-    """OHIF's viewer on the study, once its image is drawn; the viewport's centre."""
-    page.goto(f"{live_server.url}/viewer/viewer?StudyInstanceUIDs={study_uid}")
-    page.wait_for_selector("canvas.cornerstone-canvas")
-    for _ in range(300):
-        if _canvas_has_image(page):
-            break
-        page.wait_for_timeout(100)
-    else:
-        raise AssertionError("OHIF drew no image")
-    box = page.locator("canvas.cornerstone-canvas").first.bounding_box()
-    assert box is not None
-    return {"x": box["x"] + box["width"] / 2, "y": box["y"] + box["height"] / 2}
-
-
-def drag(page: Page, start: tuple[float, float], end: tuple[float, float]) -> None:
-    """A mouse drag in small steps, as cornerstone's tools expect from a hand."""
-    page.mouse.move(*start)
-    page.mouse.down()
-    for step in range(1, 11):
-        page.mouse.move(start[0] + (end[0] - start[0]) * step / 10,
-                        start[1] + (end[1] - start[1]) * step / 10)
-    page.mouse.up()
-
-
-def pick_tool(page: Page, tool: str) -> None:
-    """A tool of the toolbar's measurement group (Length is its first, the rest are in its
-    drop-down)."""
-    if tool == "Length":
-        page.click("[data-cy=Length-btn]")
-        return
-    page.click("[data-cy=MeasurementTools-split-button-secondary]")
-    page.click(f"[data-cy={tool}]")
-
-
-def annotation_texts(page: Page) -> list[str]:
-    """The labels cornerstone draws beside each measurement (SVG text in the viewport)."""
-    return [text.text_content() or "" for text in page.query_selector_all(
-        "[data-cy=viewport-pane] svg text")]
-
-
-def measurement_panel(page: Page) -> str:
-    """The panel's text once it stops changing (OHIF updates it a moment after a drag)."""
-    text = page.inner_text("[data-cy=trackedMeasurements-panel]")
-    for _ in range(50):
-        page.wait_for_timeout(200)
-        again = page.inner_text("[data-cy=trackedMeasurements-panel]")
-        if again == text:
-            return text
-        text = again
-    raise AssertionError(f"the measurement panel keeps changing: {text}")
-
-
-def ellipse_statistics(text: str) -> dict[str, float]:
-    return {name: float(value) for name, value in re.findall(
-        r"(Mean|Std Dev|Max|Min): (-?[\d.]+) HU", text)}
 
 
 def test_measurements_saved_as_sr_come_back_when_the_study_is_reopened(

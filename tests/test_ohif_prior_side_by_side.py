@@ -12,12 +12,9 @@ the prior's, and the two pictures different.
 from __future__ import annotations
 
 import datetime
-import io
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 from urllib.parse import parse_qs
 
 import pytest
@@ -30,6 +27,7 @@ from imaging.synthetic import SeriesSpec, write_study
 from viewer.ohif import COMPARE_PROTOCOL, study_query
 
 from .conftest import PASSWORD, PAULA, story_clinic
+from .ohif_support import drawn_panes, showing
 from .test_ohif_viewer import DicomwebLog, ohif_dist  # noqa: F401  (fixture)
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls are synchronous.
@@ -86,42 +84,6 @@ def doras_viewer(browser: Browser, live_server, granted_dora, ohif_dist):  # noq
     page.wait_for_url(f"{live_server.url}/viewer/")
     yield page
     context.close()
-
-
-@dataclass(frozen=True)
-class Pane:
-    """One OHIF viewport as the page shows it: its overlay text, where it is, its picture."""
-
-    text: str
-    x: float
-    y: float
-    picture: bytes
-
-    def has_image(self) -> bool:
-        """More than a flat colour: a spread of grey levels, as an image has."""
-        from PIL import Image
-
-        image = Image.open(io.BytesIO(self.picture)).convert("L")
-        low, high = cast(tuple[int, int], image.getextrema())
-        return bool(high - low > 40 and len(image.resize((64, 64)).getcolors(4096) or []) > 8)
-
-
-def drawn_panes(page: Page) -> list[Pane]:
-    """The viewports whose canvas shows an image, left to right, top to bottom."""
-    panes = []
-    for element in page.query_selector_all("[data-cy=viewport-pane]"):
-        canvas = element.query_selector("canvas.cornerstone-canvas")
-        box = canvas.bounding_box() if canvas else None
-        if canvas is None or not box or box["width"] < 32 or box["height"] < 32:
-            continue
-        pane = Pane(element.inner_text(), box["x"], box["y"], canvas.screenshot())
-        if pane.has_image():
-            panes.append(pane)
-    return sorted(panes, key=lambda p: (p.y, p.x))
-
-
-def showing(panes: list[Pane], series: str) -> Pane | None:
-    return next((pane for pane in panes if series in pane.text), None)
 
 
 def test_the_compare_url_lists_the_current_study_first_and_names_the_protocol():

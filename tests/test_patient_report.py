@@ -25,6 +25,7 @@ from reports import service
 from .conftest import CHARLIE, archived_record
 
 TEXT = service.ReportText("Sem alterações pleuropulmonares.", "Exame normal.")
+REASON = "Nódulo visto na revisão."
 AMENDED = service.ReportText("Nódulo de 4 mm no lobo superior direito.",
                              "Controle em 12 meses.")
 
@@ -34,7 +35,8 @@ def write(dora, clinic, paulas_record, paulas_study):
     AccessGrant.objects.create(doctor=dora, patient=paulas_record, clinic=clinic)
 
     def write(kind: str, text: service.ReportText = TEXT):
-        return getattr(service, kind)(dora, Actor.for_user(dora), paulas_study, text)
+        extra = {"reason": REASON} if kind == "amend" else {}
+        return getattr(service, kind)(dora, Actor.for_user(dora), paulas_study, text, **extra)
     return write
 
 
@@ -112,7 +114,7 @@ def test_an_amended_report_shows_its_latest_final_version_saying_so(write, paula
     page = paula_client.get(report_url(paulas_study), HTTP_ACCEPT_LANGUAGE="en")
     text = page.content.decode()
     assert AMENDED.findings in text and TEXT.findings not in text
-    assert 'id="amended"' in text
+    assert 'id="amended"' in text and REASON in text
     body = b"".join(paula_client.get(pdf_url(paulas_study)).streaming_content)
     assert "Nódulo de 4 mm" in PdfReader(io.BytesIO(body)).pages[0].extract_text()
     assert amended.version == 2

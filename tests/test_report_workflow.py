@@ -17,7 +17,7 @@ from accounts.models import AccessGrant, Role, User
 from audit.models import AuditAction, AuditEvent, Outcome
 from audit.trail import Actor
 from imaging.models import Instance, ReportStatus, Study
-from reports import dicom_report, service
+from reports import dicom_report, reading, service
 from reports.models import Report
 
 from .conftest import PASSWORD
@@ -32,8 +32,13 @@ def granted(dora: User, clinic, paulas_record) -> User:
     return dora
 
 
-def write(kind: str, user: User, study: Study, text: service.ReportText = TEXT) -> Report:
-    report: Report = getattr(service, kind)(user, Actor.for_user(user), study, text)
+REASON = "Nódulo visto na revisão do exame."
+
+
+def write(kind: str, user: User, study: Study, text: service.ReportText = TEXT,
+          reason: str = REASON) -> Report:
+    extra = {"reason": reason} if kind == "amend" else {}
+    report: Report = getattr(service, kind)(user, Actor.for_user(user), study, text, **extra)
     return report
 
 
@@ -105,6 +110,41 @@ def test_amending_a_final_report_keeps_the_old_one_superseded(granted, paulas_st
     assert final.findings == TEXT.findings  # the old text, as signed
     assert Instance.objects.filter(pk=final.instance.pk).exists()  # its object kept
     assert service.current_report(paulas_study) == amended
+
+
+def test_an_amendment_says_why_on_the_page_in_the_pdf_and_on_the_trail(granted,
+                                                                      paulas_study, client):
+    import io
+
+    from pypdf import PdfReader
+
+    write("finalize", granted, paulas_study)
+    amended = write("amend", granted, paulas_study, EDITED)
+    assert amended.amendment_reason == REASON
+    entry = report_entries(paulas_study, Outcome.ALLOWED)[0]
+    assert entry.detail["event"] == "amendment"
+    assert entry.detail["amendment_reason"] == REASON
+    chunks, _ = reading.open_pdf(amended)
+    pdf = b"".join(chunks)
+    assert REASON in PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+    client.force_login(granted)
+    page = client.get(editor_url(paulas_study)).content.decode()
+    assert page.count(REASON) == 2  # the current version, and the history's row
+
+
+def test_an_amendment_without_its_reason_is_refused_and_writes_nothing(granted,
+                                                                       paulas_study, client):
+    final = write("finalize", granted, paulas_study)
+    with pytest.raises(service.MissingReason):
+        write("amend", granted, paulas_study, EDITED, reason="  ")
+    client.force_login(granted)
+    response = client.post(editor_url(paulas_study), {
+        "action": "amend", "findings": EDITED.findings, "impression": EDITED.impression,
+        "reason": ""}, HTTP_ACCEPT_LANGUAGE="en")
+    assert response.status_code == 400
+    assert "Say why the final report is amended." in response.content.decode()
+    assert EDITED.findings in response.content.decode()  # the text is not lost
+    assert list(Report.objects.filter(study=paulas_study)) == [final]
 
 
 def test_only_a_final_report_can_be_amended(granted, paulas_study):
@@ -255,7 +295,8 @@ def test_the_editor_shows_the_signature_line_and_saves_finalizes_amends(granted,
 
     for action, text in (("save", TEXT), ("finalize", TEXT), ("amend", EDITED)):
         response = client.post(editor_url(paulas_study), {
-            "action": action, "findings": text.findings, "impression": text.impression})
+            "action": action, "findings": text.findings, "impression": text.impression,
+            "reason": REASON})
         assert response.status_code == 302, action
     assert [(r.version, r.status, r.superseded is None) for r in
             Report.objects.filter(study=paulas_study).order_by("version")] == [

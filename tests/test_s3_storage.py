@@ -9,11 +9,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import io
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,47 +24,17 @@ from imaging.ingest import Outcome, ingest
 from imaging.models import Instance
 from imaging.synthetic import PatientSpec, SeriesSpec, write_study
 from tests.conftest import stored_files
+from tests.s3_support import CREDENTIALS, s3_endpoint  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 BUCKET = "dicom-test"
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """moto in server mode: a real S3 API over HTTP on a free loopback port."""
-    port = _free_port()
-    moto_server = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen(
-        [str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture
-def bucket(s3_endpoint: str, settings: Any, dicom_storage: Path) -> Iterator[Any]:
+def bucket(s3_endpoint: str, settings: Any, dicom_storage: Path,  # noqa: F811
+           ) -> Iterator[Any]:
     """An empty bucket, and the ``dicom`` storage pointed at it as settings.py would."""
     s3 = boto3.resource("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **CREDENTIALS)
     created = s3.create_bucket(Bucket=BUCKET)

@@ -249,6 +249,8 @@ def _po_entries(path: Path) -> list[dict[str, str]]:
         for line in block.splitlines():
             if line.startswith("#,"):
                 entry["flags"] += line
+            elif line.startswith("#|"):
+                entry["flags"] += " previous"
             elif line.startswith("#"):
                 continue
             elif line.startswith('"'):
@@ -270,6 +272,7 @@ def test_every_string_is_translated_and_compiled(code):
         compiled = gettext.GNUTranslations(fp)
     for entry in entries:
         assert "fuzzy" not in entry["flags"], entry["msgid"]
+        assert "previous" not in entry["flags"], f"a guessed translation: {entry['msgid']}"
         if "msgid_plural" in entry:
             assert entry["msgstr[0]"] and entry["msgstr[1]"], entry["msgid"]
             assert compiled.ngettext(entry["msgid"], entry["msgid_plural"], 1) == entry["msgstr[0]"]
@@ -278,3 +281,13 @@ def test_every_string_is_translated_and_compiled(code):
             found = (compiled.pgettext(entry["msgctxt"], entry["msgid"]) if "msgctxt" in entry
                      else compiled.gettext(entry["msgid"]))
             assert found == entry["msgstr"], "recompile the catalogue"
+
+
+def test_the_english_catalogue_says_what_the_source_says():
+    """msgmerge fills a new English message with its nearest old one; that is never right."""
+    for entry in _po_entries(LOCALE / "en" / "LC_MESSAGES" / "django.po"):
+        if "msgid_plural" in entry:
+            assert (entry["msgstr[0]"], entry["msgstr[1]"]) == (
+                entry["msgid"], entry["msgid_plural"]), entry["msgid"]
+        elif entry["msgid"]:
+            assert entry["msgstr"] == entry["msgid"], entry["msgid"]

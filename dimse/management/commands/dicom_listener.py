@@ -8,6 +8,7 @@ installed here, before anything is served, and refuse to start on another pynetd
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 from typing import Any
@@ -21,6 +22,8 @@ from dimse.indexing import recover
 from dimse.processes import serve
 from dimse.pynetdicom_patches import UnsupportedPynetdicom
 from dimse.server import prepare_pynetdicom, start
+from ops import health_port
+from ops.health import listener_checks
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,9 @@ class Command(BaseCommand):
                 f"{settings.DICOM_SPOOL_DIR}."
             ))
         connections.close_all()  # worker processes open their own
+        if settings.DICOM_HEALTH_PORT:  # live/ready/metrics over HTTP (ops.health_port)
+            health_port.start(options["host"], settings.DICOM_HEALTH_PORT, functools.partial(
+                listener_checks, options["host"], options["port"]))
         processes = max(1, options["processes"])
         self.stdout.write(
             f"DICOM listener {listener.ae_title} on {options['host']}:{options['port']}"

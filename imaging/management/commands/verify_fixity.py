@@ -9,13 +9,15 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from imaging import fixity
 
 
 class Command(BaseCommand):
-    help = "Verify the SHA-256 of stored DICOM files; exit non-zero if any file fails."
+    help = ("Verify the SHA-256 of stored DICOM files (and, with a replica, of its objects); "
+            "exit non-zero if any copy fails and is not repaired.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -45,16 +47,27 @@ class Command(BaseCommand):
                 f"FAILED instance {failure.instance_id} "
                 f"(SOP Instance UID {failure.sop_instance_uid}, key {failure.blob_key}): "
                 f"{failure.reason}"
+                + (" (repaired from the other copy)" if failure.repaired else "")
             )
         for pk, error in report.unreadable:
             self.stderr.write(f"UNREADABLE instance {pk}: {error}")
+        local = [f for f in report.failures if not f.replica]
+        remote = len(report.failures) - len(local)
+        repaired = len(report.failures) - len(report.unrepaired)
         self.stdout.write(
-            f"{report.checked} files checked: {report.checked - len(report.failures)} ok, "
-            f"{len(report.failures)} failed"
+            f"{report.checked} files checked: {report.checked - len(local)} ok, "
+            f"{len(local)} failed"
             + (f", {len(report.unreadable)} unreadable now" if report.unreadable else "")
             + (f", {report.skipped} skipped (checked meanwhile)" if report.skipped else "")
+            + (f"; {report.replica_checked} replica objects checked: "
+               f"{report.replica_checked - remote} ok, {remote} failed"
+               if report.replica_checked else "")
+            + (f"; {repaired} repaired from the other copy" if repaired else "")
         )
-        if report.failures:
-            raise CommandError(f"{len(report.failures)} stored files failed the fixity check")
+        if report.unrepaired:
+            what = "copies" if settings.REPLICA_URL else "files"
+            raise CommandError(f"{len(report.unrepaired)} stored {what} failed the fixity "
+                               "check" + (" and could not be repaired" if settings.REPLICA_URL
+                                          else ""))
         if report.unreadable:
             raise CommandError(f"{len(report.unreadable)} stored files could not be read")

@@ -1,0 +1,1 @@
+"""Deployment: the cluster harness (deploy.cluster) and what operators install."""

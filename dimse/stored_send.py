@@ -1,0 +1,187 @@
+"""C-STORE sub-operations that send a stored object's dataset bytes as they are stored.
+
+pynetdicom sends a C-GET or C-MOVE match by encoding the :class:`~pydicom.dataset.Dataset`
+the handler yields: the listener had to read each object with pydicom and pynetdicom
+encoded it again, element by element, in memory (about 3 ms a CT slice, a quarter of the
+time of a retrieve). When the requester accepted the very transfer syntax an object is
+stored in, nothing needs decoding: the bytes after its File Meta are what goes over the
+wire. :mod:`dimse.retrieve` then yields a :class:`StoredDataset` (the UIDs that pick the
+presentation context, and the open blob), and with :func:`install` (called by
+:mod:`dimse.pynetdicom_patches`, never on import) pynetdicom sends it in fragments read
+from the blob as they go out, one PDU's worth at a time. Every other dataset goes through
+pynetdicom's own ``send_c_store`` unchanged.
+
+It relies on pynetdicom 3.0.4's call sites (tests/test_dimse_pynetdicom_call_sites.py):
+``send_c_store``'s parameters and its pause, send and wait sequence, which is followed
+here; ``DIMSEMessage.primitive_to_message`` carrying the primitive's ``_dataset_path``
+(pynetdicom's own way to send a dataset from a file) into the message, which marks the
+command as having a data set; and the Get and Move SCPs calling ``send_c_store`` with any
+:class:`~pydicom.dataset.Dataset` they were given.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import IO, Any, BinaryIO, cast
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_dataset, read_preamble
+from pydicom.uid import UID
+from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import P_DATA
+
+from .patching import originals, restore
+
+# Fragments read when the peer sets no maximum PDU length (0: unlimited).
+UNLIMITED_FRAGMENT = 1024 * 1024
+
+
+def dataset_offset(fp: IO[bytes]) -> int:
+    """Skip a Part 10 file's preamble and File Meta group (if any): the stream is left at
+    the first byte of the dataset, and that offset is returned."""
+    preamble = read_preamble(cast(BinaryIO, fp), True)  # None, and back at 0, for a bare dataset
+    if preamble is not None:
+        read_dataset(cast(BinaryIO, fp), is_implicit_VR=False, is_little_endian=True,
+                     stop_when=lambda tag, vr, length: tag.group != 2)
+    return fp.tell()
+
+
+class StoredDataset(Dataset):
+    """A stored object, to be sent as its encoded dataset reads from ``source``.
+
+    Only what pynetdicom looks at is decoded: the SOP Class and Instance UIDs (from the
+    index) and the transfer syntax, which must be the one the dataset is encoded in.
+    ``source`` is positioned at the dataset; it is closed once the object is sent (or by
+    :meth:`close`, when the retrieve ends before it is).
+    """
+
+    def __init__(self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
+                 source: IO[bytes]) -> None:
+        super().__init__()
+        self.SOPClassUID = sop_class_uid
+        self.SOPInstanceUID = sop_instance_uid
+        self.file_meta = FileMetaDataset()
+        self.file_meta.TransferSyntaxUID = UID(transfer_syntax)
+        self._portal_source = source
+
+    def close(self) -> None:
+        self._portal_source.close()
+
+
+class _StoredPayload(tuple):  # type: ignore[type-arg]
+    """What the C-STORE message carries in pynetdicom's ``_dataset_path`` slot: truthy, as
+    pynetdicom needs to mark the command as having a data set, and never a path."""
+
+    source: IO[bytes]
+
+
+def _payload(source: IO[bytes]) -> _StoredPayload:
+    payload = _StoredPayload(("<stored object>", 0))
+    payload.source = source
+    return payload
+
+
+def fragments(source: IO[bytes], context_id: int, max_pdu_length: int) -> Iterator[P_DATA]:
+    """The dataset as P-DATA fragments of at most ``max_pdu_length`` (PS3.8 E.2: 6 bytes
+    of each are the PDV header), the last one flagged, read one fragment ahead."""
+    size = max_pdu_length - 6 if max_pdu_length else UNLIMITED_FRAGMENT
+    chunk = source.read(size)
+    while True:
+        following = source.read(size)
+        pdata = P_DATA()
+        # Message control header: data set, 0x02 on the last fragment.
+        pdata.presentation_data_value_list.append(
+            (context_id, (b"\x00" if following else b"\x02") + chunk))
+        yield pdata
+        if not following:
+            return
+        chunk = following
+
+
+def _encode_msg(self: C_STORE_RQ, context_id: int, max_pdu_length: int) -> Iterator[P_DATA]:
+    payload = getattr(self, "_data_set_path", None)
+    if not isinstance(payload, _StoredPayload):
+        yield from DIMSEMessage.encode_msg(self, context_id, max_pdu_length)
+        return
+    # pynetdicom's own encoding for the command set (no data set is set, so it stops
+    # there), then the stored bytes.
+    self._data_set_path = None
+    try:
+        yield from DIMSEMessage.encode_msg(self, context_id, max_pdu_length)
+    finally:
+        self._data_set_path = payload
+    yield from fragments(payload.source, context_id, max_pdu_length)
+
+
+_pynetdicom_send_c_store = Association.send_c_store
+
+
+def send_c_store(
+    self: Association,
+    dataset: Any,
+    msg_id: int = 1,
+    priority: int = 2,
+    originator_aet: str | None = None,
+    originator_id: int | None = None,
+) -> Dataset:
+    """``Association.send_c_store``; a :class:`StoredDataset` goes out as it is stored."""
+    if not isinstance(dataset, StoredDataset):
+        return _pynetdicom_send_c_store(self, dataset, msg_id, priority, originator_aet,
+                                        originator_id)
+    try:
+        if not self.is_established:
+            raise RuntimeError("The association with a peer SCP must be established "
+                               "before sending a C-STORE request")
+        req = C_STORE()
+        req.MessageID = msg_id
+        req.Priority = priority
+        req.MoveOriginatorApplicationEntityTitle = originator_aet
+        req.MoveOriginatorMessageID = originator_id
+        req.AffectedSOPClassUID = dataset.SOPClassUID
+        req.AffectedSOPInstanceUID = dataset.SOPInstanceUID
+        # Only the stored syntax itself: these bytes cannot be converted on the way.
+        context = self._get_valid_context(dataset.SOPClassUID,
+                                          dataset.file_meta.TransferSyntaxUID, "scu",
+                                          allow_conversion=False)
+        req._dataset_path = _payload(dataset._portal_source)
+        # As pynetdicom does: pause the reactor, send, wait for the response.
+        self._reactor_checkpoint.clear()
+        while not self._is_paused:
+            time.sleep(0.0001)
+        try:
+            self.dimse.send_msg(req, cast(int, context.context_id))
+            _, rsp = self.dimse.get_msg(block=True)
+        finally:
+            self._reactor_checkpoint.set()
+    finally:
+        dataset.close()
+    if rsp is None:
+        self._handle_no_response()
+        return Dataset()
+    return self._check_received_status(rsp)
+
+
+def install() -> None:
+    """Have pynetdicom send :class:`StoredDataset` objects as stored. Idempotent.
+
+    Changed in place (the classes pynetdicom instantiates and looks up by name)."""
+    setattr(Association, "send_c_store", send_c_store)  # noqa: B010
+    setattr(C_STORE_RQ, "encode_msg", _encode_msg)  # noqa: B010
+
+
+_ORIGINALS = originals((
+    (Association, "send_c_store"),
+    (C_STORE_RQ, "encode_msg"),
+))
+
+
+def uninstall() -> None:
+    """pynetdicom's own ``send_c_store`` again. Idempotent."""
+    restore(_ORIGINALS)
+
+
+def installed() -> bool:
+    return vars(Association).get("send_c_store") is send_c_store

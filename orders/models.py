@@ -1,0 +1,128 @@
+"""Orders from the clinic's EHR/RIS (HL7 v2) and the worklist the modalities read.
+
+A :class:`ScheduledProcedure` is one requested procedure with its one scheduled step, as
+the Modality Worklist (PS3.4 K) answers it. :class:`Hl7Peer` is the allow-list of senders,
+like DICOM peers; :class:`Hl7Message` keeps every message received, raw, with its answer.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class Hl7Peer(models.Model):
+    """An EHR/RIS that may send orders and patient updates, and the clinic it feeds.
+
+    Recognised by MSH-3/MSH-4 (sending application and facility) *and* the address it
+    connects from: the MSH is easy to forge, as AE titles are.
+    """
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    host = models.CharField(
+        _("host"), max_length=255,
+        help_text=_("IP addresses or host names the sender connects from, separated by spaces"))
+    sending_application = models.CharField(_("sending application (MSH-3)"), max_length=180)
+    sending_facility = models.CharField(_("sending facility (MSH-4)"), max_length=180,
+                                        blank=True,
+                                        help_text=_("empty: any facility"))
+    clinic = models.ForeignKey("accounts.Clinic", on_delete=models.PROTECT,
+                               related_name="hl7_peers", verbose_name=_("clinic"),
+                               help_text=_("the clinic whose patients and orders it feeds"))
+    enabled = models.BooleanField(_("enabled"), default=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("HL7 peer")
+        verbose_name_plural = _("HL7 peers")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.sending_application}@{self.host})"
+
+    def hosts(self) -> list[str]:
+        return self.host.replace(",", " ").split()
+
+
+class ScheduledProcedure(models.Model):
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled", _("Scheduled")
+        IN_PROGRESS = "in_progress", _("In progress")
+        COMPLETED = "completed", _("Completed")
+        CANCELLED = "cancelled", _("Cancelled")
+
+    class Priority(models.TextChoices):
+        ROUTINE = "ROUTINE", _("Routine")
+        HIGH = "HIGH", _("High")
+        STAT = "STAT", _("Stat")
+        LOW = "LOW", _("Low")
+
+    patient = models.ForeignKey("imaging.Patient", on_delete=models.PROTECT,
+                                related_name="scheduled_procedures",
+                                verbose_name=_("patient"))
+    clinic = models.ForeignKey("accounts.Clinic", on_delete=models.PROTECT,
+                               related_name="scheduled_procedures", verbose_name=_("clinic"))
+    accession_number = models.CharField(_("accession number"), max_length=16)
+    requested_procedure_id = models.CharField(_("requested procedure ID"), max_length=16,
+                                              blank=True)
+    requested_procedure_description = models.CharField(
+        _("requested procedure"), max_length=64, blank=True)
+    modality = models.CharField(_("modality"), max_length=16)
+    scheduled_station_ae_title = models.CharField(_("scheduled station AE title"),
+                                                  max_length=16, blank=True)
+    scheduled_date = models.DateField(_("scheduled date"), db_index=True)
+    scheduled_time = models.TimeField(_("scheduled time"), null=True, blank=True)
+    referring_physician = models.CharField(_("referring physician"), max_length=324,
+                                           blank=True)
+    priority = models.CharField(_("priority"), max_length=8, choices=Priority.choices,
+                                default=Priority.ROUTINE)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices,
+                              default=Status.SCHEDULED, db_index=True)
+    placer_order_number = models.CharField(_("placer order number"), max_length=64,
+                                           blank=True)
+    filler_order_number = models.CharField(_("filler order number"), max_length=64,
+                                           blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("scheduled procedure")
+        verbose_name_plural = _("scheduled procedures")
+        ordering = ["scheduled_date", "scheduled_time"]
+        constraints = [
+            # An accession number names one order within a clinic (the modality copies it
+            # into the images, which is how they find their order again).
+            models.UniqueConstraint(fields=["clinic", "accession_number"],
+                                    name="orders_unique_accession_per_clinic"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.accession_number} {self.modality} {self.scheduled_date}"
+
+
+class Hl7Message(models.Model):
+    """One message received, kept as it came, with the acknowledgement it was given."""
+
+    class Outcome(models.TextChoices):
+        ACCEPTED = "AA", _("Accepted (AA)")
+        ERROR = "AE", _("Error (AE)")
+        REJECTED = "AR", _("Rejected (AR)")
+
+    peer = models.ForeignKey(Hl7Peer, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="messages", verbose_name=_("peer"))
+    remote_address = models.CharField(_("from (IP)"), max_length=64, blank=True)
+    control_id = models.CharField(_("control ID (MSH-10)"), max_length=64, blank=True,
+                                  db_index=True)
+    message_type = models.CharField(_("type (MSH-9)"), max_length=32, blank=True)
+    raw = models.TextField(_("message as received"))
+    outcome = models.CharField(_("outcome"), max_length=2, choices=Outcome.choices)
+    reason = models.TextField(_("reason"), blank=True)
+    received = models.DateTimeField(_("received"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("HL7 message")
+        verbose_name_plural = _("HL7 messages")
+        ordering = ["-received"]
+
+    def __str__(self) -> str:
+        return f"{self.message_type} {self.control_id} {self.outcome}"

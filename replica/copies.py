@@ -1,0 +1,167 @@
+"""The copy rows: recorded with the index rows ingest writes, counted for admins.
+
+Copy rows are written in the transaction of the instance rows, so a crash between commit
+and dispatch leaves a pending row for the backlog drain, never an object the replica is
+not told about. The tasks are dispatched only once that transaction has committed.
+With no replica configured nothing here runs: ingest writes no rows and makes no queries.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import logging
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from django.db import transaction
+from django.db.models import Count, Min, Q, QuerySet
+from django.utils import timezone
+
+from imaging.fast_insert import insert_rows
+from imaging.models import Instance
+
+from .dispatcher import dispatcher
+from .models import Copy
+
+log = logging.getLogger(__name__)
+
+ENROL_BATCH = 1000
+#: The replica copy is not there yet (or not proven there).
+UNREPLICATED = (Copy.State.PENDING, Copy.State.WRITTEN, Copy.State.FAILED)
+
+
+class Stored(NamedTuple):
+    """An instance just indexed, as ingest knows it."""
+
+    instance_id: int
+    study_id: int
+    blob_key: str
+    sha256: str
+    size: int
+
+
+def on_stored(stored: Sequence[Stored]) -> None:
+    """Record the local and (pending) replica copies of instances being indexed, in the
+    caller's transaction, and replicate them once it commits. Called by ingest only when
+    a replica is configured."""
+    now = timezone.now()
+    rows: list[dict[str, object]] = []
+    for item in stored:
+        rows.append(dict(instance_id=item.instance_id, tier=Copy.Tier.LOCAL, key=item.blob_key,
+                         state=Copy.State.WRITTEN, sha256=item.sha256, size=item.size,
+                         written_at=now))
+        # Its key is chosen by each upload attempt (replica.replicate.upload).
+        rows.append(dict(instance_id=item.instance_id, tier=Copy.Tier.REPLICA))
+    ids = insert_rows(Copy, rows)[1::2]
+    # After the commit, and off the storer's clock (replica.dispatcher): a broker that is
+    # down must not turn a stored object into a failed ingest; the row is committed and the
+    # backlog drain takes it.
+    transaction.on_commit(functools.partial(dispatcher.submit_many, dispatch_gathered, ids),
+                          robust=True)
+    from .priors import after_commit
+
+    after_commit({item.study_id for item in stored})
+
+
+def dispatch(copy_ids: Iterable[int | None], queue: str | None = None) -> int:
+    """Queue one replication task per copy; returns how many."""
+    from .tasks import replicate_copy
+
+    count = 0
+    for pk in copy_ids:
+        if pk is None:
+            continue
+        if queue is None:
+            replicate_copy.delay(pk)
+        else:
+            replicate_copy.apply_async((pk,), queue=queue)
+        count += 1
+    return count
+
+
+def dispatch_gathered(copy_ids: list[int]) -> None:
+    """One ``replicate_copies`` for the copies of the ingests the dispatcher gathered."""
+    from .tasks import replicate_copies
+
+    replicate_copies.delay(copy_ids)
+
+
+def enrol_existing(batch: int = ENROL_BATCH) -> list[int]:
+    """Copy rows for instances stored before the replica was configured (or while it was
+    not): returns the ids of their new, pending replica copies."""
+    created: list[int] = []
+    while True:
+        todo = list(Instance.objects.exclude(copies__tier=Copy.Tier.REPLICA)
+                    .order_by("pk").values_list("pk", "blob_key", "sha256", "size_bytes")
+                    [:batch])
+        if not todo:
+            return created
+        now = timezone.now()
+        rows: list[Copy] = []
+        for pk, blob_key, digest, size in todo:
+            rows.append(Copy(instance_id=pk, tier=Copy.Tier.LOCAL, key=blob_key,
+                             state=Copy.State.WRITTEN, sha256=digest, size=size,
+                             written_at=now))
+            rows.append(Copy(instance_id=pk, tier=Copy.Tier.REPLICA))
+        with transaction.atomic():
+            # Another enrolment running at the same time: its rows win, ours are skipped.
+            Copy.objects.bulk_create(rows, ignore_conflicts=True)
+        created += Copy.objects.filter(
+            tier=Copy.Tier.REPLICA, instance_id__in=[t[0] for t in todo],
+            state=Copy.State.PENDING).values_list("pk", flat=True)
+
+
+def backlog(limit: int | None = None, now: datetime.datetime | None = None) -> list[int]:
+    """Replica copies not verified and not held by a worker (or past their retry wait),
+    oldest first."""
+    now = now or timezone.now()
+    found = (Copy.objects.filter(tier=Copy.Tier.REPLICA, state__in=UNREPLICATED)
+             .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+             .order_by("created").values_list("pk", flat=True))
+    return list(found[:limit] if limit is not None else found)
+
+
+class Summary(NamedTuple):
+    """Replica copies by state, and the age of the oldest one not yet verified."""
+
+    verified: int
+    pending: int
+    failed: int
+    lag: datetime.timedelta | None
+
+
+def summary(copies: QuerySet[Copy] | None = None,
+            now: datetime.datetime | None = None) -> Summary:
+    copies = (copies if copies is not None else Copy.objects.all()).filter(
+        tier=Copy.Tier.REPLICA)
+    counts = dict(copies.values_list("state").annotate(n=Count("pk")).order_by())
+    oldest = copies.filter(state__in=UNREPLICATED).aggregate(oldest=Min("created"))["oldest"]
+    return Summary(
+        verified=counts.get(Copy.State.VERIFIED, 0),
+        pending=counts.get(Copy.State.PENDING, 0) + counts.get(Copy.State.WRITTEN, 0),
+        failed=counts.get(Copy.State.FAILED, 0),
+        lag=(now or timezone.now()) - oldest if oldest is not None else None,
+    )
+
+
+def per_study(study_ids: Sequence[int]) -> dict[int, Summary]:
+    """:class:`Summary` of each study's replica copies, in one query."""
+    rows = (Copy.objects.filter(tier=Copy.Tier.REPLICA,
+                                instance__series__study_id__in=list(study_ids))
+            .values_list("instance__series__study_id", "state")
+            .annotate(n=Count("pk"), oldest=Min("created")).order_by())
+    now = timezone.now()
+    found: dict[int, dict[str, int]] = {}
+    oldest: dict[int, datetime.datetime] = {}
+    for study_id, state, n, first in rows:
+        found.setdefault(study_id, {})[state] = n
+        if state in UNREPLICATED and (study_id not in oldest or first < oldest[study_id]):
+            oldest[study_id] = first
+    return {
+        study_id: Summary(counts.get(Copy.State.VERIFIED, 0),
+                          counts.get(Copy.State.PENDING, 0) + counts.get(Copy.State.WRITTEN, 0),
+                          counts.get(Copy.State.FAILED, 0),
+                          now - oldest[study_id] if study_id in oldest else None)
+        for study_id, counts in found.items()
+    }

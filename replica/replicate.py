@@ -1,0 +1,185 @@
+"""Replication of one copy: claim it, stream the local blob (packed, with
+``REPLICA_PACKING``: ``replica.payload``) through encryption to the replica, read it back,
+decrypt and unpack it, and only then call it verified.
+
+A copy is claimed with a conditional UPDATE that sets a lease (``claimed_until``), so two
+workers never upload the same copy at once; a worker that dies leaves the lease to expire
+and the backlog drain to retry. A failure is recorded on the row (``last_error``) with the
+earliest next attempt in ``claimed_until`` (exponential backoff), so a replica outage
+leaves a backlog, never a gap. Running it again on a verified copy does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import IO, BinaryIO, cast
+
+from django.conf import settings
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from imaging import blobs
+
+from . import payload, store
+from .crypto import EncryptingReader, Envelope, ciphertext_size, new_envelope
+from .keys import KeyRing
+from .models import Copy
+
+log = logging.getLogger(__name__)
+
+CLAIMABLE = (Copy.State.PENDING, Copy.State.WRITTEN, Copy.State.FAILED)
+
+
+class Outcome(enum.StrEnum):
+    VERIFIED = "verified"  # written, read back and found identical now
+    ALREADY = "already"  # verified before: nothing done
+    BUSY = "busy"  # another worker holds it, or its retry wait has not passed
+    FAILED = "failed"  # recorded on the row; try again after ``retry_in`` seconds
+    GONE = "gone"  # no such copy (its instance was deleted)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    outcome: Outcome
+    retry_in: float | None = None
+    error: str = ""
+
+
+class Mismatch(Exception):
+    """What was written or read back is not the instance's bytes."""
+
+
+def claim(copy_id: int, now: datetime.datetime | None = None) -> datetime.datetime | None:
+    """Take the copy for one attempt, unless it is verified or another worker holds it:
+    the lease (the attempt's token: every write of the attempt is conditional on it), or
+    None."""
+    now = now or timezone.now()
+    lease = now + datetime.timedelta(seconds=settings.REPLICA_LEASE_SECONDS)
+    taken = (Copy.objects.filter(pk=copy_id, tier=Copy.Tier.REPLICA, state__in=CLAIMABLE)
+             .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+             .update(claimed_until=lease, attempts=F("attempts") + 1))
+    return lease if taken == 1 else None
+
+
+def backoff(attempts: int) -> float:
+    """Seconds to wait after the ``attempts``-th failed attempt."""
+    base = float(settings.REPLICA_RETRY_SECONDS)
+    return float(min(base * 2 ** max(attempts - 1, 0), settings.REPLICA_RETRY_MAX_SECONDS))
+
+
+class LeaseLost(Exception):
+    """The attempt outlived its lease and another worker took the copy over."""
+
+
+def replicate_copy(copy_id: int, ring: KeyRing | None = None) -> Attempt:
+    """One attempt at making replica copy ``copy_id`` verified."""
+    lease = claim(copy_id)
+    if lease is None:
+        state = Copy.objects.filter(pk=copy_id).values_list("state", flat=True).first()
+        if state is None:
+            return Attempt(Outcome.GONE)
+        return Attempt(Outcome.ALREADY if state == Copy.State.VERIFIED else Outcome.BUSY)
+    copy = Copy.objects.select_related("instance").get(pk=copy_id)
+    try:
+        ring = ring or KeyRing.from_settings()
+        key, envelope = upload(copy, ring, lease)
+        _read_back(copy, key, ring, envelope)
+        if not _ours(copy, lease).update(state=Copy.State.VERIFIED, verified_at=timezone.now(),
+                                         claimed_until=None, last_error=""):
+            raise LeaseLost(f"copy {copy.pk} was taken over before it was verified")
+    except LeaseLost as exc:
+        log.warning("%s", exc)
+        return Attempt(Outcome.BUSY, error=str(exc))
+    except Exception as exc:
+        return _failed(copy, lease, exc)
+    return Attempt(Outcome.VERIFIED)
+
+
+def _ours(copy: Copy, lease: datetime.datetime) -> QuerySet[Copy]:
+    return Copy.objects.filter(pk=copy.pk, claimed_until=lease)
+
+
+def upload(copy: Copy, ring: KeyRing, lease: datetime.datetime) -> tuple[str, Envelope]:
+    """Stream the local blob through encryption to a fresh object key of this attempt, and
+    record it on the copy while the lease is ours: (key, envelope).
+
+    A fresh key per attempt means an attempt that outlived its lease never overwrites the
+    object of the worker that took over; its own object is deleted instead. The plaintext
+    must hash to the instance's SHA-256: a damaged local file is not replicated as if it
+    were good.
+    """
+    instance = copy.instance
+    key = store.object_key(uuid.uuid4().hex)
+    envelope, dek = new_envelope(ring)
+    with blobs.open_blob(instance.blob_key) as fp, \
+            payload.for_upload(fp, instance.sha256) as plain:
+        # A packed form was hashed against the instance's SHA-256 as it was packed, and
+        # unpacked to it again (payload.for_upload); the original is hashed here.
+        envelope = dataclasses.replace(envelope, packing=plain.packing)
+        reader = EncryptingReader(cast(BinaryIO, plain.stream), dek, envelope)
+        store.put(key, cast(IO[bytes], reader), envelope.to_metadata())
+        written = instance.sha256 if plain.packing else reader.plaintext_sha256
+        size = reader.plaintext_size
+    if written != instance.sha256:
+        store.delete(key)
+        raise Mismatch(f"the local file of instance {instance.pk} does not match its "
+                       f"SHA-256 ({written} read, {instance.sha256} on record)")
+    recorded = _ours(copy, lease).update(
+        key=key, state=Copy.State.WRITTEN, sha256=written,
+        size=ciphertext_size(size, envelope.segment_size),
+        key_id=envelope.key_id, wrapped_key=envelope.wrapped_key,
+        nonce_prefix=envelope.nonce_prefix, segment_size=envelope.segment_size,
+        packing=envelope.packing, written_at=timezone.now())
+    if not recorded:
+        store.delete(key)
+        raise LeaseLost(f"copy {copy.pk} was taken over while it was uploaded; "
+                        f"this attempt's object is deleted")
+    if copy.key and copy.key != key:  # an earlier attempt's object, never verified
+        _delete_quietly(copy.key)
+    return key, envelope
+
+
+def _delete_quietly(key: str) -> None:
+    try:
+        store.delete(key)
+    except store.StoreError as exc:  # an orphan for reconciliation, not a failed copy
+        log.warning("could not delete replica object %s of an earlier attempt: %s", key, exc)
+
+
+def _read_back(copy: Copy, key: str, ring: KeyRing, envelope: Envelope) -> None:
+    """Download and decrypt the object, hashing it on the way: authenticated decryption
+    refuses any altered segment, and the hash proves it is this instance's bytes."""
+    digest = hashlib.sha256()
+    size = 0
+    body = store.get(key)
+    try:
+        reader = payload.reader(body, ring, envelope)
+        while chunk := reader.read(blobs.CHUNK_SIZE):
+            digest.update(chunk)
+            size += len(chunk)
+    finally:
+        body.close()
+    instance = copy.instance
+    if digest.hexdigest() != instance.sha256 or size != instance.size_bytes:
+        raise Mismatch(f"replica object {key} read back as {size} bytes with SHA-256 "
+                       f"{digest.hexdigest()}, not {instance.size_bytes} with "
+                       f"{instance.sha256}")
+
+
+def _failed(copy: Copy, lease: datetime.datetime, exc: Exception) -> Attempt:
+    attempts = copy.attempts  # read after the claim counted this attempt
+    wait = backoff(attempts)
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    _ours(copy, lease).update(
+        state=Copy.State.FAILED, last_error=error,
+        claimed_until=timezone.now() + datetime.timedelta(seconds=wait))
+    level = logging.ERROR if isinstance(exc, Mismatch) else logging.WARNING
+    log.log(level, "replication of copy %s (instance %s) failed, attempt %d, next in %.0fs: %s",
+            copy.pk, copy.instance_id, attempts, wait, error)
+    return Attempt(Outcome.FAILED, retry_in=wait, error=error)

@@ -1,0 +1,289 @@
+"""Several hosts on one machine, for real: nodes killed mid-work lose nothing.
+
+The cluster (deploy/cluster) is a service host with its own PostgreSQL and Redis, an S3
+host (moto), two web nodes, two DICOM listener nodes, two Celery workers and a beat, each
+in its own network namespace, with HAProxy in front of the web nodes and of the listeners.
+Clients (DCMTK's storescu, curl) run on a client host and talk only to the load balancers.
+Every scenario ends with exact counts and byte-identical objects.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.cluster import network
+from deploy.cluster.hosts import (
+    DICOM_PORT,
+    LISTENER_NODES,
+    MODALITY,
+    WEB_NODES,
+    WORKER_NODES,
+    Cluster,
+    address,
+    api_token,
+    temporary_root,
+)
+from dimse.testing import dataset_bytes
+from imaging.synthetic import PatientSpec, SeriesSpec, write_study
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+SUCCESS = re.compile(r"Received Store Response \((Success|Warning)")
+
+
+def _why_not() -> str | None:
+    if shutil.which("ip") is None:
+        return "iproute2 (ip) is not installed"
+    if shutil.which("haproxy") is None:
+        return "HAProxy is not installed (apt-get install haproxy; .ci/run installs it)"
+    return network.netns_permitted()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    problem = _why_not()
+    if problem:
+        pytest.skip(f"the cluster needs network namespaces: {problem}")
+    cluster = Cluster(temporary_root())
+    try:
+        cluster.up()
+        yield cluster
+    finally:
+        cluster.down()
+        shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def token(cluster: Cluster) -> str:
+    return api_token(cluster)
+
+
+def study(folder: Path, n: int, slices: int, *, size: int = 64) -> list[Path]:
+    _, paths = write_study(
+        folder, PatientSpec(f"CLUSTER-{n:03d}", f"Cluster^Patient{n}",
+                            datetime.date(1970, 1, 1 + n % 28), "O"),
+        [SeriesSpec("CT", slices, size=size)], study_date=datetime.date(2026, 1, 5),
+        accession=f"ACC-CL-{n}", description="cluster", seed=n)
+    return sorted(paths)
+
+
+def storescu(cluster: Cluster, paths: list[Path]) -> subprocess.Popen[str]:
+    """DCMTK's storescu sending ``paths`` in order over one association, via the DICOM LB."""
+    argv = ["storescu", "-v", "-aet", MODALITY, "-aec", "PORTAL", "-to", "20", "-ta", "20",
+            "-td", "20", address("lb-dicom"), str(DICOM_PORT), *map(str, paths)]
+    return subprocess.Popen(network.in_host("client", argv), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={"PATH": "/usr/bin:/bin", "TCP_NODELAY": "1"})
+
+
+def answered(output: str) -> int:
+    """How many objects storescu was told were stored (it sends them in order)."""
+    return len(SUCCESS.findall(output))
+
+
+def stored(cluster: Cluster) -> dict[str, tuple[str, str]]:
+    """SOP Instance UID -> (blob key, SHA-256) of every indexed instance."""
+    rows = cluster.sql("SELECT sop_instance_uid, blob_key, sha256 FROM imaging_instance")
+    return {str(uid): (str(key), str(sha)) for uid, key, sha in rows}
+
+
+def uid_of(path: Path) -> str:
+    return path.stem  # write_study names each file by its SOP Instance UID
+
+
+def assert_archived_as_sent(cluster: Cluster, paths: list[Path]) -> None:
+    """Each file is indexed once, and its stored blob holds the same dataset, bit for bit,
+    with the SHA-256 its row records."""
+    index = stored(cluster)
+    for path in paths:
+        key, sha = index[uid_of(path)]
+        blob = cluster.storage / key
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == sha
+        assert dataset_bytes(blob) == dataset_bytes(path)
+
+
+def leftovers(cluster: Cluster) -> list[Path]:
+    """Files in any node's spool (received, answered, not yet indexed, or set aside)."""
+    spools = cluster.root / "shared" / "spool"
+    return [p for p in spools.rglob("*") if p.is_file()] if spools.exists() else []
+
+
+def unanswered(cluster: Cluster, node: str) -> list[Path]:
+    """What a killed listener was still receiving: pynetdicom's temporary files of C-STORE
+    bodies never answered (never indexed, never in storage; safe to delete)."""
+    return [p for p in (cluster.root / "shared" / "tmp" / node).glob("*") if p.is_file()]
+
+
+def wait_until(condition, timeout: float, what: str, every: float = 0.1) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(every)
+    return time.monotonic() - started
+
+
+def echo(cluster: Cluster) -> bool:
+    return cluster.run("client", ["echoscu", "-aet", MODALITY, "-aec", "PORTAL", "-to", "3",
+                                  address("lb-dicom"), str(DICOM_PORT)],
+                       check=False, timeout=15).returncode == 0
+
+
+def test_a_listener_killed_mid_association_loses_no_answered_object(cluster, tmp_path):
+    studies = [study(tmp_path / f"s{n}", n, 30, size=128) for n in range(4)]
+    every = [p for s in studies for p in s]
+    before = len(stored(cluster))
+    # The client's link at 4 Mbit/s: the associations last seconds, so the kill lands in
+    # the middle of them.
+    cluster.run("client", ["tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate",
+                           "4mbit", "burst", "16kb", "latency", "500ms"])
+    try:
+        senders = [storescu(cluster, s) for s in studies]
+        wait_until(lambda: len(stored(cluster)) - before >= 30, 60, "objects arriving")
+        cluster.nodes["dicom-a"].kill()
+        failover = wait_until(lambda: echo(cluster), 30, "a C-ECHO through the LB",
+                              every=0.0)
+        outputs = [s.communicate(timeout=120)[0] for s in senders]
+    finally:
+        cluster.run("client", ["tc", "qdisc", "del", "dev", "eth0", "root"])
+    interrupted = [i for i, s in enumerate(senders) if s.returncode != 0]
+    assert interrupted, "the kill interrupted no association"
+    assert len(interrupted) < len(senders), "the other listener was interrupted too"
+    answered_ok = [p for s, out in zip(studies, outputs, strict=True)
+                   for p in s[:answered(out)]]
+    # What the dead node answered for but had not indexed is in its spool, until it is back.
+    index = stored(cluster)
+    pending = [p for p in answered_ok if uid_of(p) not in index]
+    spooled_by_a = [p for p in leftovers(cluster) if "dicom-a" in p.parts]
+    assert len(spooled_by_a) == len(pending)
+    # The modalities send their whole study again, through the LB (to the live node).
+    for i in interrupted:
+        retry = storescu(cluster, studies[i])
+        out = retry.communicate(timeout=120)[0]
+        assert retry.returncode == 0, out
+        assert answered(out) == len(studies[i]), out
+        assert "Duplicate SOP" not in out and "Refused" not in out, out
+    cluster.start_listener("dicom-a")
+    cluster.wait_for_port("dicom-a", DICOM_PORT)
+    cluster.wait_backends_up("dicom", LISTENER_NODES)  # back in the balancer, for what follows
+    wait_until(lambda: not leftovers(cluster), 30, "dicom-a's spool recovered")
+    index = stored(cluster)
+    assert len(index) - before == len(every)
+    assert all(uid_of(p) in index for p in answered_ok)
+    assert_archived_as_sent(cluster, every)
+    assert not leftovers(cluster)
+    blobs = [p for p in cluster.storage.rglob("*") if p.is_file()]
+    assert len(blobs) == len(index), "a blob without an index row was left behind"
+    print(f"\nlistener failover: a C-ECHO through the LB answered {failover:.2f}s after "
+          f"the kill; {len(pending)} answered objects recovered from the dead node's spool; "
+          f"{len(unanswered(cluster, 'dicom-a'))} unanswered partial bodies in its TMPDIR")
+
+
+def qido_statuses(cluster: Cluster, token: str, seconds: float) -> subprocess.Popen[str]:
+    """A client asking QIDO-RS through the web LB for ``seconds``: one status a line."""
+    script = (f"end=$((SECONDS+{int(seconds)})); while [ $SECONDS -lt $end ]; do "
+              f"curl -s -o /dev/null -m 5 -w '%{{http_code}}\\n' -H 'Authorization: Bearer "
+              f"{token}' {cluster.web_url}/dicomweb/studies; done")
+    return subprocess.Popen(network.in_host("client", ["bash", "-c", script]),
+                            stdout=subprocess.PIPE, text=True)
+
+
+def test_postgresql_restarted_under_load_gives_503_then_everything_continues(
+        cluster, token, tmp_path):
+    pids = {name: cluster.nodes[name].process.pid
+            for name in (*WEB_NODES, *LISTENER_NODES, *WORKER_NODES)}
+    load = qido_statuses(cluster, token, 12)
+    time.sleep(2)  # the load running before the outage is the point, not a synchronisation
+    cluster.stop_postgres()
+    try:
+        answer = cluster.run("client", ["curl", "-s", "-i", "-m", "10", "-H",
+                                        "Accept-Language: en", "-H",
+                                        f"Authorization: Bearer {token}",
+                                        f"{cluster.web_url}/dicomweb/studies"]).stdout
+        objects = study(tmp_path / "down", 90, 2)
+        refused = storescu(cluster, objects)
+        refused_out = refused.communicate(timeout=60)[0]
+    finally:
+        cluster.start_postgres()
+    statuses = load.communicate(timeout=60)[0].split()
+    assert answer.startswith("HTTP/1.1 503"), answer
+    assert re.search(r"^Retry-After: \d+", answer, re.M | re.I), answer
+    assert "database is unavailable" in answer  # the reason, in words
+    assert answered(refused_out) == 0 and refused.returncode != 0, refused_out
+    assert set(statuses) <= {"200", "503"}, statuses
+    assert "503" in statuses and statuses[-1] == "200", statuses
+    # Nothing was restarted: the same processes answer, and store again.
+    assert {name: cluster.nodes[name].process.pid for name in pids} == pids
+    again = storescu(cluster, objects)
+    out = again.communicate(timeout=60)[0]
+    assert again.returncode == 0 and answered(out) == len(objects), out
+    assert_archived_as_sent(cluster, objects)
+    print(f"\nPostgreSQL outage: {statuses.count('503')} of {len(statuses)} QIDO requests "
+          "answered 503, the rest 200")
+
+
+def replica_states(cluster: Cluster, uids: list[str]) -> dict[str, int]:
+    rows = cluster.sql(
+        "SELECT c.state, count(*) FROM replica_copy c JOIN imaging_instance i"
+        " ON i.id = c.instance_id WHERE c.tier = 'replica' AND i.sop_instance_uid = ANY(%s)"
+        " GROUP BY c.state", uids)
+    return {str(state): int(n) for state, n in rows}  # type: ignore[call-overload]
+
+
+def failed_attempts(cluster: Cluster, uids: list[str]) -> int:
+    """Replica copies that were tried, and failed, at least once."""
+    rows = cluster.sql(
+        "SELECT count(*) FROM replica_copy c JOIN imaging_instance i ON i.id = c.instance_id"
+        " WHERE c.tier = 'replica' AND i.sop_instance_uid = ANY(%s) AND c.attempts > 0"
+        " AND c.last_error <> ''", uids)
+    return int(str(rows[0][0]))
+
+
+def s3_keys(cluster: Cluster) -> set[str]:
+    listing = cluster.run("client", ["curl", "-sf", f"{cluster.s3_url}/replica?list-type=2"
+                                     "&max-keys=10000"]).stdout
+    return set(re.findall(r"<Key>([^<]+)</Key>", listing))
+
+
+NODES_USING_S3 = (*WEB_NODES, *LISTENER_NODES, *WORKER_NODES, "beat")
+
+
+def test_with_s3_unreachable_ingest_goes_on_locally_and_the_backlog_drains(
+        cluster, tmp_path):
+    objects = study(tmp_path / "s3down", 91, 12)
+    uids = [uid_of(p) for p in objects]
+    for host in NODES_USING_S3:
+        network.cut_off(host, address("s3"))
+    try:
+        sender = storescu(cluster, objects)
+        out = sender.communicate(timeout=120)[0]
+        assert sender.returncode == 0 and answered(out) == len(objects), out
+        assert_archived_as_sent(cluster, objects)  # the local tier has every object
+        wait_until(lambda: sum(replica_states(cluster, uids).values()) == len(objects), 30,
+                   "a replica copy row per object")
+        # The workers try, fail, and keep the copies to try again: a backlog, not a loss.
+        wait_until(lambda: failed_attempts(cluster, uids) == len(objects), 30,
+                   "every replica copy tried and failed")
+        backlog = replica_states(cluster, uids)
+        assert backlog.get("verified", 0) == 0, backlog
+    finally:
+        for host in NODES_USING_S3:
+            network.reconnect(host, address("s3"))
+    reconnected = time.monotonic()
+    drained = wait_until(lambda: replica_states(cluster, uids) == {"verified": len(objects)},
+                         90, "the replica backlog drained", every=0.5)
+    keys = {str(k) for (k,) in cluster.sql(
+        "SELECT c.key FROM replica_copy c JOIN imaging_instance i ON i.id = c.instance_id"
+        " WHERE c.tier = 'replica' AND i.sop_instance_uid = ANY(%s)", uids)}
+    assert len(keys) == len(objects) and keys <= s3_keys(cluster)
+    print(f"\nS3 outage: {len(objects)} objects stored locally, replica backlog drained "
+          f"{drained:.1f}s after S3 came back ({time.monotonic() - reconnected:.1f}s)")
