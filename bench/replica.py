@@ -10,12 +10,16 @@ in a temp dir, tasks in-process), ingests ``--small`` CT slices (~0.53 MB each) 
   download of the object hashed with SHA-256 (the work a verified copy also does);
 - the portal: ``replica.replicate.replicate_copy`` of each copy (encrypt, upload, read
   back, decrypt, hash, rows updated), as a worker runs it;
+- the same two again as a worker runs a dispatched batch, ``REPLICA_CONCURRENCY`` at once
+  (``replicate_many``, batches of ``REPLICA_DISPATCH_BATCH``), against plain uploads with as
+  many at once;
 - the restore drill (``replica.drill.run``) over everything replicated: objects/s, MB/s;
 - peak RSS (``VmHWM`` of a child process doing only that) of the plain upload, the
   portal's replication and the drill of the large object.
 
-Everything runs one object at a time in one process, for both sides, so the ratio compares
-the code, not the parallelism. MB are 10^6 bytes.
+Apart from the "at once" rows, everything runs one object at a time in one process, for
+both sides, so the ratio compares the code, not the parallelism; the "at once" rows give
+both sides the same width. MB are 10^6 bytes.
 """
 
 from __future__ import annotations
@@ -99,6 +103,19 @@ def plain_upload(client: object, bucket: str, paths: list[Path], read_back: bool
             digest = hashlib.sha256()
             while chunk := body.read(1 << 20):
                 digest.update(chunk)
+    return time.perf_counter() - started
+
+
+def plain_upload_parallel(client: object, bucket: str, paths: list[Path], width: int) -> float:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(path: Path) -> None:
+        client.upload_file(str(path), bucket,  # type: ignore[attr-defined]
+                           f"plain/{os.urandom(8).hex()}")
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=width) as pool:
+        list(pool.map(one, paths))
     return time.perf_counter() - started
 
 
@@ -224,6 +241,20 @@ def run(work: Path, endpoint: str, bucket: str, args: argparse.Namespace) -> Non
         profile.disable()
     rows.append(("small", "portal replication", time.perf_counter() - started,
                  len(small_copies), small_bytes))
+    # The same again as a worker runs a dispatched batch: REPLICA_CONCURRENCY copies in
+    # flight (replicate_many), against plain uploads with as many at once.
+    width = settings.REPLICA_CONCURRENCY
+    seconds = plain_upload_parallel(client, bucket, small, width)
+    rows.append(("small", f"plain upload, {width} at once", seconds, len(small), small_bytes))
+    Copy.objects.filter(pk__in=small_copies).update(state=Copy.State.PENDING, key="",
+                                                     claimed_until=None, attempts=0)
+    started = time.perf_counter()
+    for at in range(0, len(small_copies), settings.REPLICA_DISPATCH_BATCH):
+        batch = small_copies[at:at + settings.REPLICA_DISPATCH_BATCH]
+        assert {a.outcome for _, a in replicate.replicate_many(batch)} == {
+            replicate.Outcome.VERIFIED}
+    rows.append(("small", f"portal replication, {width} at once", time.perf_counter() - started,
+                 len(small_copies), small_bytes))
 
     seconds = plain_upload(client, bucket, [large], read_back=False)
     rows.append(("large", "plain boto3 upload", seconds, 1, large_bytes))
@@ -242,15 +273,18 @@ def run(work: Path, endpoint: str, bucket: str, args: argparse.Namespace) -> Non
     rss_drill = peak_rss_mib("drill", str(large_copy))
 
     print(f"moto server {endpoint}; {len(small)} x {small_bytes / len(small) / 1e6:.2f} MB and "
-          f"1 x {large_bytes / 2**20:.0f} MiB; one object at a time; "
+          f"1 x {large_bytes / 2**20:.0f} MiB; one at a time unless said; "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'case':6} {'side':28} {'s':>8} {'obj/s':>8} {'MB/s':>8} {'/plain up':>10} "
+    print(f"{'case':6} {'side':32} {'s':>8} {'obj/s':>8} {'MB/s':>8} {'/plain up':>10} "
           f"{'/plain up+rb':>12}")
     base: dict[tuple[str, str], float] = {(c, s): sec for c, s, sec, _, _ in rows}
     for case, side, sec, objects, size in rows:
-        print(f"{case:6} {side:28} {sec:8.2f} {objects / sec:8.1f} {size / sec / 1e6:8.1f} "
+        parallel = base.get((case, f"plain upload, {settings.REPLICA_CONCURRENCY} at once"))
+        versus = (f" {parallel / sec:.2f}x of {settings.REPLICA_CONCURRENCY} plain at once"
+                  if parallel and "at once" in side else "")
+        print(f"{case:6} {side:32} {sec:8.2f} {objects / sec:8.1f} {size / sec / 1e6:8.1f} "
               f"{base[(case, 'plain boto3 upload')] / sec:9.2f}x "
-              f"{base[(case, 'plain upload + read back')] / sec:11.2f}x")
+              f"{base[(case, 'plain upload + read back')] / sec:11.2f}x{versus}")
     print(f"restore drill: {report.objects_checked} objects, {report.bytes_checked / 1e6:.0f} MB "
           f"in {report.seconds:.2f} s: {report.objects_checked / report.seconds:.1f} objects/s, "
           f"{report.bytes_checked / report.seconds / 1e6:.1f} MB/s "

@@ -133,6 +133,7 @@ class Packed:
     sha256: str = ""  # of the original
     size: int = 0  # of the original
     packed_size: int = 0
+    packed_sha256: str = ""  # of the packed form, once :func:`pack_verified` read it back
     jpegls_frames: int = 0
     zstd_frames: int = 0  # frames of native pixels that fell back to zstandard
     notes: list[str] = field(default_factory=list)  # why pixel data fell back, if it did
@@ -561,7 +562,8 @@ def pack_verified(source: IO[bytes], out: IO[bytes], *, expected_sha256: str | N
     out.seek(start)
     try:
         sink = _Hashing()
-        unpacked = unpack(out, sink, codec)  # type: ignore[arg-type]
+        read = _HashingReader(out)
+        unpacked = unpack(read, sink, codec)  # type: ignore[arg-type]
     except CorruptPacked as exc:
         log.error("packing did not round-trip (%s): the original is kept", exc)
         return None
@@ -570,7 +572,22 @@ def pack_verified(source: IO[bytes], out: IO[bytes], *, expected_sha256: str | N
                   unpacked, packed.sha256)
         return None
     out.seek(start)
+    packed.packed_sha256 = read.hash.hexdigest()
     return packed
+
+
+class _HashingReader:
+    """The packed form as :func:`unpack` reads it, hashed on the way: what was proven to
+    unpack to the original, so a copy of it can be checked by this hash alone."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self._source = source
+        self.hash = hashlib.sha256()
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._source.read(size)
+        self.hash.update(data)
+        return data
 
 
 def _read_exact(fp: IO[bytes] | BinaryIO, count: int) -> bytes:

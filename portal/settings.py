@@ -336,6 +336,9 @@ REPLICA_DRAIN_BATCH = env.int("REPLICA_DRAIN_BATCH", default=1000, minimum=1)
 REPLICA_DISPATCH_LINGER_SECONDS = env.float("REPLICA_DISPATCH_LINGER_SECONDS", default=0.02,
                                             minimum=0.0)
 REPLICA_DISPATCH_BATCH = env.int("REPLICA_DISPATCH_BATCH", default=16, minimum=1)
+# Copies of one such task in flight at once (threads of the worker; each holds a database
+# connection while it runs).
+REPLICA_CONCURRENCY = env.int("REPLICA_CONCURRENCY", default=4, minimum=1)
 # Pack objects before encryption (imaging.packing: byte-exact, self-verified); on by
 # default: the replica is paid by the byte and read over the WAN, and a packed copy gives
 # back exactly the original bytes. Off: new copies are the original bytes (old ones of

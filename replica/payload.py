@@ -67,6 +67,7 @@ class Upload:
     stream: IO[bytes]
     packing: str  # empty: the original bytes
     size: int  # bytes of ``stream``
+    sha256: str = ""  # of a packed ``stream``, proven to unpack to the original
 
 
 @contextlib.contextmanager
@@ -87,7 +88,7 @@ def for_upload(original: IO[bytes], sha256: str) -> Iterator[Upload]:
     with tempfile.TemporaryFile(dir=spool, prefix="replica-pack-") as spill:
         packed = packing.pack_verified(original, spill, expected_sha256=sha256)
         if packed is not None:
-            yield Upload(spill, DCMPACK1, packed.packed_size)
+            yield Upload(spill, DCMPACK1, packed.packed_size, packed.packed_sha256)
             return
     log.warning("replica: an object with SHA-256 %s goes unpacked (see the packing error "
                 "above)", sha256)

@@ -1,6 +1,8 @@
 """Replication of one copy: claim it, stream the local blob (packed, with
 ``REPLICA_PACKING``: ``replica.payload``) through encryption to the replica, read it back,
-decrypt and unpack it, and only then call it verified.
+decrypt it and find it hashing to what was encrypted, and only then call it verified. A
+packed form is proven to unpack to the original before it is encrypted, so the read back
+does not unpack it again.
 
 A copy is claimed with a conditional UPDATE that sets a lease (``claimed_until``), so two
 workers never upload the same copy at once; a worker that dies leaves the lease to expire
@@ -17,17 +19,20 @@ import enum
 import hashlib
 import logging
 import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, BinaryIO, cast
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from imaging import blobs
 
 from . import payload, store
-from .crypto import EncryptingReader, Envelope, ciphertext_size, new_envelope
+from .crypto import DecryptingReader, EncryptingReader, Envelope, ciphertext_size, new_envelope
 from .keys import KeyRing
 from .models import Copy
 
@@ -88,8 +93,8 @@ def replicate_copy(copy_id: int, ring: KeyRing | None = None) -> Attempt:
     copy = Copy.objects.select_related("instance").get(pk=copy_id)
     try:
         ring = ring or KeyRing.from_settings()
-        key, envelope = upload(copy, ring, lease)
-        _read_back(copy, key, ring, envelope)
+        key, envelope, sent = upload(copy, ring, lease)
+        _read_back(copy, key, ring, envelope, sent)
         if not _ours(copy, lease).update(state=Copy.State.VERIFIED, verified_at=timezone.now(),
                                          claimed_until=None, last_error=""):
             raise LeaseLost(f"copy {copy.pk} was taken over before it was verified")
@@ -101,13 +106,44 @@ def replicate_copy(copy_id: int, ring: KeyRing | None = None) -> Attempt:
     return Attempt(Outcome.VERIFIED)
 
 
+def replicate_many(copy_ids: Sequence[int], concurrency: int | None = None
+                   ) -> list[tuple[int, Attempt]]:
+    """One attempt for each copy, ``REPLICA_CONCURRENCY`` of them in flight at once: a
+    small object's upload and read back are mostly waiting on the network, so a worker
+    keeps several going. Inside a transaction (tests, eager tasks) they run one after the
+    other: other threads would not see its rows."""
+    ring = KeyRing.from_settings()
+    width = min(concurrency or settings.REPLICA_CONCURRENCY, len(copy_ids))
+    if width <= 1 or connection.in_atomic_block:
+        return [(pk, replicate_copy(pk, ring)) for pk in copy_ids]
+
+    def one(pk: int) -> tuple[int, Attempt]:
+        try:
+            return pk, replicate_copy(pk, ring)
+        finally:
+            connection.close()  # this thread's own connection
+
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="replicate") as pool:
+        return list(pool.map(one, copy_ids))
+
+
 def _ours(copy: Copy, lease: datetime.datetime) -> QuerySet[Copy]:
     return Copy.objects.filter(pk=copy.pk, claimed_until=lease)
 
 
-def upload(copy: Copy, ring: KeyRing, lease: datetime.datetime) -> tuple[str, Envelope]:
+@dataclass(frozen=True)
+class Sent:
+    """The plaintext an attempt encrypted: the original, or a packed form proven (as it was
+    packed) to unpack to it, with its hash and size."""
+
+    sha256: str
+    size: int
+
+
+def upload(copy: Copy, ring: KeyRing, lease: datetime.datetime
+           ) -> tuple[str, Envelope, Sent]:
     """Stream the local blob through encryption to a fresh object key of this attempt, and
-    record it on the copy while the lease is ours: (key, envelope).
+    record it on the copy while the lease is ours: (key, envelope, what was encrypted).
 
     A fresh key per attempt means an attempt that outlived its lease never overwrites the
     object of the worker that took over; its own object is deleted instead. The plaintext
@@ -120,16 +156,26 @@ def upload(copy: Copy, ring: KeyRing, lease: datetime.datetime) -> tuple[str, En
     with blobs.open_blob(instance.blob_key) as fp, \
             payload.for_upload(fp, instance.sha256) as plain:
         # A packed form was hashed against the instance's SHA-256 as it was packed, and
-        # unpacked to it again (payload.for_upload); the original is hashed here.
+        # unpacked to it again (payload.for_upload), its own hash taken as it was; what is
+        # encrypted is hashed here against that, or against the instance's.
         envelope = dataclasses.replace(envelope, packing=plain.packing)
         reader = EncryptingReader(cast(BinaryIO, plain.stream), dek, envelope)
-        store.put(key, cast(IO[bytes], reader), envelope.to_metadata())
-        written = instance.sha256 if plain.packing else reader.plaintext_sha256
-        size = reader.plaintext_size
-    if written != instance.sha256:
+        plain_size = plain.size if plain.packing else instance.size_bytes
+        try:
+            store.put(key, cast(IO[bytes], reader), envelope.to_metadata(),
+                      size=ciphertext_size(plain_size, envelope.segment_size))
+        except store.SizeMismatch as exc:  # nothing was uploaded
+            raise Mismatch(f"the local file of instance {instance.pk} is not its "
+                           f"{instance.size_bytes} bytes on record ({exc})") from exc
+        sent = Sent(reader.plaintext_sha256, reader.plaintext_size)
+        expected = plain.sha256 if plain.packing else instance.sha256
+    if sent.sha256 != expected:
         store.delete(key)
-        raise Mismatch(f"the local file of instance {instance.pk} does not match its "
-                       f"SHA-256 ({written} read, {instance.sha256} on record)")
+        what = "packed form" if plain.packing else "local file"
+        raise Mismatch(f"the {what} of instance {instance.pk} does not match its "
+                       f"SHA-256 ({sent.sha256} read, {expected} expected)")
+    # The copy row records the original's hash: a packed form stands for it.
+    written, size = instance.sha256, sent.size
     recorded = _ours(copy, lease).update(
         key=key, state=Copy.State.WRITTEN, sha256=written,
         size=ciphertext_size(size, envelope.segment_size),
@@ -142,7 +188,7 @@ def upload(copy: Copy, ring: KeyRing, lease: datetime.datetime) -> tuple[str, En
                         f"this attempt's object is deleted")
     if copy.key and copy.key != key:  # an earlier attempt's object, never verified
         _delete_quietly(copy.key)
-    return key, envelope
+    return key, envelope, sent
 
 
 def _delete_quietly(key: str) -> None:
@@ -152,24 +198,26 @@ def _delete_quietly(key: str) -> None:
         log.warning("could not delete replica object %s of an earlier attempt: %s", key, exc)
 
 
-def _read_back(copy: Copy, key: str, ring: KeyRing, envelope: Envelope) -> None:
+def _read_back(copy: Copy, key: str, ring: KeyRing, envelope: Envelope, sent: Sent) -> None:
     """Download and decrypt the object, hashing it on the way: authenticated decryption
-    refuses any altered segment, and the hash proves it is this instance's bytes."""
+    refuses any altered segment, and the hash proves it is exactly what was encrypted, the
+    instance's bytes or a packed form already proven to unpack to them (so it is not
+    unpacked again here: a JPEG-LS decode per frame would double the attempt's CPU)."""
     digest = hashlib.sha256()
     size = 0
     body = store.get(key)
     try:
-        reader = payload.reader(body, ring, envelope)
+        reader = DecryptingReader(cast(BinaryIO, body), ring, envelope)
         while chunk := reader.read(blobs.CHUNK_SIZE):
             digest.update(chunk)
             size += len(chunk)
     finally:
         body.close()
-    instance = copy.instance
-    if digest.hexdigest() != instance.sha256 or size != instance.size_bytes:
+    if digest.hexdigest() != sent.sha256 or size != sent.size:
+        what = "its packed form" if envelope.packing else f"instance {copy.instance_id}"
         raise Mismatch(f"replica object {key} read back as {size} bytes with SHA-256 "
-                       f"{digest.hexdigest()}, not {instance.size_bytes} with "
-                       f"{instance.sha256}")
+                       f"{digest.hexdigest()}, not the {sent.size} bytes of {what} with "
+                       f"{sent.sha256}")
 
 
 def _failed(copy: Copy, lease: datetime.datetime, exc: Exception) -> Attempt:

@@ -58,8 +58,26 @@ def _client(url: str, region: str | None, access_key: str | None, secret: str | 
                         config=CLIENT_CONFIG)
 
 
-def put(key: str, stream: IO[bytes], metadata: dict[str, str]) -> None:
-    """Upload ``stream`` read to its end, in parts past the multipart threshold."""
+class SizeMismatch(ValueError):
+    """The stream to upload is not the length its caller said it would be."""
+
+
+#: Objects up to this size go up in one ``PutObject`` from memory: the transfer manager's
+#: futures and thread hand-offs cost a small object about as much as its upload.
+SINGLE_PUT_BYTES = TRANSFER.multipart_threshold
+
+
+def put(key: str, stream: IO[bytes], metadata: dict[str, str], size: int | None = None) -> None:
+    """Upload ``stream`` read to its end: in one request when ``size`` (the bytes the stream
+    will give) is known and at most ``SINGLE_PUT_BYTES``, else in parts past the multipart
+    threshold (never more than a few parts in memory)."""
+    if size is not None and size <= SINGLE_PUT_BYTES:
+        body = stream.read(size + 1)
+        if len(body) != size:
+            raise SizeMismatch(f"expected {size} bytes to upload, the stream gave "
+                               f"{'more' if len(body) > size else len(body)}")
+        client().put_object(Bucket=bucket(), Key=key, Body=body, Metadata=metadata)
+        return
     client().upload_fileobj(stream, bucket(), key, ExtraArgs={"Metadata": metadata},
                             Config=TRANSFER)
 

@@ -35,8 +35,7 @@ def replicate_copies(self: Any, copy_ids: list[int]) -> dict[str, int]:
     (``replica.dispatcher``); a copy that failed goes on as its own ``replicate_copy``,
     with its backoff and retries. Returns the outcomes counted."""
     counted: dict[str, int] = {}
-    for copy_id in copy_ids:
-        attempt = replicate.replicate_copy(copy_id)
+    for copy_id, attempt in replicate.replicate_many(copy_ids):
         counted[attempt.outcome.value] = counted.get(attempt.outcome.value, 0) + 1
         if (attempt.outcome == replicate.Outcome.FAILED and attempt.retry_in is not None
                 and not self.request.is_eager):

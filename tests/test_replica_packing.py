@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from imaging import blobs
-from replica import payload
+from imaging import blobs, packing
+from replica import copies, payload, replicate
 from replica.crypto import EncryptingReader, Envelope, _unwrap
 from replica.keys import KeyRing
 from replica.models import Copy, IntegrityAlert
@@ -110,3 +110,34 @@ def test_a_copy_row_and_metadata_that_disagree_on_packing_are_refused(
     copy.refresh_from_db()
     problem = read_replica(copy, KeyRing.from_settings())
     assert problem is not None and problem.kind == IntegrityAlert.Kind.UNDECRYPTABLE
+
+
+def test_a_packed_form_changed_after_it_was_proven_is_not_replicated(
+        replica, ct_study, settings, monkeypatch, django_capture_on_commit_callbacks):
+    """The read back does not unpack (the packed form was proven as it was packed); what is
+    encrypted must then be that proven form, byte for byte."""
+    proven = packing.pack_verified
+
+    def proven_then_damaged(source: Any, out: Any, **kwargs: Any) -> Any:
+        packed = proven(source, out, **kwargs)
+        start = out.tell()
+        out.seek(start + 200)
+        byte = out.read(1)
+        out.seek(start + 200)
+        out.write(bytes([byte[0] ^ 1]))
+        out.seek(start)
+        return packed
+
+    monkeypatch.setattr(packing, "pack_verified", proven_then_damaged)
+    settings.REPLICA_URL, url = "", settings.REPLICA_URL
+    store_replicated([ct_study[1][0]], django_capture_on_commit_callbacks)
+    settings.REPLICA_URL = url
+    (pk,) = copies.enrol_existing()
+
+    attempt = replicate.replicate_copy(pk)
+
+    assert attempt.outcome == replicate.Outcome.FAILED
+    copy = Copy.objects.get(pk=pk)
+    assert "the packed form of instance" in copy.last_error
+    assert "does not match its SHA-256" in copy.last_error
+    assert list(replica.objects.all()) == []

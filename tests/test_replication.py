@@ -28,7 +28,7 @@ from django.utils import timezone
 from imaging.ingest import IngestBatch, Outcome, ingest
 from imaging.models import Instance, Study
 from portal.celery import app
-from replica import copies, payload, replicate, tasks
+from replica import copies, payload, replicate, store, tasks
 from replica.crypto import Envelope
 from replica.keys import KeyRing
 from replica.models import Copy
@@ -154,6 +154,70 @@ def test_a_damaged_local_file_is_not_replicated_as_a_good_copy(
     copy = Copy.objects.get(pk=pk)
     assert copy.state == Copy.State.FAILED and "does not match its SHA-256" in copy.last_error
     assert list(replica.objects.all()) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("packing", [True, False], ids=["packed", "as-stored"])
+def test_a_truncated_local_file_is_not_replicated_and_nothing_is_uploaded(
+    replica, ct_study, dicom_storage, django_capture_on_commit_callbacks, settings, packing
+):
+    """Small objects go up in one request of the length on record: a local file shorter
+    than that is refused before anything is sent."""
+    settings.REPLICA_URL = ""
+    settings.REPLICA_PACKING = packing
+    instance = _ingest(ct_study[1][3], django_capture_on_commit_callbacks)
+    blob = dicom_storage / instance.blob_key
+    blob.write_bytes(blob.read_bytes()[:-100])
+    settings.REPLICA_URL = replica.meta.client.meta.endpoint_url
+    (pk,) = copies.enrol_existing()
+
+    attempt = replicate.replicate_copy(pk)
+
+    assert attempt.outcome == replicate.Outcome.FAILED
+    copy = Copy.objects.get(pk=pk)
+    assert copy.state == Copy.State.FAILED
+    assert ("does not match its SHA-256" in copy.last_error
+            or f"is not its {instance.size_bytes} bytes on record" in copy.last_error)
+    assert list(replica.objects.all()) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_is_replicated_several_at_once_each_copy_uploaded_once(
+    replica, ct_study, settings, monkeypatch
+):
+    settings.REPLICA_URL, url = "", settings.REPLICA_URL
+    for path in ct_study[1][:6]:
+        with path.open("rb") as fp:
+            assert ingest(fp, source="test").outcome == Outcome.STORED
+    settings.REPLICA_URL = url
+    ids = copies.enrol_existing()
+    in_flight: set[str] = set()
+    widest = 0
+    lock = threading.Lock()
+    real_put = store.put
+
+    def watched_put(*args: Any, **kwargs: Any) -> None:
+        nonlocal widest
+        with lock:
+            in_flight.add(threading.current_thread().name)
+            widest = max(widest, len(in_flight))
+        try:
+            time.sleep(0.05)  # long enough for the others to start theirs
+            real_put(*args, **kwargs)
+        finally:
+            with lock:
+                in_flight.discard(threading.current_thread().name)
+
+    monkeypatch.setattr(store, "put", watched_put)
+    outcomes = replicate.replicate_many(ids, concurrency=3)
+
+    assert [pk for pk, _ in outcomes] == ids
+    assert {a.outcome for _, a in outcomes} == {replicate.Outcome.VERIFIED}
+    assert widest == 3
+    rows = Copy.objects.filter(pk__in=ids)
+    assert {c.state for c in rows} == {Copy.State.VERIFIED}
+    assert sorted(o.key for o in replica.objects.all()) == sorted(c.key for c in rows)
+    assert all(c.attempts == 1 for c in rows)
 
 
 @pytest.mark.django_db(transaction=True)
