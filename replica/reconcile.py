@@ -9,8 +9,10 @@ Repairs never lose data. A missing or damaged local object is restored from a ve
 replica copy, decrypted and checked against the instance's SHA-256 before it is written
 (a damaged file is moved to the quarantine prefix first, never overwritten). A missing or
 damaged replica object is queued for replication again (its copy back to pending). An
-orphan is only ever moved to the quarantine prefix, and only when asked. Every repair is on
-the audit trail, through the one audit call.
+orphan is only ever moved to the quarantine prefix, and only when asked. A temporary file
+that a recall or a repair killed mid-way left beside the blobs (``.recall-*.part``,
+``.repair-*``: a partial copy of an object whose whole copy is elsewhere) is deleted on
+``repair``. Every repair is on the audit trail, through the one audit call.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from audit.trail import Actor, Target, record
 from imaging import blobs, fixity
 from imaging.models import Instance
 
-from . import copies, listing, store
+from . import copies, listing, repair, store
 from .crypto import Envelope, InvalidObject
 from .keys import KeyRing
 from .models import Copy
@@ -52,6 +54,7 @@ class Kind(enum.StrEnum):
     UNREADABLE = "unreadable"  # could not be read now (an outage): nothing concluded
     UNENROLLED = "unenrolled"  # an instance with no replica copy at all
     ORPHAN = "orphan"  # held, but no row refers to it
+    LEFTOVER = "leftover"  # a recall's or repair's unfinished temporary file
 
 
 @dataclass
@@ -128,6 +131,9 @@ def _local(report: ReconcileReport, options: Options, ring: KeyRing | None) -> N
         if young:
             report.young += 1
             continue
+        if _leftover(key):
+            report.problems.append(_remove_leftover(key, options))
+            continue
         problem = Problem(Tier.LOCAL, Kind.ORPHAN, key,
                           "no instance refers to this object")
         if options.quarantine:
@@ -144,8 +150,33 @@ def _local(report: ReconcileReport, options: Options, ring: KeyRing | None) -> N
         if key not in listed and key not in evicted:
             problem = Problem(Tier.LOCAL, Kind.MISSING, key, "the stored file is missing", pk)
             if options.repair:
-                _restore_local(problem, ring, damaged=False)
+                _restore_local(problem, ring)
             report.problems.append(problem)
+
+
+def _leftover(key: str) -> bool:
+    """A temporary file of ``replica.recall`` (``.recall-*.part``) or ``replica.repair``
+    (``.repair-*``), by its name: both are made beside the blob they are for."""
+    name = key.rsplit("/", 1)[-1]
+    return (name.startswith(".recall-") and name.endswith(".part")) \
+        or name.startswith(".repair-")
+
+
+def _remove_leftover(key: str, options: Options) -> Problem:
+    problem = Problem(Tier.LOCAL, Kind.LEFTOVER, key,
+                      "a temporary file left by a recall or repair that did not finish")
+    if not options.repair:
+        return problem
+    try:
+        blobs.delete(key)
+    except OSError as exc:
+        problem.reason += f"; not deleted: {exc}"
+        return problem
+    problem.repaired = "deleted"
+    record(AuditAction.DELETE, ACTOR, Target("object", key[:128]), AuditOutcome.ALLOWED,
+           reason="reconcile: a temporary file left by an unfinished recall or repair",
+           detail={"operation": "remove-leftover", "tier": Tier.LOCAL.value, "key": key})
+    return problem
 
 
 def _verify_local(report: ReconcileReport, key: str, pk: int, options: Options,
@@ -162,56 +193,38 @@ def _verify_local(report: ReconcileReport, key: str, pk: int, options: Options,
         return
     problem = Problem(Tier.LOCAL, Kind.DAMAGED, key, result.reason, pk)
     if options.repair:
-        _restore_local(problem, ring, damaged=True)
+        _restore_local(problem, ring)
     report.problems.append(problem)
 
 
-def _restore_local(problem: Problem, ring: KeyRing | None, *, damaged: bool) -> None:
-    """The instance's bytes back under its key, from its verified replica copy: decrypted
-    into the spool, checked against the SHA-256 on record, and only then written."""
+def _restore_local(problem: Problem, ring: KeyRing | None) -> None:
+    """The instance's bytes back under its key, from its verified replica copy
+    (``replica.repair.restore_local``: proven before it replaces anything)."""
     assert problem.instance_id is not None
     instance = Instance.objects.select_related("series__study__patient").get(
         pk=problem.instance_id)
-    copy = Copy.objects.filter(instance=instance, tier=Copy.Tier.REPLICA,
-                               state=Copy.State.VERIFIED).exclude(key="").first()
-    if copy is None or ring is None:
+    if ring is None:
         problem.reason += "; no verified replica copy to restore it from"
         return
-    try:
-        envelope = _envelope(copy)
-        with listing.decrypted(copy.key, envelope, ring) as plain:
-            if (plain.sha256, plain.size) != (instance.sha256, instance.size_bytes):
-                problem.reason += (f"; the replica copy {copy.key} decrypts to other bytes "
-                                   f"(SHA-256 {plain.sha256}): not restored")
-                return
-            moved = _quarantine_local(instance.blob_key) if damaged else ""
-            with plain.open() as fp:
-                digest, size = blobs.write(fp, instance.blob_key)
-    except (InvalidObject, KeyError, ValueError, OSError, *store.StoreError) as exc:
-        problem.reason += f"; the replica copy {copy.key} cannot be read: {exc}"
+    result = repair.restore_local(instance, ring)
+    if not result.repaired:
+        problem.reason += f"; {result.note.removeprefix('not repaired: ')}"
         return
-    if digest != instance.sha256:  # the storage wrote something else: say so loudly
-        problem.reason += f"; writing {instance.blob_key} gave SHA-256 {digest}"
-        return
-    now = timezone.now()
-    Instance.objects.filter(pk=instance.pk).update(fixity_ok=True, fixity_checked=now)
-    Copy.objects.filter(instance=instance, tier=Copy.Tier.LOCAL).update(
-        key=instance.blob_key, state=Copy.State.WRITTEN, sha256=digest, size=size,
-        written_at=now, last_error="")
-    problem.repaired = f"restored from the replica copy {copy.key}"
-    if moved:
-        problem.repaired += f" (the damaged file moved to {moved})"
+    problem.repaired = f"restored from the replica copy {result.source}"
+    if result.kept:
+        problem.repaired += f" (the damaged file moved to {result.kept})"
     record(AuditAction.STORE, ACTOR, Target.instance(instance), AuditOutcome.ALLOWED,
            reason=f"reconcile: {problem.kind.value} local object restored from the replica",
            detail={"operation": "restore-local", "key": instance.blob_key,
-                   "from": copy.key, "sha256": digest, "damaged_moved_to": moved})
+                   "from": result.source, "sha256": instance.sha256,
+                   "damaged_moved_to": result.kept})
 
 
 def _quarantine_local(key: str) -> str:
     """Move a local object under the quarantine prefix (copied, checked, then removed):
     returns where it went."""
     storage = blobs.storage()
-    target = _free_name(listing.quarantine_prefix() + key)
+    target = repair.quarantine_name(key)
     with blobs.open_blob(key) as source:
         digest, size = blobs.sha256(source)
         source.seek(0)
@@ -225,14 +238,6 @@ def _quarantine_local(key: str) -> str:
            detail={"operation": "quarantine", "tier": Tier.LOCAL.value, "key": key,
                    "moved_to": saved, "sha256": digest, "size": size})
     return saved
-
-
-def _free_name(name: str) -> str:
-    """``name``, or ``name.1``, ``name.2``... if something was quarantined there before."""
-    candidate, n = name, 1
-    while blobs.storage().exists(candidate):
-        candidate, n = f"{name}.{n}", n + 1
-    return candidate
 
 
 # --- the replica --------------------------------------------------------------------------

@@ -47,6 +47,7 @@ class Result:
     #: The other copy turned out bad too (its own alert is opened by the caller).
     other: Problem | None = None
     kept: str = ""  # where the damaged local file was kept, if there was one
+    source: str = ""  # the replica object a local file was restored from
 
 
 def repair(alert: IntegrityAlert, ring: KeyRing) -> Result:
@@ -55,7 +56,7 @@ def repair(alert: IntegrityAlert, ring: KeyRing) -> Result:
     instance = Instance.objects.select_related("series__study__patient").get(
         pk=alert.instance_id)
     if alert.tier == Copy.Tier.LOCAL:
-        source, result = Copy.Tier.REPLICA, _repair_local(instance, ring)
+        source, result = Copy.Tier.REPLICA, restore_local(instance, ring)
     else:
         source, result = Copy.Tier.LOCAL, _repair_replica(instance, ring)
     detail = f"{alert.detail}\n{result.note}".strip()
@@ -74,12 +75,15 @@ def repair(alert: IntegrityAlert, ring: KeyRing) -> Result:
     return result
 
 
-def _repair_local(instance: Instance, ring: KeyRing) -> Result:
+def restore_local(instance: Instance, ring: KeyRing) -> Result:
+    """The instance's file (damaged or missing) rewritten from its verified replica copy,
+    proven before and after it replaces anything; what was there is kept in quarantine.
+    Used by the fixity repair and by ``manage.py reconcile --repair``."""
     copy = (Copy.objects.select_related("instance")
             .filter(instance=instance, tier=Copy.Tier.REPLICA, state=Copy.State.VERIFIED)
             .first())
     if copy is None:
-        return Result(False, "not repaired: there is no verified replica copy to repair from")
+        return Result(False, "not repaired: there is no verified replica copy to restore it from")
     kept = ""
     try:
         with _replacing(instance.blob_key) as (staged, replace):
@@ -101,10 +105,13 @@ def _repair_local(instance: Instance, ring: KeyRing) -> Result:
                       f"{after.reason}")
     now = timezone.now()
     Instance.objects.filter(pk=instance.pk).update(fixity_ok=True, fixity_checked=now)
-    Copy.objects.filter(instance=instance, tier=Copy.Tier.LOCAL).update(verified_at=now)
+    Copy.objects.filter(instance=instance, tier=Copy.Tier.LOCAL).update(
+        key=instance.blob_key, state=Copy.State.WRITTEN, sha256=instance.sha256,
+        size=instance.size_bytes, written_at=now, verified_at=now, last_error="")
     return Result(True, "repaired: rewritten from the verified replica copy, byte for byte "
                   "(SHA-256 checked before it replaced the file)"
-                  + (f"; the damaged file is kept as {kept}" if kept else ""), kept=kept)
+                  + (f"; the damaged file is kept as {kept}" if kept else ""), kept=kept,
+                  source=copy.key)
 
 
 @contextlib.contextmanager
@@ -128,7 +135,7 @@ def _replacing(key: str) -> Iterator[tuple[IO[bytes], Callable[[], str]]]:
                 os.chmod(staged.name, storage.file_permissions_mode)
             kept = ""
             if target.exists():
-                kept = _quarantine_name(key)
+                kept = quarantine_name(key)
                 try:
                     blobs.hard_link(target, storage.path(kept))
                 except OSError:  # no links on this file system: a copy
@@ -150,7 +157,7 @@ def _replacing(key: str) -> Iterator[tuple[IO[bytes], Callable[[], str]]]:
             spooled.seek(0)
             kept = ""
             if storage.exists(key):
-                kept = _quarantine_name(key)
+                kept = quarantine_name(key)
                 with blobs.open_blob(key) as damaged:
                     if storage.save(kept, File(damaged, name=kept)) != kept:
                         raise RuntimeError(f"storage renamed the quarantined {kept!r}")
@@ -164,8 +171,8 @@ def _replacing(key: str) -> Iterator[tuple[IO[bytes], Callable[[], str]]]:
         yield spooled, rewrite
 
 
-def _quarantine_name(key: str) -> str:
-    """Where a damaged file is kept: under the quarantine prefix (``manage.py reconcile``
+def quarantine_name(key: str) -> str:
+    """Where a damaged or orphan file is kept: under the quarantine prefix (``manage.py reconcile``
     never takes it for an orphan), ``.1``, ``.2``... if one was kept there before."""
     name = f"{listing.quarantine_prefix()}{key}"
     candidate, n = name, 1

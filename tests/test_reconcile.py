@@ -191,6 +191,33 @@ def test_an_old_orphan_is_listed_then_quarantined_never_deleted(replicated, dico
     assert _reconcile("--tier", "local")[0] == 0
 
 
+def test_a_killed_recalls_old_spill_file_is_listed_and_deleted_on_repair(
+    replicated, dicom_storage
+):
+    instance = Instance.objects.order_by("pk").first()
+    assert instance is not None
+    folder = (dicom_storage / instance.blob_key).parent
+    spill = folder / ".recall-k1ll3d.part"
+    spill.write_bytes((dicom_storage / instance.blob_key).read_bytes()[:1000])
+    os.utime(spill, (AN_HOUR_AGO, AN_HOUR_AGO))
+    in_flight = folder / ".recall-n0w.part"  # a recall still running: left alone
+    in_flight.write_bytes(b"partial")
+    key = str(spill.relative_to(dicom_storage))
+
+    code, _, err = _reconcile("--tier", "local")
+    assert code == 1 and f"local leftover: {key}: a temporary file left by a recall" in err
+    assert "orphan" not in err and spill.exists()
+
+    code, out, err = _reconcile("--tier", "local", "--repair")
+
+    assert code == 0, err
+    assert f"{key}" in out and "-> deleted" in out
+    assert not spill.exists() and in_flight.exists()
+    assert (dicom_storage / instance.blob_key).exists()
+    (entry,) = _entries("remove-leftover")
+    assert entry.detail["key"] == key
+
+
 def test_an_unreferenced_object_younger_than_min_age_is_not_an_orphan(replicated,
                                                                        dicom_storage):
     young = dicom_storage / "abc" / "in-flight.dcm"

@@ -32,7 +32,8 @@ class Command(BaseCommand):
         parser.add_argument("--repair", action="store_true",
                             help="restore missing or damaged local objects from a verified "
                                  "replica copy; queue missing or damaged replica objects for "
-                                 "replication again")
+                                 "replication again; delete the temporary files unfinished "
+                                 "recalls and repairs left")
         parser.add_argument("--quarantine", action="store_true",
                             help="move orphans under RECONCILE_QUARANTINE_PREFIX (never "
                                  "deleted)")
