@@ -351,3 +351,21 @@ def in_english() -> Iterator[None]:
 
     with translation.override("en"):
         yield
+
+
+@pytest.fixture
+def dest_port() -> int:
+    """A free port for the retrieving workstation's own storescp (C-MOVE destination)."""
+    from dimse.testing import free_port
+
+    return free_port()
+
+
+@pytest.fixture
+def workstation(transactional_db: None, dest_port: int) -> Any:
+    """A DICOM workstation that queries and retrieves, receiving C-MOVE results at
+    ``dest_port``."""
+    from dimse.models import Peer
+
+    return Peer.objects.create(ae_title="DEST", host="127.0.0.1", port=dest_port,
+                               may_query=True, may_retrieve=True)

@@ -17,23 +17,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from audit.models import AuditAction, AuditEvent, Outcome
 from dimse.models import Peer
 from dimse.statuses import Status
-from dimse.testing import dataset_bytes, dcmtk, free_port, storescp
+from dimse.testing import dataset_bytes, dcmtk, storescp
 from imaging.ingest import ingest
 from imaging.models import Instance
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pynetdicom_as_is_too]
-
-
-@pytest.fixture
-def dest_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def workstation(transactional_db, dest_port) -> Peer:
-    """Queries and retrieves, and receives C-MOVE results on its own storescp."""
-    return Peer.objects.create(ae_title="DEST", host="127.0.0.1", port=dest_port,
-                               may_query=True, may_retrieve=True)
 
 
 @pytest.fixture

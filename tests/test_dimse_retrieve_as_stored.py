@@ -19,8 +19,7 @@ from pydicom.uid import generate_uid
 from audit.models import AuditAction, AuditEvent, Outcome
 from audit.trail import first_broken_link
 from dimse import retrieve
-from dimse.models import Peer
-from dimse.testing import dataset_bytes, dcmtk, free_port, storescp
+from dimse.testing import dataset_bytes, dcmtk, storescp
 from imaging.ingest import ingest
 from imaging.models import Instance
 
@@ -77,17 +76,6 @@ def never_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("a stored object was decoded to be sent")
 
     monkeypatch.setattr(retrieve, "dcmread", refuse)
-
-
-@pytest.fixture
-def dest_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def workstation(transactional_db, dest_port) -> Peer:
-    return Peer.objects.create(ae_title="DEST", host="127.0.0.1", port=dest_port,
-                               may_query=True, may_retrieve=True)
 
 
 def _study(path: Path) -> str:

@@ -21,7 +21,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from audit.models import AuditAction, AuditEvent, Outcome
 from dimse.models import Peer
 from dimse.statuses import Status
-from dimse.testing import dataset_bytes, dcmtk, free_port, storescp
+from dimse.testing import dataset_bytes, dcmtk, storescp
 from imaging.models import Instance
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -77,17 +77,6 @@ def stored_mixed(portal, transactional_db, mixed_series, dicom_storage,
     # sends, in the same syntax), each with its SOP Instance UID and syntax.
     blobs = [dicom_storage / key for key in Instance.objects.values_list("blob_key", flat=True)]
     return mixed_series[0], blobs
-
-
-@pytest.fixture
-def dest_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def workstation(transactional_db, dest_port) -> Peer:
-    return Peer.objects.create(ae_title="DEST", host="127.0.0.1", port=dest_port,
-                               may_query=True, may_retrieve=True)
 
 
 def _uid(path: Path) -> str:

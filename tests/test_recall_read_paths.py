@@ -21,8 +21,7 @@ from pydicom import dcmread
 
 from accounts.models import Consent, Purpose
 from audit.trail import Actor
-from dimse.models import Peer
-from dimse.testing import dataset_bytes, dcmtk, free_port, storescp
+from dimse.testing import dataset_bytes, dcmtk, storescp
 from imaging.models import Instance, Patient, Study
 from privacy import consent as consents
 from privacy import export as exports
@@ -120,17 +119,6 @@ def test_wado_rs_frames_of_an_evicted_instance_are_its_pixel_data(
 
 
 # --- DIMSE ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def dest_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def workstation(transactional_db, dest_port) -> Peer:
-    return Peer.objects.create(ae_title="DEST", host="127.0.0.1", port=dest_port,
-                               may_query=True, may_retrieve=True)
 
 
 def test_getscu_gets_an_evicted_study_unchanged(portal, workstation, evicted, ct_study,
