@@ -51,12 +51,16 @@ class ListenerProcesses:
                 found.add(int(entry.name))
         return found
 
-    def wait_for_workers(self, count: int, timeout: float = 15.0,
+    def wait_for_workers(self, count: int, timeout: float = 60.0,
                          without: int | None = None) -> set[int]:
+        """Until the listener runs ``count`` workers (a loaded machine takes its time to
+        start Django, so the wait is generous; a listener that exits fails at once)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if len(pids := self.workers()) == count and without not in pids:
                 return pids
+            if self.process.poll() is not None:
+                raise AssertionError(f"the listener exited ({self.process.returncode})")
             time.sleep(0.05)
         raise AssertionError(f"expected {count} workers, found {self.workers()}")
 
