@@ -4,8 +4,8 @@ the acknowledgement it gets back.
 Pure HL7 (python-hl7 only, no ORM). Where the values go:
 
 - MSH-18 ``UNICODE UTF-8``: the text is sent as UTF-8, accents as they are.
-- PID-3 patient identifier (type MR), PID-5 name (family^given^middle^suffix^prefix from
-  the DICOM PN), PID-7 birth date, PID-8 sex.
+- PID-3 patient identifier (its issuer as assigning authority, type MR), PID-5 name
+  (family^given^middle^suffix^prefix from the DICOM PN), PID-7 birth date, PID-8 sex.
 - ORC-1 ``RE``, ORC-2/3 and OBR-2/3 placer and filler order numbers, ORC-12 and OBR-16
   the referring physician, OBR-4 the procedure, OBR-7 when the images were taken, OBR-18
   the accession number (as RAD-4 orders carry it), OBR-19 the requested procedure ID,
@@ -98,6 +98,7 @@ class ResultFacts:
     receiving_application: str
     receiving_facility: str
     patient_id: str
+    issuer: str  # DICOM IssuerOfPatientID, as PID-3.4 (assigning authority)
     patient_name: str  # DICOM PN
     birth_date: datetime.date | None
     sex: str
@@ -127,7 +128,7 @@ def oru(facts: ResultFacts) -> str:
            timestamp(facts.now), "", "ORU^R01^ORU_R01", escape(facts.control_id), "P",
            VERSION, "", "", "", "", "", "UNICODE UTF-8"]
     sex = facts.sex if facts.sex in ("F", "M", "O") else ""
-    pid = ["PID", "1", "", f"{escape(facts.patient_id)}^^^^MR", "",
+    pid = ["PID", "1", "", f"{escape(facts.patient_id)}^^^{escape(facts.issuer)}^MR", "",
            _components(person_name(facts.patient_name)),
            "", facts.birth_date.strftime("%Y%m%d") if facts.birth_date else "", sex]
     placer, filler = escape(facts.placer_order_number), escape(facts.filler_order_number)

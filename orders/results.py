@@ -95,7 +95,7 @@ def result_facts(report: Report, control_id: str, now: datetime.datetime) -> oru
         sending_facility=settings.HL7_RESULTS_SENDING_FACILITY,
         receiving_application=settings.HL7_RESULTS_RECEIVING_APPLICATION,
         receiving_facility=settings.HL7_RESULTS_RECEIVING_FACILITY,
-        patient_id=patient.patient_id, patient_name=patient.name,
+        patient_id=patient.patient_id, issuer=patient.issuer, patient_name=patient.name,
         birth_date=patient.birth_date, sex=patient.sex,
         accession_number=study.accession_number,
         placer_order_number=procedure.placer_order_number if procedure else "",
