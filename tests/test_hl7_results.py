@@ -18,7 +18,7 @@ from pathlib import Path
 
 import hl7
 import pytest
-from django.db import connections
+from django.db import connections, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -205,6 +205,20 @@ def test_delivery_is_acknowledged_and_audited(ehr, doctor, order, paulas_study):
         Outcome.ALLOWED, paulas_study.study_instance_uid, "PAULA-001^DEMO")
     assert entry.detail["destination"] == f"127.0.0.1:{ehr.port}"
     assert (entry.detail["ack"], entry.detail["attempt"]) == ("AA", 1)
+
+
+def test_the_message_is_queued_with_the_report_and_rolled_back_with_it(ehr, doctor, order,
+                                                                       paulas_study):
+    class Crash(Exception):
+        pass
+
+    with pytest.raises(Crash), transaction.atomic():
+        report = finalize(doctor, paulas_study)
+        assert sent_for(report).state == State.PENDING  # written, not sent before the commit
+        assert ehr.received == []
+        raise Crash
+    assert not Report.objects.exists() and not OutboundMessage.objects.exists()
+    assert ehr.received == []
 
 
 def test_nothing_is_queued_without_an_ehr_configured(settings, doctor, order, paulas_study):
