@@ -32,7 +32,7 @@ from portal.celery import app
 from reports import service
 from reports.models import Report
 from tests.celery_support import REDIS_URL, routed, running_worker
-from tests.ehr_support import AE, AR, SILENT, WRONG_ID, FakeEhr, fake_ehr
+from tests.ehr_support import AE, AR, CA, SILENT, WRONG_ID, FakeEhr, fake_ehr
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -253,6 +253,13 @@ def test_an_ae_keeps_it_pending_with_the_reason_and_a_retry_delivers_it_later(
     assert ehr.received[0].text == ehr.received[1].text
 
 
+def test_an_enhanced_mode_commit_accept_counts_as_delivered(ehr, doctor, order,
+                                                            paulas_study):
+    ehr.answer(CA)
+    sent = sent_for(finalize(doctor, paulas_study))
+    assert (sent.state, sent.ack_code) == (State.ACKNOWLEDGED, "CA")
+
+
 def test_an_acknowledgement_for_another_message_does_not_count(ehr, doctor, order,
                                                                 paulas_study):
     ehr.answer(WRONG_ID)
@@ -329,6 +336,29 @@ def test_an_amendment_never_overtakes_the_final_report_it_amends(down, doctor, o
                                                         amendment.control_id]
     assert set(OutboundMessage.objects.values_list("state", flat=True)) == {
         State.ACKNOWLEDGED}
+
+
+def test_a_message_left_in_flight_by_a_worker_that_died_is_sent_again_after_its_lease(
+    down, doctor, order, paulas_study
+):
+    sent = sent_for(finalize(doctor, paulas_study))
+    # Ten minutes ago it was due, a worker claimed it and died before recording anything.
+    then = timezone.now() - datetime.timedelta(minutes=10)
+    OutboundMessage.objects.filter(pk=sent.pk).update(due=then)
+    assert results.claim(sent.pk, now=then)
+    sent.refresh_from_db()
+    assert sent.state == State.SENT and sent.due < timezone.now()
+    with fake_ehr(down) as ehr:
+        assert tasks.sweep_results() == 1
+        assert ehr.delivered(sent.control_id) == 1
+    sent.refresh_from_db()
+    assert (sent.state, sent.attempts) == (State.ACKNOWLEDGED, 3)
+
+
+def test_a_message_in_flight_is_not_taken_by_the_sweep(down, doctor, order, paulas_study):
+    sent = sent_for(finalize(doctor, paulas_study))
+    assert results.claim(sent.pk)  # a worker is sending it now
+    assert results.due(10) == [] and tasks.sweep_results() == 0
 
 
 def test_two_concurrent_senders_deliver_it_exactly_once(settings, down, doctor, order,
