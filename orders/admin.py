@@ -1,11 +1,16 @@
-"""Orders, HL7 peers and the messages received, in Django admin (messages read-only)."""
+"""Orders, HL7 peers, the messages received and the results sent, in Django admin
+(messages read-only; a result that failed can be resent)."""
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
-from .models import Hl7Message, Hl7Peer, ScheduledProcedure
+from . import results
+from .models import Hl7Message, Hl7Peer, OutboundMessage, ScheduledProcedure
 
 
 @admin.register(Hl7Peer)
@@ -43,3 +48,34 @@ class Hl7MessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(OutboundMessage)
+class OutboundMessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("created", "message_type", "control_id", "result_status", "study_uid",
+                    "host", "port", "state", "attempts", "ack_code", "last_error")
+    list_filter = ("state", "result_status", "ack_code", "host")
+    search_fields = ("control_id", "study_uid", "raw")
+    readonly_fields = ("report", "study_uid", "message_type", "control_id", "result_status",
+                       "host", "port", "raw", "state", "attempts", "due", "last_error",
+                       "ack_code", "ack", "created", "last_attempt", "acknowledged")
+    actions = ["resend"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description=_("Resend the selected failed messages"),
+                  permissions=["change"])
+    def resend(self, request: HttpRequest, queryset: QuerySet[OutboundMessage]) -> None:
+        selected = list(queryset.values_list("pk", flat=True))
+        count = results.resend(selected)
+        self.message_user(request, ngettext(
+            "%(count)d message queued to be sent again.",
+            "%(count)d messages queued to be sent again.", count) % {"count": count},
+            messages.SUCCESS)
+        if count < len(selected):
+            self.message_user(request, _("Only failed messages are resent; the others were "
+                                         "left as they are."), messages.WARNING)

@@ -4,6 +4,10 @@ Each connection is served in a thread of its own and may carry any number of mes
 acknowledgement after each. A connection that sends something other than a frame, or a
 frame larger than ``HL7_MAX_MESSAGE_BYTES``, gets one framed ``AR`` saying why and is
 closed: after bytes that are not MLLP nothing more on it can be trusted to be a message.
+
+:func:`exchange` is the other side, for results the portal sends: one message on a
+connection of its own, one acknowledgement read back (python-hl7's ``MLLPClient`` has no
+timeouts and reads a single ``recv``, which may hold part of a frame).
 """
 
 from __future__ import annotations
@@ -119,3 +123,22 @@ def start(host: str, port: int, *, max_bytes: int | None = None,
     thread = threading.Thread(target=server.serve_forever, name="hl7-listener", daemon=True)
     thread.start()
     return server, thread
+
+
+class NoAcknowledgement(OSError):
+    """The peer closed the connection, or sent no whole frame, before acknowledging."""
+
+
+def exchange(host: str, port: int, text: str, *, connect_timeout: float,
+             ack_timeout: float, max_bytes: int | None = None) -> str:
+    """Send ``text`` framed to ``host:port`` and return the first frame it answers, as
+    text; :class:`TimeoutError` when nothing comes within ``ack_timeout`` seconds,
+    :class:`OSError` when the peer cannot be reached, :class:`FramingError` for an answer
+    that is not MLLP."""
+    with socket.create_connection((host, port), timeout=connect_timeout) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(ack_timeout)
+        sock.sendall(frame(text))
+        for answer in frames(sock, max_bytes or settings.HL7_MAX_MESSAGE_BYTES):
+            return decode(answer)
+    raise NoAcknowledgement("the peer closed the connection without acknowledging")

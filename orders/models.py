@@ -3,11 +3,13 @@
 A :class:`ScheduledProcedure` is one requested procedure with its one scheduled step, as
 the Modality Worklist (PS3.4 K) answers it. :class:`Hl7Peer` is the allow-list of senders,
 like DICOM peers; :class:`Hl7Message` keeps every message received, raw, with its answer.
+:class:`OutboundMessage` is the queue of results sent to the EHR (``orders.results``).
 """
 
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -126,3 +128,52 @@ class Hl7Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_type} {self.control_id} {self.outcome}"
+
+
+class OutboundMessage(models.Model):
+    """One HL7 message to the EHR (an ``ORU^R01`` for a final report version), kept as
+    sent with where it goes and how its delivery went.
+
+    Written in the transaction that makes the report final, so a crash never loses one;
+    sent after the commit (``orders.results.send``). ``due`` is when a worker may next take
+    it: after a failed attempt, the end of its backoff; while an attempt runs, its lease.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SENT = "sent", _("Sent, awaiting acknowledgement")
+        ACKNOWLEDGED = "acknowledged", _("Acknowledged")
+        FAILED = "failed", _("Failed")
+
+    # CASCADE: purging the patient takes her reports, and with them what was to be sent.
+    report = models.ForeignKey("reports.Report", on_delete=models.CASCADE,
+                               related_name="hl7_results", verbose_name=_("report"))
+    study_uid = models.CharField(_("Study Instance UID"), max_length=64, db_index=True)
+    message_type = models.CharField(_("type (MSH-9)"), max_length=32)
+    control_id = models.CharField(_("control ID (MSH-10)"), max_length=64, unique=True)
+    result_status = models.CharField(_("result status (OBR-25)"), max_length=1)
+    host = models.CharField(_("destination host"), max_length=255)
+    port = models.PositiveIntegerField(_("destination port"))
+    raw = models.TextField(_("message as sent"))
+    state = models.CharField(_("state"), max_length=16, choices=State.choices,
+                             default=State.PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    due = models.DateTimeField(_("next attempt"), default=timezone.now, db_index=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    ack_code = models.CharField(_("acknowledgement code (MSA-1)"), max_length=2, blank=True)
+    ack = models.TextField(_("acknowledgement received"), blank=True)
+    created = models.DateTimeField(_("queued"), auto_now_add=True)
+    last_attempt = models.DateTimeField(_("last attempt"), null=True, blank=True)
+    acknowledged = models.DateTimeField(_("acknowledged at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("HL7 message sent")
+        verbose_name_plural = _("HL7 messages sent")
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.message_type} {self.control_id} {self.state}"
+
+    @property
+    def destination(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"

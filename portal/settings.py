@@ -464,6 +464,36 @@ HL7_MAX_MESSAGE_BYTES = env.int("HL7_MAX_MESSAGE_BYTES", default=1024 * 1024, mi
 # Seconds a sender may stay silent inside a connection before it is closed.
 HL7_NETWORK_TIMEOUT = env.float("HL7_NETWORK_TIMEOUT", default=60.0, minimum=0.1)
 
+# --- HL7 v2 results out (ORU^R01 to the EHR over MLLP, orders/results.py) --------------------
+# Where a final report (and each amendment) is sent; empty host: no results are queued.
+HL7_RESULTS_HOST = env.str("HL7_RESULTS_HOST")
+HL7_RESULTS_PORT = env.int("HL7_RESULTS_PORT", default=2575, minimum=1, maximum=65535)
+# Seconds to connect, and to wait for the acknowledgement once the message is written.
+HL7_RESULTS_CONNECT_TIMEOUT = env.float("HL7_RESULTS_CONNECT_TIMEOUT", default=10.0,
+                                        minimum=0.1)
+HL7_RESULTS_ACK_TIMEOUT = env.float("HL7_RESULTS_ACK_TIMEOUT", default=30.0, minimum=0.1)
+# Attempts before a message is marked failed (shown in admin, where it can be resent); the
+# wait after a failed attempt, doubled per attempt up to the maximum.
+HL7_RESULTS_MAX_ATTEMPTS = env.int("HL7_RESULTS_MAX_ATTEMPTS", default=10, minimum=1)
+HL7_RESULTS_RETRY_SECONDS = env.float("HL7_RESULTS_RETRY_SECONDS", default=30.0, minimum=0.0)
+HL7_RESULTS_RETRY_MAX_SECONDS = env.float("HL7_RESULTS_RETRY_MAX_SECONDS", default=3600.0,
+                                          minimum=0.0)
+# MSH-3/4 (the portal) and MSH-5/6 (the EHR) of the messages sent.
+HL7_RESULTS_SENDING_APPLICATION = env.str("HL7_RESULTS_SENDING_APPLICATION", default="PORTAL")
+HL7_RESULTS_SENDING_FACILITY = env.str("HL7_RESULTS_SENDING_FACILITY")
+HL7_RESULTS_RECEIVING_APPLICATION = env.str("HL7_RESULTS_RECEIVING_APPLICATION")
+HL7_RESULTS_RECEIVING_FACILITY = env.str("HL7_RESULTS_RECEIVING_FACILITY")
+CELERY_BEAT_SCHEDULE["orders-sweep-results"] = {
+    "task": "orders.tasks.sweep_results",
+    "schedule": env.float("HL7_RESULTS_SWEEP_INTERVAL_SECONDS", default=60.0, minimum=5.0),
+}
+# The portal's absolute address (https://portal.example.org), for links sent outside it
+# (the study's page in an ORU). Empty: messages carry no link.
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL").rstrip("/")
+if PORTAL_BASE_URL and not PORTAL_BASE_URL.startswith(("https://", "http://")):
+    raise ImproperlyConfigured(
+        f"PORTAL_BASE_URL must be an absolute http(s) URL, not {PORTAL_BASE_URL!r}")
+
 # --- Security (production) ------------------------------------------------------------------
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600, minimum=60)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True

@@ -11,6 +11,9 @@ Stored objects are immutable, so nothing is edited in place:
 - a final report is never replaced by a preliminary; it is amended by a new final version,
   the old one kept and marked superseded.
 
+Each final version is also queued, in the same transaction, for the EHR as an ``ORU^R01``
+(:mod:`orders.results`).
+
 Who may write is :func:`imaging.policies.decide` with ``Action.REPORT``; a refusal is on
 the trail and the caller answers 404.
 """
@@ -35,6 +38,7 @@ from imaging.ingest import ingest
 from imaging.models import Instance, ReportStatus, Study
 from imaging.principals import as_principal
 from imaging.store_audit import StoreAudit
+from orders import results
 
 from . import dicom_report, pdf
 from .models import Report
@@ -185,6 +189,9 @@ def _write(caller: Caller, actor: Actor, study: Study, text: ReportText, status:
             Study.objects.filter(pk=locked.pk).update(report_status=ReportStatus(status))
             record(AuditAction.REPORT, actor, Target.study(locked), Outcome.ALLOWED,
                    detail=_detail(report, event, decision))
+            # A final version goes to the EHR (ORU^R01): queued in this transaction, so a
+            # crash never loses one; sent once it commits.
+            results.queue(report)
     except ReportNotStored as refused:
         record(AuditAction.REPORT, actor, Target.study(study), Outcome.FAILED,
                reason=str(refused), detail={"event": event})
