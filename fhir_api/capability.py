@@ -39,7 +39,6 @@ def statement(urls: Urls) -> CapabilityStatement:
                 "searchParam": [{"name": name, "type": kind_type}
                                 for name, kind_type in kind.parameters.items()
                                 if ":" not in name and "." not in name],
-                "searchInclude": [],
             } for kind in KINDS.values()],
         }],
     ))

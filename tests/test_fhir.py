@@ -291,6 +291,14 @@ def test_imaging_studies_by_modality(live_server, archive, query, expected):
         archive[name].study_instance_uid for name in expected}
 
 
+def test_imaging_studies_by_id_and_a_head_request(live_server, archive):
+    uid = archive["charlie"].study_instance_uid
+    assert study_uids(get(live_server, f"ImagingStudy?_id={uid}")) == {uid}
+    head = requests.head(f"{live_server.url}/fhir/ImagingStudy/{uid}",
+                         auth=("alice", PASSWORD), timeout=30)
+    assert (head.status_code, head.content) == (200, b"")
+
+
 def test_search_parameters_combine(live_server, archive):
     assert study_uids(get(live_server, "ImagingStudy?modality=CT&date=2026")) == {
         archive["paula"].study_instance_uid}
