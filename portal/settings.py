@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "audit",
     "imaging",
     "dicomweb",
+    "fhir_api",
     "dimse",
     "privacy",
     "sharing",

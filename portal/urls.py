@@ -27,6 +27,7 @@ urlpatterns = [
     path("imaging/", include("imaging.urls")),
     path("orders/", include("orders.urls")),
     path("dicomweb/", include("dicomweb.urls")),
+    path("fhir/", include("fhir_api.urls")),
     path("audit/", include("audit.urls")),
     path("privacy/", include("privacy.urls")),
     path("viewer/", include("viewer.urls")),
