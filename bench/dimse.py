@@ -16,6 +16,12 @@ measures, with DCMTK clients (``TCP_NODELAY=1``, one association unless said oth
   - C-FIND of the study by PatientID with ``findscu`` (median and p95 of ``--finds``, the
     client's own start-up included, as a site's scripts see it);
   - C-GET of the study with ``getscu`` and C-MOVE to a ``storescp`` with ``movescu``.
+* with ``--replica REDIS_URL``, the portal on SQLite once more with a replica configured (a
+  moto S3 server started here, an encryption key, the broker at ``REDIS_URL``): every object
+  then also gets its copy row and its replication task, sent to the broker after commit
+  (``replica.dispatcher``). No worker consumes them in this run, so the rate is what a
+  modality waits for when the workers are elsewhere (the tasks are removed at the end). The
+  10% budget of issue 12 is that row against the plain SQLite one.
 
 Everything started here is stopped, and temporary folders and databases removed, at the end.
 """
@@ -35,6 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -50,7 +57,19 @@ PATIENT = PatientSpec("BENCH-DIMSE", "Bench^Dimse", datetime.date(1970, 1, 1), "
 CLIENT = "BENCHSCU"
 DEST = "BENCHDEST"
 PORTAL_ENV_DROP = ("DATABASE_URL", "DICOM_STORAGE_DIR", "S3_BUCKET", "CELERY_BROKER_URL",
-                   "REDIS_URL")
+                   "REDIS_URL", "REPLICA_URL", "TASKS_IN_PROCESS")
+
+
+def replica_env(endpoint: str, redis_url: str) -> dict[str, str]:
+    """A portal's settings for a replica at ``endpoint`` with tasks queued to ``redis_url``."""
+    import base64
+
+    return {"REPLICA_URL": endpoint, "REPLICA_BUCKET": "bench-replica",
+            "REPLICA_REGION": "us-east-1", "REPLICA_ACCESS_KEY_ID": "testing",
+            "REPLICA_SECRET_ACCESS_KEY": "testing",
+            "REPLICA_KEYS": "bench:" + base64.b64encode(os.urandom(32)).decode(),
+            "REPLICA_CURRENT_KEY": "bench", "REDIS_URL": redis_url,
+            "CELERY_BROKER_URL": redis_url}
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -104,8 +123,11 @@ class Target:
 
 
 class Portal(Target):
-    def __init__(self, scratch: Path, dest_port: int, postgres_url: str | None) -> None:
+    def __init__(self, scratch: Path, dest_port: int, postgres_url: str | None,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.name = "portal (PostgreSQL)" if postgres_url else "portal (SQLite)"
+        if extra_env and extra_env.get("REPLICA_URL"):
+            self.name += ", replica queued"
         self.aet = "PORTAL"
         self.port = free_port()
         self.data_dir = Path(tempfile.mkdtemp(prefix="bench-dimse-portal-", dir=scratch))
@@ -116,6 +138,7 @@ class Portal(Target):
                         "LOG_LEVEL": "WARNING"}
         if self.postgres_url:
             self.environ["DATABASE_URL"] = f"{self.postgres_url}/{self.database}"
+        self.environ.update(extra_env or {})
         self.dest_port = dest_port
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -235,11 +258,15 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--no-sqlite", action="store_true", help="only PostgreSQL")
+    parser.add_argument("--replica", metavar="REDIS_URL", default="",
+                        help="also the portal (SQLite) with a replica, its tasks queued to "
+                             "this Redis (a db of its own: it is flushed at the end)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="C-STORE rounds per server, taken in turn; medians are printed")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-dimse-"))
+    moto: Any = None
     try:
         study_dir = scratch / "study"
         study_dir.mkdir()
@@ -266,6 +293,12 @@ def main() -> None:
             factories.append(lambda: Portal(scratch, dest_port, None))
         if args.postgres:
             factories.append(lambda: Portal(scratch, dest_port, args.postgres_url))
+        if args.replica:
+            from tests.s3_support import MotoServer
+
+            moto = MotoServer().start()
+            replicated = replica_env(moto.url, args.replica)
+            factories.append(lambda: Portal(scratch, dest_port, None, replicated))
         single: dict[str, list[float]] = {}
         parallel: dict[str, list[float]] = {}
         # Servers take turns, round after round, each time fresh (the objects are new to
@@ -296,6 +329,11 @@ def main() -> None:
             print(f"| {column} | " + " | ".join(
                 r.get(column, "").strip() for r in results.values()) + " |")
     finally:
+        if moto is not None:
+            moto.stop()
+        if args.replica:
+            subprocess.run(["redis-cli", "-u", args.replica, "flushdb"], check=False,
+                           capture_output=True)
         shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -20,6 +20,21 @@ def connect() -> None:
     signals.task_prerun.connect(_bind, weak=False, dispatch_uid="ops.rid.prerun")
     signals.task_postrun.connect(_unbind, weak=False, dispatch_uid="ops.rid.postrun")
     signals.worker_init.connect(start_health_port, weak=False, dispatch_uid="ops.health")
+    from django.conf import settings
+
+    if settings.LOG_FORMAT == "json":
+        signals.setup_logging.connect(_keep_json_logging, weak=False, dispatch_uid="ops.logs")
+
+
+def _keep_json_logging(**_: Any) -> None:
+    """A worker logs as the web nodes do: Celery replaces the root logger's handlers with
+    its own text format unless a receiver of ``setup_logging`` configures logging itself;
+    this one applies Django's LOGGING (JSON lines with ``LOG_FORMAT=json``)."""
+    import logging.config
+
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
 
 
 def _add_header(headers: dict[str, Any] | None = None, **_: Any) -> None:
