@@ -24,6 +24,7 @@ from viewer import ohif
 
 from . import access, dicom_header, policies, principals, timeline
 from .models import Instance, Study
+from .rejection_views import RejectForm, may_reject
 
 MAX_QUERY = 200
 
@@ -73,6 +74,7 @@ def study_detail(request: HttpRequest, uid: str) -> HttpResponse:
         "viewer_url": _viewer_url(found.study_instance_uid),
         "viewer_installed": _viewer_installed(),
         "may_download": may_download,
+        "reject_form": (RejectForm(found) if may_reject(principal, found) else None),
     })
 
 
