@@ -148,6 +148,9 @@ def apply(parsed: ParsedObject, kos_pk: int, audit: StoreAudit | None) -> Reject
         ).values_list("pk", "sop_instance_uid", "series__series_instance_uid")
         if not series_of.get(sop) or series_of[sop] == series
     ]
+    sender_patient = str(parsed.patient.get("patient_id") or "")
+    if sender_patient and sender_patient != study.patient.patient_id:
+        matching = []  # a note naming another patient than its study's rejects nothing
     rejected = sorted(sop for _pk, sop, _series in matching)
     not_found = sorted(wanted - set(rejected))
     rejection = Rejection.objects.create(
