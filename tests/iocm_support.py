@@ -47,9 +47,9 @@ def rejection_note(folder: Path, references: Seq[Path], *, of: Path | None = Non
     ds.ContinuityOfContent = "SEPARATE"
     studies: dict[str, dict[str, list[tuple[str, str]]]] = {}
     for path in references:
-        ref = dcmread(path, stop_before_pixels=True)
-        studies.setdefault(ref.StudyInstanceUID, {}).setdefault(
-            ref.SeriesInstanceUID, []).append((ref.SOPClassUID, ref.SOPInstanceUID))
+        header = dcmread(path, stop_before_pixels=True)
+        studies.setdefault(header.StudyInstanceUID, {}).setdefault(
+            header.SeriesInstanceUID, []).append((header.SOPClassUID, header.SOPInstanceUID))
     for study, series, sop in extra_uids:
         studies.setdefault(study, {}).setdefault(series, []).append(
             ("1.2.840.10008.5.1.4.1.1.2", sop))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from audit.models import AuditAction, AuditEvent, Outcome
 from dimse.models import Peer
@@ -41,7 +42,7 @@ def storescu(portal, *paths: Path):
     return result
 
 
-def findscu(portal, tmp_path: Path, *keys: str) -> list:
+def findscu(portal, tmp_path: Path, *keys: str) -> list[Dataset]:
     out = tmp_path / "found"
     out.mkdir(exist_ok=True)
     for old in out.iterdir():

@@ -11,7 +11,7 @@ import requests
 from accounts.models import AccessGrant
 from audit.models import AuditAction, AuditEvent, Outcome
 from imaging.models import Instance, Rejection, Study
-from tests.conftest import CHARLIE, PAULA, PASSWORD, archived_record, story_clinic
+from tests.conftest import CHARLIE, PASSWORD, PAULA, archived_record, story_clinic
 from tests.iocm_support import SAFETY, rejection_note, uid_of
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
