@@ -10,6 +10,10 @@ itself: :func:`list_due` only lists patients whose retention ended, an admin app
 The purge deletes the rows, the tombstone, the audit entry and the list of files to delete
 in one transaction; the files are deleted after it commits (a row never points at a deleted
 file), and any file that cannot be deleted stays listed for a retry.
+
+Rejected instances (IHE IOCM, :mod:`imaging.rejection`) have no retention of their own:
+they are kept, unserved, until their patient's records may go, and the purge takes them
+with the rest (``all_objects``, never only what is served).
 """
 
 from __future__ import annotations
