@@ -41,6 +41,16 @@ class RejectForm(forms.Form):
         return data
 
 
+def instances_by_series(study: Study) -> dict[str, list[tuple[str, int | None]]]:
+    """The study's served images by series, for the form's per-image choices."""
+    out: dict[str, list[tuple[str, int | None]]] = {}
+    for series_uid, sop_uid, number in Instance.objects.filter(series__study=study).order_by(
+            "series_id", "instance_number", "pk").values_list(
+            "series__series_instance_uid", "sop_instance_uid", "instance_number"):
+        out.setdefault(series_uid, []).append((sop_uid, number))
+    return out
+
+
 def may_reject(principal: principals.Principal, study: Study) -> bool:
     """Whoever may see the study and store for its patient: its clinic's admins."""
     return bool(policies.decide(principal, policies.Action.VIEW, study.patient)

@@ -149,3 +149,19 @@ def test_an_admin_undoes_the_rejection_in_the_django_admin(client, ana, alice, p
     assert Series.objects.filter(study=paulas_study).count() == 2  # the note's KO stays hidden
     [undo] = AuditEvent.objects.filter(action=AuditAction.UNDO_REJECTION)
     assert len(undo.detail["restored"]) == 6
+
+
+def test_the_admin_rejects_two_single_images_and_the_series_stays_with_the_rest(
+        client, ana, paulas_study):
+    client.force_login(ana)
+    first = paulas_study.series.order_by("series_number", "pk").first()
+    two = list(first.instances.order_by("instance_number")
+               .values_list("sop_instance_uid", flat=True)[:2])
+    assert all(f'name="instance" value="{uid}"' in _page(client, paulas_study) for uid in two)
+    response = client.post(reverse("imaging:study_reject", args=[paulas_study.study_instance_uid]),
+                           {"reason": "113038", "instance": two})
+    assert response.status_code == 302
+    assert Rejection.objects.get().rejected_count == 2
+    first.refresh_from_db()
+    assert (first.num_instances, first.rejected_instances) == (4, 2)
+    assert not Instance.objects.filter(sop_instance_uid__in=two).exists()
