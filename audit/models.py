@@ -24,6 +24,8 @@ class AuditAction(models.TextChoices):
     REPORT = "report", _("report")
     REPAIR = "repair", _("repair of a stored copy")
     KEY_ROTATION = "key_rotation", _("replica key rotation")
+    REJECT = "reject", _("rejection of instances (IOCM)")
+    UNDO_REJECTION = "undo_rejection", _("undoing a rejection")
 
 
 class Outcome(models.TextChoices):

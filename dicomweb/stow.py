@@ -227,7 +227,7 @@ class _Batch:
         self.principal, self.reports_only = principal, reports_only
         # Entries with the rows; within the sender's clinics, or, for reports only, into
         # the studies added_reports found the sender may add to (no new patient).
-        audit = (StoreAudit(actor, "stow-rs") if reports_only
+        audit = (StoreAudit(actor, "stow-rs", principal=principal) if reports_only
                  else StoreAudit.within(actor, "stow-rs", principal))
         self.staged = IngestBatch(audit)
         self.sop_classes: list[tuple[str, str]] = []

@@ -30,7 +30,7 @@ from ops import dimse_hooks
 from .indexing import BackgroundIndex
 from .models import Peer
 from .peers import recognise
-from .policies import decide_peer
+from .policies import decide_peer, principal_for
 from .statuses import Status
 from .store import AUDIT_BATCH, StoredLog, flush
 
@@ -64,7 +64,10 @@ class Session:
 
     def __post_init__(self) -> None:
         clinic = self.peer.clinic_id if self.peer is not None else None
-        self.index = BackgroundIndex(self.actor, self.duplicate, clinic_id=clinic)
+        self.index = BackgroundIndex(self.actor, self.duplicate, clinic_id=clinic,
+                                     principal=principal_for(
+                                         self.peer,
+                                         allow_unknown=settings.DICOM_ALLOW_UNKNOWN_PEERS))
 
     @property
     def clinics(self) -> frozenset[int] | None:

@@ -49,6 +49,7 @@ from imaging import blobs
 from imaging.ingest import IngestResult, Staged, checksummed, index, stage
 from imaging.ingest import Outcome as IngestOutcome
 from imaging.models import Instance
+from imaging.principals import Principal
 from imaging.store_audit import StoreAudit
 
 log = logging.getLogger(__name__)
@@ -110,11 +111,12 @@ class BackgroundIndex:
     VIA = "C-STORE"
 
     def __init__(self, actor: Actor, on_duplicate: Callable[[IngestResult], None], *,
-                 clinic_id: int | None = None) -> None:
+                 clinic_id: int | None = None, principal: Principal | None = None) -> None:
         self.actor = actor
         # New patients get the peer's clinic; which patients it may store for is checked
         # when the object is staged (dimse.store), before it is answered.
-        self.audit = StoreAudit(actor, self.VIA, clinic_id=clinic_id)
+        # The peer as the policy knows it: a rejection note acts only if it may store there.
+        self.audit = StoreAudit(actor, self.VIA, clinic_id=clinic_id, principal=principal)
         self.on_duplicate = on_duplicate
         self._lock = threading.Condition()
         self._queue: list[tuple[Staged, Path]] = []
@@ -268,7 +270,7 @@ def _recover_one(path: Path) -> tuple[str, IngestResult]:
     """Index one spooled file through the one ingest path, its STORE entry with its rows;
     returns the calling AE title it came from and the result."""
     calling_ae, key = _parse_spool_name(path.name)
-    indexed = Instance.objects.filter(blob_key=key).values_list("sop_instance_uid",
+    indexed = Instance.all_objects.filter(blob_key=key).values_list("sop_instance_uid",
                                                                 flat=True).first()
     if indexed is not None:  # its rows were committed just before the listener stopped
         path.unlink()

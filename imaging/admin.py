@@ -11,9 +11,11 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import AccessGrant, BreakGlassAccess, Clinic
 from audit.admin_reads import AuditedReadsMixin
+from audit.trail import Actor
 
+from . import policies, rejection
 from .admin_scope import ClinicScopedAdmin, admin_principal
-from .models import Instance, Patient, PatientConflict, Series, Study
+from .models import Instance, Patient, PatientConflict, Rejection, Series, Study
 
 
 class ReadOnlyAdmin(AuditedReadsMixin, ClinicScopedAdmin):
@@ -158,6 +160,46 @@ class PatientConflictAdmin(AuditedReadsMixin, ClinicScopedAdmin):
             status=PatientConflict.Status.RESOLVED, resolved_by=request.user,
             resolution_note=f"Resolved in bulk on {timezone.now():%Y-%m-%d}",
         )
+
+
+@admin.register(Rejection)
+class RejectionAdmin(AuditedReadsMixin, ClinicScopedAdmin):
+    """Rejection notes received or made (IHE IOCM); undone here, one action, audited."""
+
+    patient_path = "study__patient"
+    list_display = ("created", "study", "code_meaning", "actor", "via", "rejected_count",
+                    "undone")
+    list_filter = ("code_value", "undone")
+    search_fields = ("kos_sop_instance_uid", "study__study_instance_uid", "actor")
+    readonly_fields = ("study", "kos_sop_instance_uid", "code_value", "coding_scheme",
+                       "code_meaning", "actor_user", "actor", "via", "created",
+                       "rejected_count", "not_found", "undone", "undone_by")
+    list_select_related = ("study__patient",)
+    actions = ["undo_rejections"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description=_("Undo the selected rejections (serve the instances again)"))
+    def undo_rejections(self, request: HttpRequest, queryset: QuerySet[Rejection]) -> None:
+        principal = admin_principal(request)
+        actor = Actor.from_request(request)
+        restored = refused = 0
+        for one in queryset.select_related("study__patient").filter(undone=None):
+            if not policies.decide(principal, policies.Action.STORE, one.study.patient):
+                refused += 1
+                continue
+            restored += rejection.undo(one.pk, request.user, actor=actor)
+        self.message_user(request, _("%(n)d instances are served again.") % {"n": restored})
+        if refused:
+            self.message_user(request, _("%(n)d rejections were not yours to undo.")
+                              % {"n": refused}, level="warning")
 
 
 @admin.register(Clinic)

@@ -104,7 +104,7 @@ def check_instance(instance_id: int, *, alert: bool = False) -> FixityResult:
     Raises ``Instance.DoesNotExist`` if the row is gone and :class:`StorageUnavailable` if
     the storage cannot be read now (the row is then left as it was).
     """
-    row = Instance.objects.values("sop_instance_uid", "blob_key", "sha256", "size_bytes").get(
+    row = Instance.all_objects.values("sop_instance_uid", "blob_key", "sha256", "size_bytes").get(
         pk=instance_id
     )
     key = row["blob_key"]
@@ -121,7 +121,7 @@ def check_instance(instance_id: int, *, alert: bool = False) -> FixityResult:
             f"content changed: SHA-256 {digest} ({size} bytes), "
             f"expected {row['sha256']} ({row['size_bytes']} bytes)"
         )
-    Instance.objects.filter(pk=instance_id).update(fixity_ok=ok, fixity_checked=timezone.now())
+    Instance.all_objects.filter(pk=instance_id).update(fixity_ok=ok, fixity_checked=timezone.now())
     count_fixity(ok)
     if not ok:
         log.error(
@@ -156,7 +156,7 @@ def _is_due(due_before: datetime.datetime) -> Q:
 
 
 def _check_if_due(instance_id: int, due_before: datetime.datetime) -> FixityResult | None:
-    if not Instance.objects.filter(_is_due(due_before), pk=instance_id).exists():
+    if not Instance.all_objects.filter(_is_due(due_before), pk=instance_id).exists():
         return None
     try:
         return check_instance(instance_id, alert=True)
@@ -174,7 +174,7 @@ def due_instances(
     """
     cutoff = (now or timezone.now()) - (max_age() if older_than is None else older_than)
     return list(
-        Instance.objects.filter(_is_due(cutoff))
+        Instance.all_objects.filter(_is_due(cutoff))
         # An instance evicted from the local tier has no local file to re-hash: its replica
         # copy is checked by the replica's own fixity, and reading it here would recall it.
         .exclude(copies__tier="local", copies__state="evicted")

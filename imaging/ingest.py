@@ -28,7 +28,7 @@ from django.db.models import F
 
 from ops.metrics import count_ingested
 
-from . import blobs, clinics
+from . import blobs, clinics, rejection
 from .dicomfile import InvalidObject, ParsedObject, dataset_offset, parse
 from .fast_insert import insert_rows
 from .models import BODY_PARTS_LENGTH, Instance, Patient, PatientConflict, Series, Study
@@ -456,6 +456,9 @@ def _index(staged: list[Staged], audit: StoreAudit | None = None) -> list[int]:
                                              differences=differences))
     if conflicts:
         PatientConflict.objects.bulk_create(conflicts)
+    for item, pk in zip(staged, pks, strict=True):
+        if item.parsed.sop_class_uid == rejection.KOS_SOP_CLASS:
+            rejection.apply(item.parsed, pk, audit)  # a rejection note acts once indexed
     return pks
 
 
@@ -496,11 +499,11 @@ def _series(parsed: ParsedObject, clinic_id: int | None = None) -> KnownSeries:
     if known is not None:
         return known
     study = (
-        Study.objects.select_related("patient")
+        Study.all_objects.select_related("patient")
         .filter(study_instance_uid=parsed.study_instance_uid)
         .first()
     ) or _new_study(parsed, clinic_id)
-    series, created = Series.objects.get_or_create(
+    series, created = Series.all_objects.get_or_create(
         series_instance_uid=parsed.series_instance_uid,
         defaults={"study": study, **parsed.series},
     )
@@ -572,12 +575,12 @@ def _count(staged: list[Staged], known: dict[str, KnownSeries]) -> None:
             "size_bytes": F("size_bytes") + size,
         }
         # Lock the study so concurrent new series each see the others' modality.
-        locked = Study.objects.select_for_update().get(pk=pk)
+        locked = Study.all_objects.select_for_update().get(pk=pk)
         kinds = list(Series.objects.filter(study=locked).values_list("modality", "body_part"))
         changes["num_series"] = F("num_series") + new_series
         changes["modalities"] = "\\".join(sorted({m for m, _ in kinds if m}))[:64]
         changes["body_parts"] = code_list((part for _, part in kinds), BODY_PARTS_LENGTH)
-        Study.objects.filter(pk=pk).update(**changes)
+        Study.all_objects.filter(pk=pk).update(**changes)
 
 
 def _new_study(parsed: ParsedObject, clinic_id: int | None = None) -> Study:
@@ -591,7 +594,7 @@ def _new_study(parsed: ParsedObject, clinic_id: int | None = None) -> Study:
                 **parsed.study,
             )
     except IntegrityError:
-        return Study.objects.select_related("patient").get(
+        return Study.all_objects.select_related("patient").get(
             study_instance_uid=parsed.study_instance_uid
         )
 

@@ -4,6 +4,8 @@ The rows are the index; the DICOM files themselves are blobs in the ``dicom`` st
 opaque keys (see ``imaging.blobs``), never under patient or UID paths.
 """
 
+from __future__ import annotations
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -12,6 +14,34 @@ from django.utils.translation import gettext_lazy as _
 from .search_text import SearchTextField
 
 BODY_PARTS_LENGTH = 128
+
+
+# --- what is served: rejected objects are not (IHE IOCM, see imaging.rejection) -------------
+#
+# The default managers hide rejected instances, and series and studies whose every instance
+# is rejected, so no read path (QIDO, WADO, C-FIND, C-GET/C-MOVE, pages, downloads, shares)
+# can forget it; related managers (``study.series``, ``series.instances``) inherit it.
+# ``all_objects`` is for what must see everything: ingest, fixity, replication, retention.
+
+
+class VisibleInstances(models.Manager["Instance"]):
+    def get_queryset(self) -> models.QuerySet[Instance]:
+        return super().get_queryset().filter(rejection__isnull=True)
+
+
+#: A series or study is served unless it had instances and all of them are rejected (an
+#: empty one, such as a study created ahead of its images, stays).
+SERVED = Q(num_instances__gt=0) | Q(rejected_instances=0)
+
+
+class VisibleSeries(models.Manager["Series"]):
+    def get_queryset(self) -> models.QuerySet[Series]:
+        return super().get_queryset().filter(SERVED)
+
+
+class VisibleStudies(models.Manager["Study"]):
+    def get_queryset(self) -> models.QuerySet[Study]:
+        return super().get_queryset().filter(SERVED)
 
 
 class Patient(models.Model):
@@ -86,8 +116,10 @@ class Study(models.Model):
     body_parts = models.CharField(_("body parts"), max_length=BODY_PARTS_LENGTH, blank=True,
                                   default="")
     num_series = models.PositiveIntegerField(_("series"), default=0)
+    # Instances as served: rejected ones are counted apart (imaging.rejection).
     num_instances = models.PositiveIntegerField(_("instances"), default=0)
     size_bytes = models.PositiveBigIntegerField(_("size (bytes)"), default=0)
+    rejected_instances = models.PositiveIntegerField(_("rejected instances"), default=0)
     report_status = models.CharField(
         _("report status"), max_length=16, choices=ReportStatus.choices,
         default=ReportStatus.NONE, db_index=True,
@@ -95,9 +127,14 @@ class Study(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
+    # Everything, rejected or not; ``objects`` (the default manager) is what is served.
+    all_objects = models.Manager()
+    objects = VisibleStudies()
+
     class Meta:
         verbose_name = _("study")
         verbose_name_plural = _("studies")
+        default_manager_name = "objects"
         ordering = ["-study_date", "-study_time"]
         indexes = [models.Index(fields=["patient", "study_date"])]
 
@@ -119,11 +156,17 @@ class Series(models.Model):
     series_date = models.DateField(_("series date"), null=True, blank=True)
     num_instances = models.PositiveIntegerField(_("instances"), default=0)
     size_bytes = models.PositiveBigIntegerField(_("size (bytes)"), default=0)
+    rejected_instances = models.PositiveIntegerField(_("rejected instances"), default=0)
     created = models.DateTimeField(auto_now_add=True)
+
+    # Everything, rejected or not; ``objects`` (the default manager) is what is served.
+    all_objects = models.Manager()
+    objects = VisibleSeries()
 
     class Meta:
         verbose_name = _("series")
         verbose_name_plural = _("series")
+        default_manager_name = "objects"
         ordering = ["series_number"]
 
     def __str__(self) -> str:
@@ -154,10 +197,21 @@ class Instance(models.Model):
     source = models.CharField(_("source"), max_length=128, blank=True)
     fixity_checked = models.DateTimeField(null=True, blank=True)
     fixity_ok = models.BooleanField(null=True)
+    # Rejected by a rejection note (a KOS of CID 7011; the note's own KOS carries its own):
+    # kept, but not served (imaging.rejection).
+    rejection = models.ForeignKey(
+        "Rejection", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="instances", verbose_name=_("rejected by"),
+    )
+
+    # Everything, rejected or not; ``objects`` (the default manager) is what is served.
+    all_objects = models.Manager()
+    objects = VisibleInstances()
 
     class Meta:
         verbose_name = _("instance")
         verbose_name_plural = _("instances")
+        default_manager_name = "objects"
         ordering = ["instance_number"]
 
     def __str__(self) -> str:
@@ -199,3 +253,45 @@ class PatientConflict(models.Model):
 
     def __str__(self) -> str:
         return f"{self.patient}: {', '.join(self.differences)}"
+
+
+class Rejection(models.Model):
+    """A rejection note (IHE IOCM): a Key Object Selection whose title is one of CID 7011,
+    received or made from the study page, and what it rejected.
+
+    Who sent it, why, when, by which KOS; the instances it rejected point here
+    (``Instance.rejection``), the KOS itself too. ``not_found`` lists the references that
+    matched nothing of the note's own study and patient (never rejected elsewhere).
+    """
+
+    study = models.ForeignKey(
+        Study, on_delete=models.CASCADE, related_name="rejections", verbose_name=_("study")
+    )
+    kos_sop_instance_uid = models.CharField(_("rejection note (KOS)"), max_length=64,
+                                            unique=True)
+    code_value = models.CharField(_("code"), max_length=16)
+    coding_scheme = models.CharField(_("coding scheme"), max_length=16, default="DCM")
+    code_meaning = models.CharField(_("reason"), max_length=128)
+    #: Who: a portal account, a DICOM peer (its AE title), or the system.
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+", verbose_name=_("rejected by (account)"),
+    )
+    actor = models.CharField(_("rejected by"), max_length=128, blank=True)
+    via = models.CharField(_("received by"), max_length=32, blank=True)
+    created = models.DateTimeField(_("rejected"), auto_now_add=True)
+    rejected_count = models.PositiveIntegerField(_("instances rejected"), default=0)
+    not_found = models.JSONField(_("references not found"), default=list, blank=True)
+    undone = models.DateTimeField(_("undone"), null=True, blank=True)
+    undone_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+", verbose_name=_("undone by"),
+    )
+
+    class Meta:
+        verbose_name = _("rejection")
+        verbose_name_plural = _("rejections")
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.code_meaning} ({self.kos_sop_instance_uid})"

@@ -35,13 +35,16 @@ class StoreAudit:
     via: str
     clinics: frozenset[int] | None = None
     clinic_id: int | None = None
+    #: Who stores, for the policy's decisions beyond storing itself (a rejection note
+    #: applies only if its sender may store for the patient: imaging.rejection).
+    principal: Principal | None = None
 
     @classmethod
     def within(cls, actor: Actor, via: str, principal: Principal) -> StoreAudit:
         """For ``principal`` storing: a technician or admin of her clinics, a peer of its."""
         clinics = principal.clinic_ids
         only = next(iter(clinics)) if clinics is not None and len(clinics) == 1 else None
-        return cls(actor, via, clinics, only)
+        return cls(actor, via, clinics, only, principal)
 
 
 def record_stores(actor: Actor, results: Iterable[IngestResult], *, via: str) -> None:

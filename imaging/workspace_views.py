@@ -24,6 +24,7 @@ from viewer import ohif
 
 from . import access, dicom_header, policies, principals, timeline
 from .models import Instance, Study
+from .rejection_views import RejectForm, instances_by_series, may_reject
 
 MAX_QUERY = 200
 
@@ -66,6 +67,8 @@ def study_detail(request: HttpRequest, uid: str) -> HttpResponse:
     priors = timeline.priors_of(principal, found)
     may_download = bool(policies.decide(principal, policies.Action.SHARE, found.patient,
                                         outside=False))
+    rejecting = may_reject(principal, found)  # the clinic's admins: the reject form
+    images = instances_by_series(found) if rejecting else {}
     return render(request, "imaging/study_detail.html", {
         "card": card, "study": found, "patient": found.patient,
         "priors": [(prior, _viewer_url(found.study_instance_uid, prior.uid))
@@ -73,6 +76,8 @@ def study_detail(request: HttpRequest, uid: str) -> HttpResponse:
         "viewer_url": _viewer_url(found.study_instance_uid),
         "viewer_installed": _viewer_installed(),
         "may_download": may_download,
+        "reject_form": RejectForm(found) if rejecting else None,
+        "reject_rows": [(series, images.get(series.uid, [])) for series in card.series],
     })
 
 

@@ -102,7 +102,7 @@ class DatabaseCollector(Collector):
         yield exports
         yield GaugeMetricFamily("portal_fixity_failed_objects",
                                 "Stored objects whose last fixity check failed.",
-                                value=Instance.objects.filter(fixity_ok=False).count())
+                                value=Instance.all_objects.filter(fixity_ok=False).count())
 
 
 def exposition(*, with_database: bool = True) -> tuple[bytes, str]:

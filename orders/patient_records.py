@@ -51,7 +51,7 @@ def follow_index(patient: Patient) -> int:
     wanted = {tag: element for tag, element in _elements(patient).items()
               if "Value" in element}
     changed = 0
-    instances = (Instance.objects.filter(series__study__patient=patient)
+    instances = (Instance.all_objects.filter(series__study__patient=patient)
                  .only("pk", "metadata").order_by("pk"))
     batch: list[Instance] = []
     for instance in instances.iterator(chunk_size=BATCH):
@@ -61,11 +61,11 @@ def follow_index(patient: Patient) -> int:
         instance.metadata = {**meta, **wanted}
         batch.append(instance)
         if len(batch) >= BATCH:
-            Instance.objects.bulk_update(batch, ["metadata"])
+            Instance.all_objects.bulk_update(batch, ["metadata"])
             changed += len(batch)
             batch = []
     if batch:
-        Instance.objects.bulk_update(batch, ["metadata"])
+        Instance.all_objects.bulk_update(batch, ["metadata"])
         changed += len(batch)
     return changed
 
@@ -97,9 +97,9 @@ def merge(prior: Patient, survivor: Patient, actor: Actor, *,
     conflicts to review) is not lost; it is named in the audit entries.
     """
     with transaction.atomic():
-        studies = list(Study.objects.select_for_update().filter(patient=prior)
+        studies = list(Study.all_objects.select_for_update().filter(patient=prior)
                        .order_by("pk"))
-        Study.objects.filter(pk__in=[s.pk for s in studies]).update(patient=survivor)
+        Study.all_objects.filter(pk__in=[s.pk for s in studies]).update(patient=survivor)
         ScheduledProcedure.objects.filter(patient=prior).update(patient=survivor)
         AccessGrant.objects.filter(patient=prior).update(patient=survivor)
         if prior.user_id is not None and survivor.user_id is None:

@@ -10,6 +10,10 @@ itself: :func:`list_due` only lists patients whose retention ended, an admin app
 The purge deletes the rows, the tombstone, the audit entry and the list of files to delete
 in one transaction; the files are deleted after it commits (a row never points at a deleted
 file), and any file that cannot be deleted stays listed for a retry.
+
+Rejected instances (IHE IOCM, :mod:`imaging.rejection`) have no retention of their own:
+they are kept, unserved, until their patient's records may go, and the purge takes them
+with the rest (``all_objects``, never only what is served).
 """
 
 from __future__ import annotations
@@ -71,7 +75,8 @@ def last_exam(patient: Patient) -> datetime.date:
     all counts from when the record was created.
     """
     days = []
-    for study_date, created in patient.studies.values_list("study_date", "created"):
+    for study_date, created in Study.all_objects.filter(patient=patient).values_list(
+            "study_date", "created"):
         days.append(study_date or timezone.localdate(created))
     return max(days) if days else timezone.localdate(patient.created)
 
@@ -274,8 +279,9 @@ def _initials(name: str) -> str:
 
 def _purge_patient(patient: Patient, request: PurgeRequest, approved_by: User,
                    reason: str) -> Tombstone:
-    studies = list(patient.studies.order_by("study_date", "pk"))
-    instances = Instance.objects.filter(series__study__patient=patient)
+    # Rejected objects (imaging.rejection) go with the rest: all_objects, not what is served.
+    studies = list(Study.all_objects.filter(patient=patient).order_by("study_date", "pk"))
+    instances = Instance.all_objects.filter(series__study__patient=patient)
     blob_keys = list(instances.values_list("blob_key", flat=True))
     export_keys = list(DataExport.objects.filter(patient=patient).exclude(file_key="")
                        .values_list("file_key", flat=True))
@@ -310,8 +316,8 @@ def _purge_patient(patient: Patient, request: PurgeRequest, approved_by: User,
         # Lifted holds go with the patient; active ones were refused above.
         LegalHold.objects.filter(Q(patient=patient) | Q(study__patient=patient)).delete()
         instances.delete()
-        Series.objects.filter(study__patient=patient).delete()
-        Study.objects.filter(patient=patient).delete()
+        Series.all_objects.filter(study__patient=patient).delete()
+        Study.all_objects.filter(patient=patient).delete()
         _forget_model_changes(patient)
         patient.delete()
     record(AuditAction.DELETE, Actor.for_user(approved_by), targets, Outcome.ALLOWED,

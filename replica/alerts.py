@@ -91,7 +91,7 @@ def _open(instance_id: int, tier: str, problem: Problem, note: str
 def recipients(instance_id: int) -> list[str]:
     """The admins of the instance's clinic; platform superusers when it has none (or no
     admin with an address)."""
-    clinic_id = (Instance.objects.filter(pk=instance_id)
+    clinic_id = (Instance.all_objects.filter(pk=instance_id)
                  .values_list("series__study__patient__clinic_id", flat=True).first())
     people = User.objects.filter(is_active=True).exclude(email="")
     found = list(people.filter(role=Role.ADMIN, clinics=clinic_id)

@@ -92,7 +92,7 @@ def enrol_existing(batch: int = ENROL_BATCH) -> list[int]:
     not): returns the ids of their new, pending replica copies."""
     created: list[int] = []
     while True:
-        todo = list(Instance.objects.exclude(copies__tier=Copy.Tier.REPLICA)
+        todo = list(Instance.all_objects.exclude(copies__tier=Copy.Tier.REPLICA)
                     .order_by("pk").values_list("pk", "blob_key", "sha256", "size_bytes")
                     [:batch])
         if not todo:

@@ -96,7 +96,7 @@ def rebuild(source: Source, *, dry_run: bool = False, ring: KeyRing | None = Non
 
 
 def _counts() -> tuple[int, int, int]:
-    return Patient.objects.count(), Study.objects.count(), Series.objects.count()
+    return Patient.objects.count(), Study.all_objects.count(), Series.all_objects.count()
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ class _Run:
 
     # --- local tier: index each object where it is -----------------------------------
     def local(self) -> None:
-        indexed = set(Instance.objects.values_list("blob_key", flat=True).iterator())
+        indexed = set(Instance.all_objects.values_list("blob_key", flat=True).iterator())
         erased = listing.awaiting_deletion()
         try:
             for key in listing.local_keys():
@@ -285,7 +285,7 @@ def _adopt_replica_copy(instance_id: int, key: str, envelope: Envelope, sha256: 
     the local tier first): it becomes that instance's replica copy unless one is verified,
     so replication need not upload the object again. Only the same whole file (the same
     SHA-256), not merely the same dataset."""
-    if not Instance.objects.filter(pk=instance_id, sha256=sha256).exists():
+    if not Instance.all_objects.filter(pk=instance_id, sha256=sha256).exists():
         return
     with transaction.atomic():
         copy = (Copy.objects.select_for_update()

@@ -282,5 +282,5 @@ def recall_instance(instance: Instance, ring: KeyRing | None = None) -> Outcome:
 
 def evicted_instances(**filters: Any) -> Any:
     """Instances whose local copy is marked evicted (``filters`` narrow them)."""
-    return Instance.objects.filter(copies__tier=Copy.Tier.LOCAL,
+    return Instance.all_objects.filter(copies__tier=Copy.Tier.LOCAL,
                                    copies__state=Copy.State.EVICTED, **filters)

@@ -111,7 +111,7 @@ def reconcile(tiers: Iterable[Tier], options: Options, ring: KeyRing | None = No
 
 
 def _local(report: ReconcileReport, options: Options, ring: KeyRing | None) -> None:
-    indexed = dict(Instance.objects.values_list("blob_key", "pk").iterator())
+    indexed = dict(Instance.all_objects.values_list("blob_key", "pk").iterator())
     erased = listing.awaiting_deletion()
     listed: set[str] = set()
     now = timezone.now()
@@ -201,7 +201,7 @@ def _restore_local(problem: Problem, ring: KeyRing | None) -> None:
     """The instance's bytes back under its key, from its verified replica copy
     (``replica.repair.restore_local``: proven before it replaces anything)."""
     assert problem.instance_id is not None
-    instance = Instance.objects.select_related("series__study__patient").get(
+    instance = Instance.all_objects.select_related("series__study__patient").get(
         pk=problem.instance_id)
     if ring is None:
         problem.reason += "; no verified replica copy to restore it from"
@@ -279,7 +279,7 @@ def _replica(report: ReconcileReport, options: Options, ring: KeyRing) -> None:
             if options.repair:
                 _requeue(copy, problem)
             report.problems.append(problem)
-    unenrolled = list(Instance.objects.exclude(copies__tier=Copy.Tier.REPLICA)
+    unenrolled = list(Instance.all_objects.exclude(copies__tier=Copy.Tier.REPLICA)
                       .values_list("pk", "blob_key"))
     for pk, key in unenrolled:
         report.problems.append(Problem(Tier.REPLICA, Kind.UNENROLLED, key,
@@ -326,7 +326,7 @@ def _requeue(copy: Copy, problem: Problem) -> None:
         last_error=f"reconcile: {problem.kind.value} object {copy.key}"[:2000])
     transaction.on_commit(functools.partial(copies.dispatch, [copy.pk]), robust=True)
     problem.repaired = "queued for replication again"
-    instance = Instance.objects.select_related("series__study__patient").get(
+    instance = Instance.all_objects.select_related("series__study__patient").get(
         pk=copy.instance_id)
     record(AuditAction.STORE, ACTOR, Target.instance(instance), AuditOutcome.ALLOWED,
            reason=f"reconcile: {problem.kind.value} replica object queued for replication",

@@ -53,7 +53,7 @@ class Result:
 def repair(alert: IntegrityAlert, ring: KeyRing) -> Result:
     """Try to replace the alert's copy from the other tier, record the outcome on the alert
     and in the audit trail."""
-    instance = Instance.objects.select_related("series__study__patient").get(
+    instance = Instance.all_objects.select_related("series__study__patient").get(
         pk=alert.instance_id)
     if alert.tier == Copy.Tier.LOCAL:
         source, result = Copy.Tier.REPLICA, restore_local(instance, ring)
@@ -104,7 +104,7 @@ def restore_local(instance: Instance, ring: KeyRing) -> Result:
         return Result(False, f"rewritten from the replica, but it reads back wrong: "
                       f"{after.reason}")
     now = timezone.now()
-    Instance.objects.filter(pk=instance.pk).update(fixity_ok=True, fixity_checked=now)
+    Instance.all_objects.filter(pk=instance.pk).update(fixity_ok=True, fixity_checked=now)
     Copy.objects.filter(instance=instance, tier=Copy.Tier.LOCAL).update(
         key=instance.blob_key, state=Copy.State.WRITTEN, sha256=instance.sha256,
         size=instance.size_bytes, written_at=now, verified_at=now, last_error="")

@@ -35,7 +35,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         ring = key_ring("restore")
-        instances = Instance.objects.order_by("pk")
+        instances = Instance.all_objects.order_by("pk")
         if options["clinic"] is not None:
             instances = instances.filter(series__study__patient__clinic_id=options["clinic"])
         if options["study"]:
@@ -51,7 +51,7 @@ class Command(BaseCommand):
                 if local.exists(key):
                     outcome = recall.Outcome.PRESENT
                 else:
-                    outcome = recall.recall_instance(Instance.objects.get(pk=pk), ring)
+                    outcome = recall.recall_instance(Instance.all_objects.get(pk=pk), ring)
                 counts[outcome] += 1
                 if outcome in (recall.Outcome.UNRECOVERABLE, recall.Outcome.FAILED):
                     problems.append((outcome, pk, key))
