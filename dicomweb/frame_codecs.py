@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from pydicom.dataset import Dataset
 from pydicom.pixels.encoders.base import get_encoder
@@ -93,9 +94,29 @@ def check_encodable(layout: Layout, syntax: str) -> None:
         raise CannotEncode(f"{layout.samples_per_pixel} samples per pixel")
 
 
+def check_values(native: bytes, layout: Layout) -> None:
+    """:class:`CannotEncode` unless every value fits in Bits Stored.
+
+    The codecs code only Bits Stored bits: a value beyond them (overlay bits in the unused
+    high bits, a signed value not sign-extended) would come back changed, not lossless.
+    """
+    if layout.bits_stored >= layout.bits_allocated:
+        return
+    signed = layout.pixel_representation == 1
+    dtype = f"<{'i' if signed else 'u'}{layout.bits_allocated // 8}"
+    values = np.frombuffer(native, dtype=dtype)
+    if not values.size:
+        return
+    low, high = ((-(1 << (layout.bits_stored - 1)), (1 << (layout.bits_stored - 1)) - 1)
+                 if signed else (0, (1 << layout.bits_stored) - 1))
+    if int(values.min()) < low or int(values.max()) > high:
+        raise CannotEncode(f"values outside the {layout.bits_stored} bits stored")
+
+
 def encode(native: bytes, layout: Layout, syntax: str) -> bytes:
     """One native little endian frame as a ``syntax`` bitstream; :class:`CannotEncode`."""
     check_encodable(layout, syntax)
+    check_values(native, layout)
     try:
         return bytes(get_encoder(UID(syntax)).encode(
             native, rows=layout.rows, columns=layout.columns,
