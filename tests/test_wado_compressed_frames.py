@@ -123,12 +123,13 @@ def _get(client, ds: Dataset, accept: str, frames: str = "1") -> list[tuple[dict
 
 def _decoded(ds: Dataset, syntax: str, bitstream: bytes) -> np.ndarray:
     """One frame's bitstream decoded by pydicom's decoder for ``syntax``."""
-    array, _ = get_decoder(UID(syntax)).as_array(
-        encapsulate([bitstream]), rows=ds.Rows, columns=ds.Columns,
-        samples_per_pixel=ds.SamplesPerPixel, bits_allocated=ds.BitsAllocated,
-        bits_stored=ds.BitsStored, pixel_representation=ds.PixelRepresentation,
-        photometric_interpretation=ds.PhotometricInterpretation, number_of_frames=1,
-        planar_configuration=ds.get("PlanarConfiguration", 0))
+    options: dict[str, Any] = {
+        "rows": ds.Rows, "columns": ds.Columns, "samples_per_pixel": ds.SamplesPerPixel,
+        "bits_allocated": ds.BitsAllocated, "bits_stored": ds.BitsStored,
+        "pixel_representation": ds.PixelRepresentation,
+        "photometric_interpretation": ds.PhotometricInterpretation, "number_of_frames": 1,
+        "planar_configuration": ds.get("PlanarConfiguration", 0)}
+    array, _ = get_decoder(UID(syntax)).as_array(encapsulate([bitstream]), **options)
     return array
 
 
