@@ -369,11 +369,18 @@ class Client:
 
     def get(self, path: str, accept: str) -> tuple[str, bytes]:
         conn = getattr(self.local, "conn", None)
+        if conn is not None:
+            try:
+                conn.request("GET", path, headers={**self.headers, "Accept": accept})
+                response = conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionError):
+                conn.close()  # idle past nginx's keep-alive timeout: a new one, as browsers do
+                conn = None
         if conn is None:
             conn = http.client.HTTPConnection(SERVER_IP, self.port, timeout=TIMEOUT_S)
             self.local.conn = conn
-        conn.request("GET", path, headers={**self.headers, "Accept": accept})
-        response = conn.getresponse()
+            conn.request("GET", path, headers={**self.headers, "Accept": accept})
+            response = conn.getresponse()
         data = response.read()
         if response.status != 200:
             raise RuntimeError(f"GET {path}: {response.status} {data[:300]!r}")
@@ -513,6 +520,7 @@ def main() -> None:
                     r = results[name]
                     rows.append(f"| {mbit} Mbit/s | {name} | {r.first:.2f} s | {r.series:.1f} s"
                                 f" ({r.series / o.series:.2f}x) | {mb(r.wire)} |")
+                log(f"  PDI ZIP: portal {zip_ours[0]:.1f} s, Orthanc {zip_theirs[0]:.1f} s")
                 rows.append(f"| {mbit} Mbit/s | PDI ZIP | portal {zip_ours[0]:.1f} s "
                             f"({mb(zip_ours[1])}) | Orthanc {zip_theirs[0]:.1f} s "
                             f"({mb(zip_theirs[1])}) | |")

@@ -92,6 +92,9 @@ def check_encodable(layout: Layout, syntax: str) -> None:
         raise CannotEncode(f"{layout.photometric_interpretation} is not transcoded")
     if layout.samples_per_pixel not in (1, 3):
         raise CannotEncode(f"{layout.samples_per_pixel} samples per pixel")
+    if layout.samples_per_pixel == 3 and layout.planar_configuration != 0:
+        # The metadata a viewer decodes with says planar; the codecs give interleaved.
+        raise CannotEncode("colour planes stored one after the other are not transcoded")
 
 
 def check_values(native: bytes, layout: Layout) -> None:
@@ -180,6 +183,11 @@ class FrameCache:
         if due:
             self.evict()
 
+    def forget(self, sha256: str) -> None:
+        """Every cached frame of the object ``sha256`` removed (the object was deleted)."""
+        for path in (self.root / sha256[:2]).glob(f"{sha256}-*"):
+            path.unlink(missing_ok=True)
+
     def evict(self) -> None:
         """Oldest entries removed until the cache is under nine tenths of its limit."""
         entries: list[tuple[float, int, Path]] = []
@@ -214,6 +222,14 @@ def cache() -> FrameCache:
     if _cache is None or _cache.root != root or _cache.limit != settings.WADO_FRAME_CACHE_BYTES:
         _cache = FrameCache(root, settings.WADO_FRAME_CACHE_BYTES)
     return _cache
+
+
+def forget_deleted(sha256s: list[str]) -> None:
+    """Cached frames of deleted objects go with them: they are the patient's pixels."""
+    store = cache()
+    for sha256 in sha256s:
+        if sha256:
+            store.forget(sha256)
 
 
 def compressed_frame(sha256: str, frame: int, syntax: str, layout: Layout,

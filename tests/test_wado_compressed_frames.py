@@ -259,3 +259,14 @@ def test_the_cache_keeps_to_its_size_by_dropping_the_oldest(tmp_path):
     assert sum(p.stat().st_size for p in (tmp_path / "cache").rglob("*-*-*")) <= 10_000
     assert kept and kept[-1] == 30  # the newest stay
     assert not list((tmp_path / "cache").rglob(".*"))  # no temporary file left behind
+
+
+def test_a_deleted_objects_frames_leave_the_cache(client, mr, settings,
+                                                 django_capture_on_commit_callbacks):
+    _get(client, mr, OHIF_ACCEPT)
+    instance = Instance.objects.get(sop_instance_uid=mr.SOPInstanceUID)
+    cached = frame_codecs.cache().path(instance.sha256, 1, JPEGLSLossless)
+    assert cached.is_file()
+    with django_capture_on_commit_callbacks(execute=True):
+        Instance.objects.filter(pk=instance.pk).delete()
+    assert not cached.exists()
