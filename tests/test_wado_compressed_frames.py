@@ -270,3 +270,24 @@ def test_a_deleted_objects_frames_leave_the_cache(client, mr, settings,
     with django_capture_on_commit_callbacks(execute=True):
         Instance.objects.filter(pk=instance.pk).delete()
     assert not cached.exists()
+
+
+def test_an_image_no_frame_of_which_can_be_transcoded_is_406_when_asked_by_name(
+        client, alice, tmp_path):
+    """Colour planes stored one after another: the codecs give interleaved samples, so the
+    metadata a viewer decodes with would be wrong. Asked by name: 406; for ``*``: as
+    stored."""
+    path = _synthetic(tmp_path, "planar", modality="US", bits_allocated=8, bits_stored=8,
+                      samples=3, seed=41)
+    ds = dcmread(path)
+    ds.PlanarConfiguration = 1
+    ds.save_as(path, enforce_file_format=True)
+    store([path])
+    client.force_login(alice)
+    refused = client.get(_url(ds), HTTP_ACCEPT='multipart/related; type="image/jls"')
+    assert refused.status_code == 406
+    assert "colour planes" in refused.json()["error"]
+    [(headers, frame)] = _get(client, ds, OHIF_ACCEPT)
+    assert headers["content-type"] == (
+        f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}")
+    assert frame == ds.PixelData
