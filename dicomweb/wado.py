@@ -15,6 +15,10 @@ Decisions worth knowing:
   changed. An object no installed codec can decode is then sent as stored, its part
   naming its transfer syntax. ``transfer-syntax=*`` (dicomweb-client, OHIF) sends every
   object exactly as stored.
+- Frames stored uncompressed go out losslessly compressed when the client names JPEG-LS,
+  RLE or JPEG 2000 lossless, and for ``transfer-syntax=*`` (OHIF) as
+  ``WADO_FRAMES_ANY_SYNTAX`` (JPEG-LS): encoded once, then read from the frame cache
+  (:mod:`dicomweb.frame_codecs`). A frame no codec represents exactly goes uncompressed.
 - Bare datasets (received over DIMSE without File Meta Information) are sent with a
   generated Part 10 header in front of their stored bytes, because ``application/dicom``
   is the PS3.10 file format.
