@@ -15,6 +15,10 @@ Decisions worth knowing:
   changed. An object no installed codec can decode is then sent as stored, its part
   naming its transfer syntax. ``transfer-syntax=*`` (dicomweb-client, OHIF) sends every
   object exactly as stored.
+- Frames stored uncompressed go out losslessly compressed when the client names JPEG-LS,
+  RLE or JPEG 2000 lossless, and for ``transfer-syntax=*`` (OHIF) as
+  ``WADO_FRAMES_ANY_SYNTAX`` (JPEG-LS): encoded once, then read from the frame cache
+  (:mod:`dicomweb.frame_codecs`). A frame no codec represents exactly goes uncompressed.
 - Bare datasets (received over DIMSE without File Meta Information) are sent with a
   generated Part 10 header in front of their stored bytes, because ``application/dicom``
   is the PS3.10 file format.
@@ -36,6 +40,7 @@ from functools import wraps
 from http import HTTPStatus
 from typing import IO, Any, Concatenate, ParamSpec, cast
 
+from django.conf import settings
 from django.db.models import F, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -46,14 +51,14 @@ from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag, Tag
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from audit.models import AuditAction
 from audit.trail import Actor
 from imaging import access, blobs, principals
 from imaging.models import Instance, Series, Study
 
-from . import auth, rendering
+from . import auth, frame_codecs, rendering
 from . import frames as pixels
 from .negotiation import ANY_TRANSFER_SYNTAX, Choice, NotAcceptable, Offer, negotiate
 from .renderers import DICOM_JSON, accepts_gzip, problem
@@ -401,22 +406,48 @@ def _gzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
 class _FrameMode:
     stored: bool  # the stored encoding as is; else uncompressed little endian
     part_type: str
+    encode_to: str | None = None  # native frames transcoded to this lossless syntax
+    asked: bool = False  # the client named ``encode_to`` (406 if it cannot be given)
+
+
+_NATIVE_PART = f"{OCTET_STREAM}; transfer-syntax={ExplicitVRLittleEndian}"
+# The transfer syntax an encodable media type stands for (image/jls: JPEG-LS lossless).
+_SYNTAX_OF_MEDIA = {media: syntax for syntax, media in frame_codecs.ENCODABLE.items()}
+
+
+def _is_native(stored_syntax: str) -> bool:
+    return not UID(stored_syntax).is_compressed
+
+
+def _encoded_mode(syntax: str, asked: bool) -> _FrameMode:
+    return _FrameMode(False, f"{frame_codecs.ENCODABLE[syntax]}; transfer-syntax={syntax}",
+                      encode_to=syntax, asked=asked)
 
 
 def _frame_mode(choice: Choice, stored_syntax: str) -> _FrameMode:
+    """What the frames are sent as. Native frames are transcoded when the client names a
+    lossless compressed type, and for ``transfer-syntax=*`` (OHIF) to
+    ``WADO_FRAMES_ANY_SYNTAX``; compressed frames go as stored or decoded, as before."""
     bitstream_type = pixels.media_type_of(stored_syntax)
     wanted = choice.transfer_syntax
-    if choice.media_type != OCTET_STREAM:  # image/jls and friends: the stored bitstream
+    native = _is_native(stored_syntax)
+    if choice.media_type != OCTET_STREAM:
+        if native:
+            return _encoded_mode(_SYNTAX_OF_MEDIA[choice.media_type], True)
         return _FrameMode(True, f"{bitstream_type}; transfer-syntax={stored_syntax}")
+    if wanted == ANY_TRANSFER_SYNTAX and native and settings.WADO_FRAMES_ANY_SYNTAX != "stored":
+        return _encoded_mode(settings.WADO_FRAMES_ANY_SYNTAX, False)
     if wanted == ANY_TRANSFER_SYNTAX or (wanted == stored_syntax
                                           and wanted != ImplicitVRLittleEndian):
         return _FrameMode(True, f"{bitstream_type}; transfer-syntax={stored_syntax}")
-    return _FrameMode(False, f"{OCTET_STREAM}; transfer-syntax={ExplicitVRLittleEndian}")
+    return _FrameMode(False, _NATIVE_PART)
 
 
 def _frame_offers(stored_syntax: str) -> list[Offer]:
     offers = [Offer(OCTET_STREAM, True)]
-    if pixels.media_type_of(stored_syntax) != OCTET_STREAM:
+    if _is_native(stored_syntax):
+        offers += [Offer(media, True) for media in frame_codecs.ENCODABLE.values()]
+    elif pixels.media_type_of(stored_syntax) != OCTET_STREAM:
         offers.append(Offer(pixels.media_type_of(stored_syntax), True))
     return offers
 
@@ -426,6 +457,8 @@ def _frame_usable(stored_syntax: str) -> Callable[[Offer, str | None], bool]:
         if offer.media_type == OCTET_STREAM:
             return syntax in (None, ANY_TRANSFER_SYNTAX, ExplicitVRLittleEndian,
                               ImplicitVRLittleEndian, stored_syntax)
+        if offer.media_type in _SYNTAX_OF_MEDIA and _is_native(stored_syntax):
+            return syntax in (None, ANY_TRANSFER_SYNTAX, _SYNTAX_OF_MEDIA[offer.media_type])
         return syntax in (None, ANY_TRANSFER_SYNTAX, stored_syntax)
 
     return usable
@@ -434,7 +467,12 @@ def _frame_usable(stored_syntax: str) -> Callable[[Offer, str | None], bool]:
 @_endpoint
 def frames(request: HttpRequest, study: str, series: str, instance: str,
            frames: str) -> HttpResponseBase:
-    """``/frames/1,3``: native frames sliced from the file, or the stored bitstreams."""
+    """``/frames/1,3``: native frames sliced from the file (or transcoded losslessly, and
+    cached), or the stored bitstreams.
+
+    One frame (what viewers ask for, one request per image) is answered whole, with its
+    Content-Length; a list of frames is streamed one frame at a time.
+    """
     numbers = pixels.parse_frame_numbers(frames)
     obj = _resolve(request, AuditAction.RETRIEVE, study, series, instance, session=True)
     assert isinstance(obj, Instance)
@@ -449,22 +487,42 @@ def frames(request: HttpRequest, study: str, series: str, instance: str,
             raise NotFound("this instance has no pixel data")
         count = location.number_of_frames if location else max(obj.number_of_frames, 1)
         pixels.check_frames(numbers, count)
+        layout = frame_codecs.Layout.of(header)
+        if mode.encode_to is not None:
+            try:
+                frame_codecs.check_encodable(layout, mode.encode_to)
+            except frame_codecs.CannotEncode as exc:
+                if mode.asked:
+                    raise NotAcceptable(str(exc)) from exc
+                mode = _FrameMode(True, f"{pixels.media_type_of(stored_syntax)}; "
+                                        f"transfer-syntax={stored_syntax}")
         if mode.stored and location is None:
             # Deflated or otherwise not addressable: decode to native instead.
-            mode = _FrameMode(False, f"{OCTET_STREAM}; transfer-syntax={ExplicitVRLittleEndian}")
+            mode = _FrameMode(False, _NATIVE_PART)
     except BaseException:
         fp.close()
         raise
 
-    def frame(n: int) -> bytes:
+    def frame(n: int) -> tuple[str, bytes]:
         if mode.stored and location:
-            return pixels.stored_frame(fp, location, n - 1)
-        return pixels.native_frame(fp, header, location, n - 1)
+            return mode.part_type, pixels.stored_frame(fp, location, n - 1)
+        if mode.encode_to is not None:
+            data = frame_codecs.compressed_frame(
+                obj.sha256, n, mode.encode_to, layout,
+                lambda: pixels.native_frame(fp, header, location, n - 1))
+            if data is not None:
+                return mode.part_type, data
+        return _NATIVE_PART, pixels.native_frame(fp, header, location, n - 1)
 
     boundary = _boundary()
+    if len(numbers) == 1:
+        with fp:
+            part_type, data = frame(numbers[0])
+        return HttpResponse(b"".join(_multipart(boundary, [(part_type, data)])),
+                            content_type=_multipart_type(part_type.split(";")[0], boundary))
     part_media = mode.part_type.split(";")[0]
     return StreamingHttpResponse(
-        _closing(fp, _multipart(boundary, ((mode.part_type, frame(n)) for n in numbers))),
+        _closing(fp, _multipart(boundary, (frame(n) for n in numbers))),
         content_type=_multipart_type(part_media, boundary),
     )
 

@@ -427,6 +427,18 @@ USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)
 if env.bool("TRUST_X_FORWARDED_PROTO", default=PRODUCTION):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# Frames for transfer-syntax=* (what OHIF asks): a lossless syntax native frames are
+# transcoded to (JPEG-LS, 1.2.840.10008.1.2.4.80, by default), or "stored" to send them as
+# stored. Encoded frames are kept on disk (dicomweb.frame_codecs), at most this many bytes.
+WADO_FRAMES_ANY_SYNTAX = env.str("WADO_FRAMES_ANY_SYNTAX") or "1.2.840.10008.1.2.4.80"
+if WADO_FRAMES_ANY_SYNTAX not in ("stored", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.5",
+                                  "1.2.840.10008.1.2.4.90"):
+    raise ImproperlyConfigured("WADO_FRAMES_ANY_SYNTAX: stored, or a lossless UID "
+                               "(1.2.840.10008.1.2.4.80, 1.2.840.10008.1.2.5, "
+                               "1.2.840.10008.1.2.4.90)")
+WADO_FRAME_CACHE_DIR = env.path("WADO_FRAME_CACHE_DIR", default=DATA_DIR / "frame-cache")
+WADO_FRAME_CACHE_BYTES = env.int("WADO_FRAME_CACHE_BYTES", default=2 * 1024**3, minimum=0)
+
 # OHIF's prebuilt viewer (bin/fetch-ohif) served at /viewer/ when present; cross-origin
 # isolation (COOP/COEP on the viewer) lets OHIF use SharedArrayBuffer for MPR.
 OHIF_DIST = env.path("OHIF_DIST", default=BASE_DIR / ".cache" / "ohif" / "dist")

@@ -75,6 +75,7 @@ def dicom_storage(settings, tmp_path: Path) -> Path:
         },
     }
     settings.DICOM_SPOOL_DIR = tmp_path / "dicom-spool"
+    settings.WADO_FRAME_CACHE_DIR = tmp_path / "frame-cache"
     return location
 
 

@@ -21,6 +21,8 @@ from audit.trail import Actor, Target, first_broken_link
 from imaging.models import Instance, Study
 from sharing import services
 
+from .http_bodies import body
+
 OHIF_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 
 
@@ -37,7 +39,7 @@ def _read_frames(client, study: Study) -> int:
     for url in urls:
         response = client.get(url, HTTP_ACCEPT=OHIF_ACCEPT)
         assert response.status_code == 200
-        b"".join(response.streaming_content)
+        body(response)
     return len(urls)
 
 

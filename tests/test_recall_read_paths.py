@@ -9,9 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import requests
@@ -29,6 +28,7 @@ from privacy.models import DataExport
 from replica.models import Copy
 from sharing import services
 from tests import replica_support
+from tests.http_bodies import body
 from tests.replica_support import evict_all, spills, store_replicated
 from tests.s3_support import s3_endpoint  # noqa: F401 - a fixture
 from tests.wado_support import parse_multipart, session_for
@@ -72,7 +72,7 @@ def assert_local_again(study: Study, dicom_storage: Path, only: set[str] | None 
 
 
 def _body(response: Any) -> bytes:
-    return b"".join(cast(Iterator[bytes], response.streaming_content))
+    return body(response)
 
 
 # --- DICOMweb ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian
 
 from tests import wado_support
+from tests.http_bodies import body
 from tests.wado_support import parse_multipart, pydicom_file, store
 
 paula_study = wado_support.paula_study
@@ -32,7 +33,7 @@ def _frames(client, ds, frames: str, accept: str | None = OCTET_PARTS):
 
 def _parts(response: Any) -> list[tuple[dict[str, str], bytes]]:
     assert response.status_code == 200, response.content
-    return parse_multipart(response["Content-Type"], b"".join(response.streaming_content))
+    return parse_multipart(response["Content-Type"], body(response))
 
 
 def _stored(name: str, client, alice):

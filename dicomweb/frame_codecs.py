@@ -1,0 +1,253 @@
+"""Lossless compressed frames made from stored native pixel data, and the disk cache that
+keeps them so a second viewer gets a frame without a second encode.
+
+A viewer on a slow link waits for bytes, not for the server: a 512x512 16-bit CT frame is
+512 KiB native and about a third of that as JPEG-LS. The stored object is never touched;
+the encoded frame is a copy, keyed by the stored object's SHA-256, the frame number and
+the transfer syntax, so a changed object can never be answered from a stale entry.
+
+Encoding goes through pydicom's encoders (pyjpegls for JPEG-LS, pydicom's own RLE,
+pylibjpeg-openjpeg for JPEG 2000), which check that the image can be represented: a frame
+they refuse (YBR_FULL_422, 1-bit, values outside Bits Stored) is served as it is today.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from pydicom.dataset import Dataset
+from pydicom.pixels.encoders.base import get_encoder
+from pydicom.uid import UID, JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+log = logging.getLogger(__name__)
+
+# What a frame may be transcoded to, all lossless, with its PS3.18 media type.
+ENCODABLE: dict[str, str] = {
+    JPEGLSLossless: "image/jls",
+    RLELossless: "image/dicom-rle",
+    JPEG2000Lossless: "image/jp2",
+}
+# An empty cache file says "this frame cannot be encoded so": no second attempt.
+_CANNOT = b""
+# Evict after this many writes by one process (a directory scan costs a few ms).
+_EVICT_EVERY = 64
+
+
+class CannotEncode(ValueError):
+    """The image cannot be represented losslessly in the asked transfer syntax."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What an encoder needs to know about a native frame (PS3.3 Image Pixel module)."""
+
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric_interpretation: str
+    planar_configuration: int
+
+    @classmethod
+    def of(cls, ds: Dataset) -> Layout:
+        def number(keyword: str, default: int) -> int:
+            value = ds.get(keyword)
+            try:
+                return int(value) if value not in (None, "") else default
+            except (TypeError, ValueError):
+                return default
+
+        bits_allocated = number("BitsAllocated", 0)
+        return cls(
+            rows=number("Rows", 0), columns=number("Columns", 0),
+            samples_per_pixel=number("SamplesPerPixel", 1), bits_allocated=bits_allocated,
+            bits_stored=number("BitsStored", bits_allocated),
+            pixel_representation=number("PixelRepresentation", 0),
+            photometric_interpretation=str(ds.get("PhotometricInterpretation", "")),
+            planar_configuration=number("PlanarConfiguration", 0),
+        )
+
+
+def check_encodable(layout: Layout, syntax: str) -> None:
+    """:class:`CannotEncode` when no frame of this layout can be given in ``syntax``
+    (known from the header alone, so a client that asked for it gets a 406 up front)."""
+    if syntax not in ENCODABLE:
+        raise CannotEncode(f"frames are not transcoded to {syntax}")
+    if not get_encoder(UID(syntax)).is_available:
+        raise CannotEncode(f"no encoder for {syntax} is installed")
+    if layout.bits_allocated not in (8, 16) or not layout.rows or not layout.columns:
+        raise CannotEncode(f"{layout.bits_allocated}-bit pixels are not transcoded")
+    if layout.photometric_interpretation not in ("MONOCHROME1", "MONOCHROME2",
+                                                 "PALETTE COLOR", "RGB"):
+        raise CannotEncode(f"{layout.photometric_interpretation} is not transcoded")
+    if layout.samples_per_pixel not in (1, 3):
+        raise CannotEncode(f"{layout.samples_per_pixel} samples per pixel")
+    if layout.samples_per_pixel == 3 and layout.planar_configuration != 0:
+        # The metadata a viewer decodes with says planar; the codecs give interleaved.
+        raise CannotEncode("colour planes stored one after the other are not transcoded")
+
+
+def check_values(native: bytes, layout: Layout) -> None:
+    """:class:`CannotEncode` unless every value fits in Bits Stored.
+
+    The codecs code only Bits Stored bits: a value beyond them (overlay bits in the unused
+    high bits, a signed value not sign-extended) would come back changed, not lossless.
+    """
+    if layout.bits_stored >= layout.bits_allocated:
+        return
+    signed = layout.pixel_representation == 1
+    dtype = f"<{'i' if signed else 'u'}{layout.bits_allocated // 8}"
+    values = np.frombuffer(native, dtype=dtype)
+    if not values.size:
+        return
+    low, high = ((-(1 << (layout.bits_stored - 1)), (1 << (layout.bits_stored - 1)) - 1)
+                 if signed else (0, (1 << layout.bits_stored) - 1))
+    if int(values.min()) < low or int(values.max()) > high:
+        raise CannotEncode(f"values outside the {layout.bits_stored} bits stored")
+
+
+def encode(native: bytes, layout: Layout, syntax: str) -> bytes:
+    """One native little endian frame as a ``syntax`` bitstream; :class:`CannotEncode`."""
+    check_encodable(layout, syntax)
+    check_values(native, layout)
+    try:
+        return bytes(get_encoder(UID(syntax)).encode(
+            native, rows=layout.rows, columns=layout.columns,
+            samples_per_pixel=layout.samples_per_pixel,
+            bits_allocated=layout.bits_allocated, bits_stored=layout.bits_stored,
+            pixel_representation=layout.pixel_representation,
+            photometric_interpretation=layout.photometric_interpretation,
+            planar_configuration=layout.planar_configuration, number_of_frames=1,
+        ))
+    except Exception as exc:  # the encoders raise ValueError, RuntimeError, ...
+        raise CannotEncode(f"cannot encode the frame as {syntax}: {exc}") from exc
+
+
+class FrameCache:
+    """Encoded frames on disk, bounded by size, shared by every process on the host.
+
+    Files are written to a temporary name and renamed into place, so a reader sees a whole
+    entry or none. A hit refreshes the file's time; eviction removes the oldest entries
+    once the total passes the limit, down to nine tenths of it. Two processes encoding the
+    same frame at once both write it; the second rename wins with identical bytes.
+    """
+
+    def __init__(self, root: Path, limit: int) -> None:
+        self.root = root
+        self.limit = limit
+        self._writes = 0
+        self._lock = threading.Lock()
+
+    def path(self, sha256: str, frame: int, syntax: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}-{frame}-{syntax}"
+
+    def get(self, sha256: str, frame: int, syntax: str) -> bytes | None:
+        """The cached bitstream; ``b""`` when the frame is known not to encode; None."""
+        path = self.path(sha256, frame, syntax)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+        return data
+
+    def put(self, sha256: str, frame: int, syntax: str, data: bytes) -> None:
+        if self.limit <= 0:
+            return
+        path = self.path(sha256, frame, syntax)
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(data)
+            os.replace(temporary, path)
+        except OSError as exc:  # a full or read-only disk costs an encode, not the answer
+            log.warning("frame cache: cannot write %s: %s", path.name, exc)
+            temporary.unlink(missing_ok=True)
+            return
+        with self._lock:
+            self._writes += 1
+            due = self._writes % _EVICT_EVERY == 1
+        if due:
+            self.evict()
+
+    def forget(self, sha256: str) -> None:
+        """Every cached frame of the object ``sha256`` removed (the object was deleted)."""
+        for path in (self.root / sha256[:2]).glob(f"{sha256}-*"):
+            path.unlink(missing_ok=True)
+
+    def evict(self) -> None:
+        """Oldest entries removed until the cache is under nine tenths of its limit."""
+        entries: list[tuple[float, int, Path]] = []
+        for folder in self.root.glob("??"):
+            try:
+                with os.scandir(folder) as listing:
+                    for entry in listing:
+                        try:
+                            stat = entry.stat()
+                        except OSError:
+                            continue
+                        entries.append((stat.st_mtime, stat.st_size, Path(entry.path)))
+            except OSError:
+                continue
+        total = sum(size for _, size, _ in entries)
+        if total <= self.limit:
+            return
+        for _, size, path in sorted(entries):
+            path.unlink(missing_ok=True)
+            total -= size
+            if total <= self.limit * 0.9:
+                break
+
+
+_cache: FrameCache | None = None
+
+
+def cache() -> FrameCache:
+    """The process's cache, from ``WADO_FRAME_CACHE_DIR`` and ``WADO_FRAME_CACHE_BYTES``."""
+    global _cache
+    root = Path(settings.WADO_FRAME_CACHE_DIR)
+    if _cache is None or _cache.root != root or _cache.limit != settings.WADO_FRAME_CACHE_BYTES:
+        _cache = FrameCache(root, settings.WADO_FRAME_CACHE_BYTES)
+    return _cache
+
+
+def forget_deleted(sha256s: list[str]) -> None:
+    """Cached frames of deleted objects go with them: they are the patient's pixels."""
+    store = cache()
+    for sha256 in sha256s:
+        if sha256:
+            store.forget(sha256)
+
+
+def compressed_frame(sha256: str, frame: int, syntax: str, layout: Layout,
+                     read_native: Callable[[], bytes]) -> bytes | None:
+    """Frame ``frame`` (1-based) as ``syntax``: from the cache, else encoded and kept.
+
+    ``read_native`` gives the native frame; it is called only on a miss. None when the
+    frame cannot be encoded so (the caller serves it as before).
+    """
+    store = cache()
+    cached = store.get(sha256, frame, syntax)
+    if cached is not None:
+        return cached or None
+    try:
+        data = encode(read_native(), layout, syntax)
+    except CannotEncode as exc:
+        log.info("frame %s of %s stays native: %s", frame, sha256[:12], exc)
+        store.put(sha256, frame, syntax, _CANNOT)
+        return None
+    store.put(sha256, frame, syntax, data)
+    return data
