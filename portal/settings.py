@@ -361,6 +361,8 @@ CELERY_BEAT_SCHEDULE["replica-evict-local"] = {
 # When a study arrives, this many of the patient's most relevant priors (imaging.priors) are
 # recalled from the replica to the local tier in the background. 0: none.
 RECALL_PRIORS_COUNT = env.int("RECALL_PRIORS_COUNT", default=3, minimum=0)
+# Objects recalled at once by the priors' recall and `restore --from-replica` (threads).
+RECALL_CONCURRENCY = env.int("RECALL_CONCURRENCY", default=4, minimum=1)
 
 # Restore drills (replica.drill): every so often a random sample of studies is brought back
 # from the replica and checked byte for byte; the admin index warns when none succeeded

@@ -50,8 +50,10 @@ def recall_priors(study_id: int, ring: KeyRing | None = None) -> Counter[recall.
     if not priors:
         return outcomes
     ring = ring or KeyRing.from_settings()
-    for instance in recall.evicted_instances(series__study_id__in=priors).order_by("pk"):
-        outcomes[recall.recall_instance(instance, ring)] += 1
+    evicted = list(recall.evicted_instances(series__study_id__in=priors)
+                   .order_by("pk").values_list("pk", flat=True))
+    for _, outcome in recall.recall_many(evicted, ring):
+        outcomes[outcome] += 1
     return outcomes
 
 

@@ -6,13 +6,17 @@ unrecoverable with exit status 1."""
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from imaging.models import Instance
+from replica import recall
 from replica.models import Copy
 from tests import replica_support
 from tests.conftest import stored_files
@@ -80,3 +84,38 @@ def test_objects_without_a_verified_replica_copy_are_listed_and_the_exit_status_
     assert (dicom_storage / stored[0].blob_key).exists()
     assert (dicom_storage / stored[2].blob_key).exists()
     assert not (dicom_storage / stored[1].blob_key).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_tier_is_recalled_several_objects_at_once(
+    replica, ct_study, dicom_storage, django_capture_on_commit_callbacks, monkeypatch, settings
+):
+    settings.RECALL_CONCURRENCY = 3
+    paths = ct_study[1][:8]
+    stored = store_replicated(paths, django_capture_on_commit_callbacks)
+    shutil.rmtree(dicom_storage)
+    in_flight: set[str] = set()
+    widest = 0
+    lock = threading.Lock()
+    one = recall.recall_instance
+
+    def watched(instance: Instance, ring: Any = None) -> recall.Outcome:
+        nonlocal widest
+        with lock:
+            in_flight.add(threading.current_thread().name)
+            widest = max(widest, len(in_flight))
+        try:
+            time.sleep(0.05)
+            return one(instance, ring)
+        finally:
+            with lock:
+                in_flight.discard(threading.current_thread().name)
+
+    monkeypatch.setattr(recall, "recall_instance", watched)
+
+    assert "8 instances: 8 recalled, 0 already local, 0 unrecoverable" in _restore()
+
+    assert widest == 3
+    for instance, path in zip(stored, paths, strict=True):
+        assert (dicom_storage / instance.blob_key).read_bytes() == path.read_bytes()
+    assert spills(dicom_storage) == []

@@ -47,16 +47,22 @@ class Command(BaseCommand):
         progress_stream: Any = self.stderr._out
         with tqdm(total=sum(r[2] for r in rows), unit="B", unit_scale=True, desc="Restoring",
                   disable=options["no_progress"] or not rows, file=progress_stream) as bar:
+            missing = []
             for pk, key, size in rows:
                 if local.exists(key):
-                    outcome = recall.Outcome.PRESENT
+                    counts[recall.Outcome.PRESENT] += 1
+                    bar.update(size)
                 else:
-                    outcome = recall.recall_instance(Instance.all_objects.get(pk=pk), ring)
+                    missing.append(pk)
+            by_pk = {pk: (key, size) for pk, key, size in rows}
+            for pk, outcome in recall.recall_many(missing, ring):
+                key, size = by_pk[pk]
                 counts[outcome] += 1
                 if outcome in (recall.Outcome.UNRECOVERABLE, recall.Outcome.FAILED):
                     problems.append((outcome, pk, key))
                 bar.update(size)
                 bar.set_postfix(recalled=counts[recall.Outcome.RECALLED], lost=len(problems))
+        problems.sort(key=lambda problem: problem[1])
         for outcome, pk, key in problems:
             reason = ("no verified replica copy" if outcome == recall.Outcome.UNRECOVERABLE
                       else "the replica copy could not be read back as its bytes")
