@@ -1,6 +1,7 @@
 """ADT^A40 over MLLP merges two patient records end to end: the prior record's studies are
-found under the surviving PatientID and name by QIDO-RS, WADO-RS metadata and C-FIND; the
-move is on the audit trail and the stored files are untouched."""
+found under the surviving PatientID and name by QIDO-RS, WADO-RS metadata, C-FIND, FHIR and
+the portal's pages, and the prior record's portal account follows; the move is on the audit
+trail and the stored files are untouched."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import json
 
 import pytest
+from fhir.resources.R4B.bundle import Bundle
 from pydicom import dcmread
 
 from audit.models import AuditAction, AuditEvent
@@ -88,3 +90,45 @@ def test_a40_for_a_prior_patient_not_in_the_archive_is_answered_ae(two_records):
 
 
 
+
+
+def test_after_a40_fhir_the_pages_and_the_patients_own_account_follow_the_survivor(
+    ct_study, other_study, clinic, paula, alice, client
+):
+    """paula's record (with her portal account) is the prior one; charlie's has none: after
+    the merge FHIR, the staff's timeline and paula's own exams page all show both studies
+    under the surviving record."""
+    paulas_record = archived_record(ct_study, "PAULA-001")
+    paulas_record.user = paula
+    paulas_record.save()
+    archived_record(other_study, "CHARLIE-002")
+    Hl7Peer.objects.create(name="EHR Sul", host="127.0.0.1", sending_application="EHR",
+                           sending_facility="SUL", clinic=clinic)
+    both = {ct_study[0], other_study[0]}
+    with hl7_listener() as server:
+        mllp = MllpClient(server.port)
+        try:
+            ack = mllp.send(adt_a40("MRG-2", "CHARLIE-002", "PAULA-001", "Costa^Charlie"))
+        finally:
+            mllp.close()
+    assert msa(ack)[0] == "AA", msa(ack)
+    survivor = Patient.objects.get(patient_id="CHARLIE-002")
+    assert survivor.user == paula
+    assert not Patient.objects.filter(patient_id="PAULA-001", studies__isnull=False).exists()
+
+    client.force_login(alice)
+    found = client.get("/fhir/ImagingStudy", {"patient.identifier": "CHARLIE-002"})
+    assert found.status_code == 200, found.content
+    bundle = Bundle.model_validate_json(found.content)
+    assert {entry.resource.id for entry in bundle.entry or []} == both
+    gone = Bundle.model_validate_json(
+        client.get("/fhir/ImagingStudy", {"patient.identifier": "PAULA-001"}).content)
+    assert gone.total == 0
+    timeline = client.get(f"/imaging/patients/{survivor.pk}/")
+    assert timeline.status_code == 200
+    assert all(uid in timeline.content.decode() for uid in both)
+
+    client.force_login(paula)
+    exams = client.get("/patient/exams/")
+    assert exams.status_code == 200
+    assert all(uid in exams.content.decode() for uid in both)
