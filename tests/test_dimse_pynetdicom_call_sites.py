@@ -5,6 +5,7 @@ these fail as soon as an upgrade moves a call site they rely on (dimse/pynetdico
 from __future__ import annotations
 
 import inspect
+import io
 import queue
 import threading
 from collections.abc import Callable
@@ -12,10 +13,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from pynetdicom import association, dimse_messages, dimse_primitives, dsutils, dul, utils
+from pynetdicom import association, dimse_messages, dimse_primitives, dsutils, dul, fsm, utils
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP, DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.transport import AssociationSocket
 
 from dimse import dul_wakeup, pdu_fast_codec, pynetdicom_patches, stored_send
@@ -74,8 +76,10 @@ def test_uninstalling_gives_pynetdicom_back_exactly_what_it_had():
             "decode", "create_file_meta", "write_file_meta_info")],
         "set_uid": _global(dimse_primitives, "set_uid"),
         "Association": dict(vars(association.Association)),
+        "DT-1": fsm.ACTIONS["DT-1"],
     }
     pynetdicom_patches.install()
+    assert fsm.ACTIONS["DT-1"][1] is stored_send.dt_1
     assert association.Association.send_c_store is stored_send.send_c_store
     assert dul.time is not before["dul.time"]  # type: ignore[attr-defined]
     assert _global(dimse_primitives, "set_uid") is pdu_fast_codec.set_uid
@@ -91,6 +95,7 @@ def test_uninstalling_gives_pynetdicom_back_exactly_what_it_had():
             "decode", "create_file_meta", "write_file_meta_info")],
         "set_uid": _global(dimse_primitives, "set_uid"),
         "Association": dict(vars(association.Association)),
+        "DT-1": fsm.ACTIONS["DT-1"],
     }
     assert after == before
 
@@ -211,6 +216,47 @@ def test_a_dataset_path_on_the_primitive_marks_the_message_and_is_sent_from_enco
     assert "if self.data_set is not None:" in encode
     assert "elif self._data_set_path is not None:" in encode
     assert "encode_msg" not in vars(C_STORE_RQ) or pynetdicom_patches.installed()
+
+
+def test_dt_1_is_looked_up_at_each_event_and_sends_the_one_pdu_it_takes_off_the_queue():
+    """stored_send.dt_1 replaces DT-1 in the action table: the state machine must look the
+    action up at each event, DT-1 must take its primitive off the queue and send one
+    P-DATA-TF, and any P_DATA (a BatchedPData is one) must be Evt9."""
+    assert "action = ACTIONS[action_name]" in _source(fsm.StateMachine.do_action)
+    assert "next_state = action[1](self.dul)" in _source(fsm.StateMachine.do_action)
+    assert fsm.TRANSITION_TABLE[("Evt9", "Sta6")] == "DT-1"
+    _, action, state = stored_send._PYNETDICOM_DT_1
+    assert action is fsm.DT_1 and state == "Sta6"
+    source = _source(fsm.DT_1)
+    assert 'dul.to_provider_queue.get(False)' in source
+    assert "dul._send(P_DATA_TF(primitive))" in source
+    assert 'return "Sta6"' in source
+    primitive_to_event = _source(DULServiceProvider._process_recv_primitive)
+    assert "elif isinstance(primitive, P_DATA):" in primitive_to_event
+    assert 'event = "Evt9"' in primitive_to_event
+    assert "self.socket.send(pdu.encode())" in _source(DULServiceProvider._send)
+
+
+def test_batched_pdus_decode_as_pynetdicom_reads_them_within_the_peers_limit():
+    data = bytes(range(256)) * 300  # 76,800 bytes: several PDUs, a short last one
+    for max_pdu in (16384, 4096, 0):
+        wire = b"".join(b.wire for b in stored_send.batches(
+            io.BytesIO(data), 5, max_pdu, batch_bytes=20000))
+        received, controls, offset = b"", [], 0
+        while offset < len(wire):
+            length = int.from_bytes(wire[offset + 2:offset + 6], "big")
+            assert max_pdu == 0 or length <= max_pdu
+            pdu = P_DATA_TF()
+            pdu.decode(wire[offset:offset + 6 + length])
+            [item] = pdu.presentation_data_value_items
+            context_id, value = item.presentation_context_id, item.presentation_data_value
+            assert value is not None
+            assert context_id == 5
+            controls.append(value[0])
+            received += value[1:]
+            offset += 6 + length
+        assert received == data
+        assert controls[-1] == 0x02 and set(controls[:-1]) <= {0x00}
 
 
 def test_the_get_and_move_scps_send_any_dataset_the_handler_yields_through_send_c_store():
