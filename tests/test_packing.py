@@ -125,10 +125,29 @@ def test_generated_grey_images_round_trip_through_jpeg_ls(allocated: int, stored
     image = _anatomy(128, stored, signed)
     data = _object(_container(image, allocated, signed), rows=128, columns=128,
                    allocated=allocated, stored=stored, signed=signed)
-    packed, result = _pack(data)
+    out = io.BytesIO()
+    result = packing.pack(io.BytesIO(data), out, try_general=False)  # JPEG-LS itself
+    packed = out.getvalue()
     assert _unpack(packed) == data
     assert (result.jpegls_frames, result.zstd_frames) == (1, 0)
     assert len(packed) < len(data)
+    kept, _ = _pack(data)  # both tried: the smaller kept, the same bytes back
+    assert len(kept) <= len(packed) and _unpack(kept) == data
+
+
+def test_a_frame_that_zstandard_packs_smaller_than_jpeg_ls_is_kept_as_zstandard() -> None:
+    """An ultrasound in grey with three identical channels and black borders."""
+    grey = _anatomy(96, 8, False).astype(np.uint8)
+    grey[:, :24] = 0
+    data = _object(np.repeat(grey[..., None], 3, axis=2).tobytes(), rows=96, columns=96,
+                   allocated=8, stored=8, samples=3)
+    out = io.BytesIO()
+    packing.pack(io.BytesIO(data), out, try_general=False)
+    jpeg_ls_only = len(out.getvalue())
+    kept, result = _pack(data)
+    assert (result.jpegls_frames, result.zstd_frames) == (0, 1)
+    assert len(kept) < jpeg_ls_only
+    assert _unpack(kept) == data
 
 
 def test_a_ct_slice_packs_smaller_than_zstandard_alone() -> None:
