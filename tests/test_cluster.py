@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 
 from deploy.cluster import network
 from deploy.cluster.hosts import (
@@ -26,14 +28,17 @@ from deploy.cluster.hosts import (
     LISTENER_NODES,
     MODALITY,
     WEB_NODES,
+    WEB_PORT,
     WORKER_NODES,
     Cluster,
     address,
     api_token,
     temporary_root,
 )
+from dicomweb.stow import STORE_BATCH
 from dimse.testing import dataset_bytes
 from imaging.synthetic import PatientSpec, SeriesSpec, write_study
+from tests.wado_support import parse_multipart
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -287,3 +292,199 @@ def test_with_s3_unreachable_ingest_goes_on_locally_and_the_backlog_drains(
     assert len(keys) == len(objects) and keys <= s3_keys(cluster)
     print(f"\nS3 outage: {len(objects)} objects stored locally, replica backlog drained "
           f"{drained:.1f}s after S3 came back ({time.monotonic() - reconnected:.1f}s)")
+
+
+# --- b: a web node killed during STOW-RS uploads and WADO-RS downloads ---------------------
+
+BOUNDARY = "cluster-stow-boundary"
+STUDY_PARTS = 'multipart/related; type="application/dicom"'
+# Bytes a second each client sends or reads: the transfers last ten seconds or more.
+RATE = "40k"
+DOWNLOAD_RATE = "100k"
+
+
+def stow_body(folder: Path, paths: list[Path]) -> Path:
+    body = folder / "stow.body"
+    with body.open("wb") as out:
+        for path in paths:
+            out.write(f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode())
+            out.write(path.read_bytes())
+            out.write(b"\r\n")
+        out.write(f"--{BOUNDARY}--\r\n".encode())
+    return body
+
+
+def curl(cluster: Cluster, token: str, *args: str, rate: str | None = None,
+         ) -> subprocess.Popen[bytes]:
+    """curl on the client host, through the web LB; its stdout is what it received."""
+    argv = ["curl", "-s", "-S", "-m", "90", "-H", f"Authorization: Bearer {token}",
+            *(["--limit-rate", rate] if rate else []), *args]
+    return subprocess.Popen(network.in_host("client", argv), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def stow(cluster: Cluster, token: str, body: Path, rate: str | None = None,
+         ) -> subprocess.Popen[bytes]:
+    return curl(cluster, token, "-X", "POST", "-H", "Accept: application/dicom+json",
+                "-H", f'Content-Type: {STUDY_PARTS}; boundary={BOUNDARY}',
+                "-w", "\n%{http_code}", "--data-binary", f"@{body}",
+                f"{cluster.web_url}/dicomweb/studies", rate=rate)
+
+
+def stow_answer(output: bytes) -> tuple[int, dict[str, object]]:
+    """(HTTP status, store response) of a finished ``stow``; (0, {}) when unanswered."""
+    text = output.decode()
+    body, _, status = text.rpartition("\n")
+    if not status.isdigit() or status == "000":
+        return 0, {}
+    return int(status), json.loads(body) if body.strip() else {}
+
+
+def wado(cluster: Cluster, token: str, study_uid: str, out: Path, *extra: str,
+         rate: str | None = None) -> subprocess.Popen[bytes]:
+    """The whole study as stored, into ``out`` (headers beside it)."""
+    return curl(cluster, token, "-H", f"Accept: {STUDY_PARTS}; transfer-syntax=*",
+                "-D", f"{out}.headers", "-o", str(out), *extra,
+                f"{cluster.web_url}/dicomweb/studies/{study_uid}", rate=rate)
+
+
+def header(path: Path, name: str) -> str:
+    """The last value of header ``name`` in curl's ``-D`` file."""
+    values = [line.partition(":")[2].strip()
+              for line in path.read_text(errors="replace").splitlines()
+              if line.lower().startswith(name.lower() + ":")]
+    return values[-1]
+
+
+SMALL_BUFFERS = "4096 16384 65536"
+DEFAULT_BUFFERS = {"rmem": "4096 131072 6291456", "wmem": "4096 16384 4194304"}
+
+
+def small_socket_buffers(cluster: Cluster, hosts: tuple[str, ...], *,
+                         restore: bool = False) -> None:
+    """Socket buffers of 64 kB on ``hosts`` (or Linux's defaults back): a download then
+    moves at the client's pace all the way back to the web node, instead of being written
+    ahead into the kernel and HAProxy (where it would outlive the process that wrote it)."""
+    for host in hosts:
+        for name in ("rmem", "wmem"):
+            value = DEFAULT_BUFFERS[name] if restore else SMALL_BUFFERS
+            cluster.run(host, ["sysctl", "-q", "-w", f"net.ipv4.tcp_{name}={value}"])
+
+
+def test_a_web_node_killed_during_uploads_and_downloads_loses_and_half_stores_nothing(
+        cluster, token, tmp_path):
+    # Four studies already archived, for the downloads (2 MB each).
+    archived = [study(tmp_path / f"d{n}", 100 + n, 16, size=256) for n in range(4)]
+    for n, paths in enumerate(archived):
+        seeded = stow(cluster, token, stow_body(tmp_path / f"d{n}", paths))
+        status, _ = stow_answer(seeded.communicate(timeout=60)[0])
+        assert status == 200
+    # Uploads of 64 objects: the first 32 are indexed (one transaction) while the rest are
+    # still on the wire.
+    uploads = [study(tmp_path / f"u{n}", 110 + n, 2 * STORE_BATCH) for n in range(4)]
+    bodies = [stow_body(tmp_path / f"u{n}", paths) for n, paths in enumerate(uploads)]
+    before = len(stored(cluster))
+    # Started one by one in the order up, up, down, down, ...: HAProxy's round robin gives
+    # each pair one connection on each web node, so both kinds are cut by the kill.
+    senders: list[subprocess.Popen[bytes]] = []
+    readers: list[subprocess.Popen[bytes]] = []
+    outs = [tmp_path / f"download-{n}" for n in range(4)]
+    try:
+        small_socket_buffers(cluster, ("web-a", "web-b", "lb-web", "client"))
+        for pair in range(2):
+            for n in (2 * pair, 2 * pair + 1):
+                senders.append(stow(cluster, token, bodies[n], rate=RATE))
+                time.sleep(0.2)
+            for n in (2 * pair, 2 * pair + 1):
+                readers.append(wado(cluster, token, uid_of_study(archived[n]), outs[n],
+                                    rate=DOWNLOAD_RATE))
+                time.sleep(0.2)
+        wait_until(lambda: all(len(stored_of(cluster, u)) >= STORE_BATCH for u in uploads),
+                   60, "each upload's first batch indexed", every=0.2)
+        cluster.nodes["web-a"].kill()
+        sent = [stow_answer(s.communicate(timeout=120)[0]) for s in senders]
+        for reader in readers:
+            reader.communicate(timeout=120)
+    finally:
+        for process in (*senders, *readers):
+            if process.poll() is None:
+                process.kill()
+        small_socket_buffers(cluster, ("web-b", "lb-web", "client"), restore=True)
+    answered_ok = [n for n, (status, _) in enumerate(sent) if status == 200]
+    cut_uploads = [n for n, (status, _) in enumerate(sent) if status == 0]
+    assert all(status in (0, 200) for status, _ in sent), sent
+    assert answered_ok and cut_uploads, sent
+    # Every upload answered with success is in the archive, byte for byte.
+    assert_archived_as_sent(cluster, [p for n in answered_ok for p in uploads[n]])
+    # The clients send again what was never answered: what the dead node had stored comes
+    # back as a duplicate (success), not as a conflict.
+    index = stored(cluster)
+    already = {n: stored_of(cluster, uploads[n]) for n in cut_uploads}
+    assert all(len(uids) >= STORE_BATCH for uids in already.values())
+    for n in cut_uploads:
+        retry = stow(cluster, token, bodies[n])
+        status, answer = stow_answer(retry.communicate(timeout=60)[0])
+        assert status == 200, answer
+        assert "00081198" not in answer  # no Failed SOP Sequence
+        assert len(answer["00081199"]["Value"]) == len(uploads[n])  # type: ignore[index]
+    index_after = stored(cluster)
+    for uids in already.values():
+        assert all(index_after[uid] == index[uid] for uid in uids)  # the same blob, kept
+    assert len(index_after) - before == sum(len(u) for u in uploads)
+    assert_archived_as_sent(cluster, [p for u in uploads for p in u])
+    # No row lacks its blob (above); what the dead node had written of a batch it never
+    # committed is an orphan, a blob no row names, which reconciliation finds and sets
+    # aside (never deleted), as after any ingest killed between its blob and its commit.
+    kept = {key for key, _ in index_after.values()}
+    orphans = {p.relative_to(cluster.storage).as_posix()
+               for p in cluster.storage.rglob("*") if p.is_file()} - kept
+    assert orphans  # the kill landed in the middle of a batch
+    check = cluster.manage("worker-a", "reconcile", "--tier", "local", "--min-age", "0",
+                           "--quarantine", check=False)
+    found = set(re.findall(r"^local orphan: (\S+):", check.stdout + check.stderr, re.M))
+    assert found == orphans and check.returncode == 0, check.stdout + check.stderr
+    quarantine = cluster.storage / "quarantine"
+    live = [p for p in cluster.storage.rglob("*") if p.is_file()
+            and not p.is_relative_to(quarantine)]
+    assert len(live) == len(index_after), "a blob without an index row was left behind"
+    # Downloads cut by the kill resume where they stopped, against the other node.
+    cut_downloads = [n for n, r in enumerate(readers) if r.returncode != 0]
+    assert cut_downloads and len(cut_downloads) < len(readers), [
+        (r.returncode, out.stat().st_size if out.exists() else None,
+         Path(f"{out}.headers").read_text()[:200] if Path(f"{out}.headers").exists() else "")
+        for r, out in zip(readers, outs, strict=True)]
+    resumed_at = {n: outs[n].stat().st_size if outs[n].exists() else 0 for n in cut_downloads}
+    for n in cut_downloads:
+        etag = header(Path(f"{outs[n]}.headers"), "ETag")
+        rest = wado(cluster, token, uid_of_study(archived[n]), outs[n], "-C", "-",
+                    "-H", f"If-Range: {etag}")
+        rest.communicate(timeout=60)
+        assert rest.returncode == 0
+        assert resumed_at[n] > 0, "a download cut before its first byte is no resume"
+        assert header(Path(f"{outs[n]}.headers"), "Content-Range").startswith(
+            f"bytes {resumed_at[n]}-")
+    for n, out in enumerate(outs):
+        content_type = header(Path(f"{out}.headers"), "Content-Type")
+        parts = parse_multipart(content_type, out.read_bytes())
+        assert sorted(payload for _, payload in parts) == sorted(
+            p.read_bytes() for p in archived[n])
+    cluster.nodes["web-a"].start()
+    cluster.wait_for_port("web-a", WEB_PORT)
+    cluster.wait_backends_up("web", WEB_NODES)
+    duplicates = sum(len(uids) for uids in already.values())
+    print(f"\nweb node killed: {len(answered_ok)} uploads answered, {len(cut_uploads)} cut "
+          f"and sent again ({duplicates} of their objects already stored, taken as "
+          f"duplicates; {len(orphans)} uncommitted blobs quarantined); "
+          f"{len(cut_downloads)} downloads cut and resumed at "
+          f"{sorted(resumed_at.values())} bytes")
+
+
+def stored_of(cluster: Cluster, paths: list[Path]) -> list[str]:
+    """The SOP Instance UIDs of ``paths`` that are indexed."""
+    return [str(uid) for (uid,) in cluster.sql(
+        "SELECT sop_instance_uid FROM imaging_instance WHERE sop_instance_uid = ANY(%s)",
+        [uid_of(p) for p in paths])]
+
+
+def uid_of_study(paths: list[Path]) -> str:
+    return str(dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)

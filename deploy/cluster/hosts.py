@@ -373,12 +373,14 @@ def temporary_root() -> Path:
 CREATE_ADMIN = """
 from accounts.models import ApiToken, Role, User
 user = User.objects.create_user(username="cluster-admin", email="cluster@example.org",
-                                password=None, role=Role.ADMIN, is_staff=True)
+                                password=None, role=Role.ADMIN, is_staff=True,
+                                is_superuser=True)  # sees every clinic: the whole archive
 print(ApiToken.issue(user, "cluster harness")[1])
 """
 
 
 def api_token(cluster: Cluster) -> str:
-    """A bearer token of an administrator account (for STOW-RS, QIDO-RS and WADO-RS)."""
+    """A bearer token of a platform administrator (for STOW-RS, QIDO-RS and WADO-RS of
+    every study, whichever clinic its patient is at)."""
     out = cluster.manage("worker-a", "shell", "-c", CREATE_ADMIN).stdout
     return out.strip().splitlines()[-1]
