@@ -12,10 +12,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -488,3 +491,99 @@ def stored_of(cluster: Cluster, paths: list[Path]) -> list[str]:
 
 def uid_of_study(paths: list[Path]) -> str:
     return str(dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
+
+
+# --- c: a worker node killed during replication and a data export --------------------------
+
+EXPORT = """
+from accounts.models import User
+from imaging.models import Patient
+from privacy.export import request_export
+patient = Patient.objects.get(patient_id={patient!r})
+print(request_export(patient, User.objects.get(username="cluster-admin")).pk)
+"""
+
+
+def pause(cluster: Cluster, node: str, signum: int) -> None:
+    """SIGSTOP (or SIGCONT) to every process of ``node``: it holds its broker connection
+    but takes no task."""
+    process = cluster.nodes[node].process
+    assert process is not None
+    os.killpg(process.pid, signum)
+
+
+def all_replica_keys(cluster: Cluster) -> set[str]:
+    return {str(k) for (k,) in cluster.sql(
+        "SELECT key FROM replica_copy WHERE tier = 'replica' AND key <> ''")}
+
+
+def export_row(cluster: Cluster, pk: int) -> tuple[str, str, int]:
+    rows = cluster.sql("SELECT status, file_key, num_instances FROM privacy_dataexport"
+                       " WHERE id = %s", pk)
+    status, key, count = rows[0]
+    return str(status), str(key), int(str(count))
+
+
+def test_a_worker_killed_during_replication_and_an_export_leaves_each_done_once(
+        cluster, token, tmp_path):
+    objects = study(tmp_path / "w", 120, 24)
+    uids = [uid_of(p) for p in objects]
+    # worker-a sends at 1 kB/s: each query and upload it makes takes a while, so the kill
+    # lands in the middle of its work.
+    cluster.run("worker-a", ["tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate",
+                             "8kbit", "burst", "1600", "latency", "30s"])
+    try:
+        # Replication: worker-b paused, worker-a killed with part of the copies verified.
+        pause(cluster, "worker-b", signal.SIGSTOP)
+        try:
+            sender = storescu(cluster, objects)
+            out = sender.communicate(timeout=60)[0]
+            assert sender.returncode == 0 and answered(out) == len(objects), out
+            wait_until(lambda: replica_states(cluster, uids).get("verified", 0) >= 1, 60,
+                       "worker-a replicating")
+            cluster.nodes["worker-a"].kill()
+            at_kill = replica_states(cluster, uids).get("verified", 0)
+        finally:
+            pause(cluster, "worker-b", signal.SIGCONT)
+        assert at_kill < len(objects), "the kill came after the last copy"
+        drained = wait_until(
+            lambda: replica_states(cluster, uids) == {"verified": len(objects)}, 90,
+            "worker-b finished the replication", every=0.5)
+        # Data export: worker-b paused, worker-a (back) killed while building it.
+        pause(cluster, "worker-b", signal.SIGSTOP)
+        try:
+            cluster.nodes["worker-a"].start()
+            pk = int(cluster.manage("web-b", "shell", "-c", EXPORT.format(
+                patient="CLUSTER-120")).stdout.split()[-1])
+            wait_until(lambda: export_row(cluster, pk)[0] == "running", 60,
+                       "worker-a building the export", every=0.05)
+            cluster.nodes["worker-a"].kill()
+        finally:
+            pause(cluster, "worker-b", signal.SIGCONT)
+        assert export_row(cluster, pk)[0] == "running", "the kill came after the export"
+        finished = wait_until(lambda: export_row(cluster, pk)[0] == "ready", 90,
+                              "worker-b finished the export", every=0.5)
+    finally:
+        cluster.run("worker-a", ["tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
+        if not cluster.nodes["worker-a"].running:
+            cluster.nodes["worker-a"].start()
+    # Each copy verified once: one replica copy per object, and no object in S3 that no
+    # copy names (a second upload of the same copy would be one).
+    rows = cluster.sql(
+        "SELECT count(*), count(DISTINCT c.instance_id) FROM replica_copy c JOIN"
+        " imaging_instance i ON i.id = c.instance_id WHERE c.tier = 'replica'"
+        " AND i.sop_instance_uid = ANY(%s)", uids)
+    assert rows[0] == (len(objects), len(objects))
+    assert {k for k in s3_keys(cluster) if k.startswith("objects/")} == all_replica_keys(cluster)
+    # One export output, complete.
+    _, key, count = export_row(cluster, pk)
+    assert count == len(objects)
+    exports = cluster.root / "shared" / "media" / "exports"
+    assert [p.name for p in exports.iterdir()] == [Path(key).name]
+    with zipfile.ZipFile(exports / Path(key).name) as archive:
+        assert archive.testzip() is None
+        members = {Path(n).stem for n in archive.namelist() if n.endswith(".dcm")}
+    assert members == set(uids)
+    print(f"\nworker killed: replication {at_kill}/{len(objects)} verified at the kill, "
+          f"finished by the other worker {drained:.1f}s later; the export it was building "
+          f"finished by the other worker {finished:.1f}s after the kill")

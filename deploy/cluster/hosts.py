@@ -160,6 +160,9 @@ class Cluster:
             "REPLICA_KEYS": f"k1:{base64.b64encode(b'c' * 32).decode()}",
             "REPLICA_RETRY_SECONDS": "1", "REPLICA_RETRY_MAX_SECONDS": "4",
             "REPLICA_DRAIN_INTERVAL_SECONDS": "10", "REPLICA_LEASE_SECONDS": "20",
+            # A dead worker node's tasks go to the other one after this many seconds (an
+            # hour by default; the harness's tasks are short and its retries shorter).
+            "CELERY_VISIBILITY_TIMEOUT": "15",
             "PYTHONUNBUFFERED": "1",
         }
 
@@ -226,8 +229,12 @@ class Cluster:
     def up(self) -> None:
         for folder in ("shared/dicom", "shared/tmp", "logs", "pg-socket", "pgdata"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
+        (self.root / "shared" / "media").mkdir(parents=True, exist_ok=True)
         for node in HOSTS:
             (self.root / "data" / node).mkdir(parents=True, exist_ok=True)
+            # The default storage (DATA_DIR/media: data exports) is shared as well: a
+            # worker builds an export that a web node hands out.
+            (self.root / "data" / node / "media").symlink_to(self.root / "shared" / "media")
             (self.root / "shared" / "tmp" / node).mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)  # noqa: S103 - postgres must reach its data dir
         shutil.chown(self.root / "pgdata", "postgres", "postgres")
