@@ -312,6 +312,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Look for such tasks every 10 s (kombu's default scans only one call in ten).
     "unacked_restore_interval": min(10, CELERY_VISIBILITY_TIMEOUT),
     "unacked_restore_throttle": 1,
+    # One worker sweeps at a time, under a lock in Redis; a worker killed during its sweep
+    # holds it until it expires (kombu: 300 s), and no dead node's task comes back before.
+    "unacked_mutex_expire": min(300, CELERY_VISIBILITY_TIMEOUT),
 }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_TASK_SERIALIZER = "json"

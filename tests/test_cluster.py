@@ -67,6 +67,9 @@ def cluster() -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.down()
+        keep = os.environ.get("CLUSTER_KEEP_LOGS")  # a folder for the nodes' logs
+        if keep:
+            shutil.copytree(cluster.root / "logs", Path(keep), dirs_exist_ok=True)
         shutil.rmtree(cluster.root, ignore_errors=True)
 
 
@@ -530,8 +533,9 @@ def test_a_worker_killed_during_replication_and_an_export_leaves_each_done_once(
     uids = [uid_of(p) for p in objects]
     # worker-a sends at 1 kB/s: each query and upload it makes takes a while, so the kill
     # lands in the middle of its work.
-    cluster.run("worker-a", ["tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate",
-                             "8kbit", "burst", "1600", "latency", "30s"])
+    shape = ["tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "8kbit", "burst",
+             "1600", "latency", "30s"]
+    cluster.run("worker-a", shape)
     try:
         # Replication: worker-b paused, worker-a killed with part of the copies verified.
         pause(cluster, "worker-b", signal.SIGSTOP)
@@ -552,7 +556,14 @@ def test_a_worker_killed_during_replication_and_an_export_leaves_each_done_once(
         # Data export: worker-b paused, worker-a (back) killed while building it.
         pause(cluster, "worker-b", signal.SIGSTOP)
         try:
+            # worker-a back, at full speed until it is ready (a start at 1 kB/s is slow).
+            cluster.run("worker-a", ["tc", "qdisc", "del", "dev", "eth0", "root"])
+            log = cluster.nodes["worker-a"].log
+            starts = log.read_text(errors="replace").count(" ready.")
             cluster.nodes["worker-a"].start()
+            wait_until(lambda: log.read_text(errors="replace").count(" ready.") > starts, 60,
+                       "worker-a ready again", every=0.2)
+            cluster.run("worker-a", shape)
             pk = int(cluster.manage("web-b", "shell", "-c", EXPORT.format(
                 patient="CLUSTER-120")).stdout.split()[-1])
             wait_until(lambda: export_row(cluster, pk)[0] == "running", 60,
