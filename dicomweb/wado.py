@@ -58,7 +58,7 @@ from audit.trail import Actor
 from imaging import access, blobs, principals
 from imaging.models import Instance, Series, Study
 
-from . import auth, frame_codecs, rendering
+from . import auth, frame_codecs, rendering, resume
 from . import frames as pixels
 from .negotiation import ANY_TRANSFER_SYNTAX, Choice, NotAcceptable, Offer, negotiate
 from .renderers import DICOM_JSON, accepts_gzip, problem
@@ -262,10 +262,23 @@ def retrieve(request: HttpRequest, study: str, series: str | None = None,
         else:
             return StreamingHttpResponse(_instance_parts(boundary, plan, first=first),
                                          content_type=content_type)
-    response = StreamingHttpResponse(_instance_parts(boundary, plan), content_type=content_type)
     if all(item.target is None for item in plan):
-        response["Content-Length"] = str(_multipart_length(boundary, plan))
-    return response
+        # As stored: a fixed body, so it has a length and byte ranges (dicomweb.resume).
+        boundary = resume.boundary(item.blob_key for item in plan)
+        return resume.response(request, _segments(boundary, plan),
+                               _multipart_type(DICOM, boundary), f'"{boundary}"')
+    return StreamingHttpResponse(_instance_parts(boundary, plan), content_type=content_type)
+
+
+def _segments(boundary: str, plan: list[_Stored]) -> list[resume.Segment]:
+    """The multipart body of objects sent as stored, as :func:`_instance_parts` sends it."""
+    segments = []
+    for item in plan:
+        prefix = _prefix(item)
+        segments += [resume.Segment(_stored_part_header(boundary, item, prefix) + prefix),
+                     resume.Segment(blob_key=item.blob_key, size=item.size),
+                     resume.Segment(b"\r\n")]
+    return [*segments, resume.Segment(f"--{boundary}--\r\n".encode("ascii"))]
 
 
 def _transcoded(item: _Stored) -> IO[bytes] | None:
@@ -300,14 +313,6 @@ def _prefix(item: _Stored) -> bytes:
 def _stored_part_header(boundary: str, item: _Stored, prefix: bytes) -> bytes:
     return _part_header(boundary, f"{DICOM}; transfer-syntax={item.transfer_syntax}",
                         item.size + len(prefix))
-
-
-def _multipart_length(boundary: str, plan: list[_Stored]) -> int:
-    total = len(f"--{boundary}--\r\n")
-    for item in plan:
-        prefix = _prefix(item)
-        total += len(_stored_part_header(boundary, item, prefix)) + len(prefix) + item.size + 2
-    return total
 
 
 def _instance_parts(boundary: str, plan: list[_Stored],

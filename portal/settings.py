@@ -293,8 +293,31 @@ if PRODUCTION and not CELERY_BROKER_URL and not TASKS_IN_PROCESS:
 CELERY_TASK_ALWAYS_EAGER = TASKS_IN_PROCESS
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = CELERY_BROKER_URL or None
+# A worker node can die mid-task (README, "Running at scale"); every task may run twice
+# (each takes ids and checks what is done), so a task is acknowledged only when it has
+# finished (acks_late): one whose worker died is given to another worker, not lost.
 CELERY_TASK_ACKS_LATE = True
+# ... and that holds when only the pool's child dies (the OOM killer, a segfault in a
+# codec): without this Celery acknowledges the task as failed instead of requeueing it.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A worker takes one task at a time beyond those it runs: a dead node strands no queue.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# With Redis a task taken by a node that died (master and all) comes back to the queue
+# once it has been unacknowledged this long (visibility timeout). So it must exceed the
+# longest task and the longest countdown of a retry (backup_database waits 600 s), or a
+# task still running or waiting is given to a second worker; a shorter one means a dead
+# node's tasks resume sooner. A data export claimed this long ago is taken as abandoned.
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=3600, minimum=1)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    # Look for such tasks every 10 s (kombu's default scans only one call in ten).
+    "unacked_restore_interval": min(10, CELERY_VISIBILITY_TIMEOUT),
+    "unacked_restore_throttle": 1,
+    # One worker sweeps at a time, under a lock in Redis; a worker killed during its sweep
+    # holds it until it expires (kombu: 300 s), and no dead node's task comes back before.
+    "unacked_mutex_expire": min(300, CELERY_VISIBILITY_TIMEOUT),
+}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE = {

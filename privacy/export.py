@@ -49,8 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LINK_LIFETIME = datetime.timedelta(days=7)
-# A run that has not finished after this long died with its worker; it may be claimed again.
-STALE_AFTER = datetime.timedelta(hours=2)
 STORAGE_ALIAS = "default"
 # reads, last_read: for an entry that opened a viewing session, how many reads it counted and
 # when the last was (audit.read_sessions).
@@ -89,11 +87,27 @@ def request_export(patient: Patient, by: Caller, *, language: str = "") -> DataE
     return export
 
 
+def stale_after() -> datetime.timedelta:
+    """A run not finished after this long died with its worker, and may be claimed again:
+    the broker gives the task of a dead worker to another one after the visibility timeout
+    (portal/settings.py), which must exceed the longest export anyway."""
+    return datetime.timedelta(seconds=settings.CELERY_VISIBILITY_TIMEOUT)
+
+
+def stale_in(export_id: int) -> float | None:
+    """Seconds until a running export's claim is stale (0 if it is); None if not running."""
+    started = DataExport.objects.filter(
+        pk=export_id, status=DataExport.Status.RUNNING).values_list("started", flat=True).first()
+    if started is None:
+        return None
+    return max((started + stale_after() - timezone.now()).total_seconds(), 0.0)
+
+
 def claim(export_id: int) -> bool:
     """Take the export for this run; False when another run has it or it is done."""
     now = timezone.now()
     claimable = Q(status=DataExport.Status.PENDING) | Q(
-        status=DataExport.Status.RUNNING, started__lt=now - STALE_AFTER
+        status=DataExport.Status.RUNNING, started__lt=now - stale_after()
     )
     return bool(
         DataExport.objects.filter(claimable, pk=export_id)

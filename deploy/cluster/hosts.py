@@ -160,6 +160,9 @@ class Cluster:
             "REPLICA_KEYS": f"k1:{base64.b64encode(b'c' * 32).decode()}",
             "REPLICA_RETRY_SECONDS": "1", "REPLICA_RETRY_MAX_SECONDS": "4",
             "REPLICA_DRAIN_INTERVAL_SECONDS": "10", "REPLICA_LEASE_SECONDS": "20",
+            # A dead worker node's tasks go to the other one after this many seconds (an
+            # hour by default; the harness's tasks are short and its retries shorter).
+            "CELERY_VISIBILITY_TIMEOUT": "15",
             "PYTHONUNBUFFERED": "1",
         }
 
@@ -226,8 +229,12 @@ class Cluster:
     def up(self) -> None:
         for folder in ("shared/dicom", "shared/tmp", "logs", "pg-socket", "pgdata"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
+        (self.root / "shared" / "media").mkdir(parents=True, exist_ok=True)
         for node in HOSTS:
             (self.root / "data" / node).mkdir(parents=True, exist_ok=True)
+            # The default storage (DATA_DIR/media: data exports) is shared as well: a
+            # worker builds an export that a web node hands out.
+            (self.root / "data" / node / "media").symlink_to(self.root / "shared" / "media")
             (self.root / "shared" / "tmp" / node).mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)  # noqa: S103 - postgres must reach its data dir
         shutil.chown(self.root / "pgdata", "postgres", "postgres")
@@ -373,12 +380,14 @@ def temporary_root() -> Path:
 CREATE_ADMIN = """
 from accounts.models import ApiToken, Role, User
 user = User.objects.create_user(username="cluster-admin", email="cluster@example.org",
-                                password=None, role=Role.ADMIN, is_staff=True)
+                                password=None, role=Role.ADMIN, is_staff=True,
+                                is_superuser=True)  # sees every clinic: the whole archive
 print(ApiToken.issue(user, "cluster harness")[1])
 """
 
 
 def api_token(cluster: Cluster) -> str:
-    """A bearer token of an administrator account (for STOW-RS, QIDO-RS and WADO-RS)."""
+    """A bearer token of a platform administrator (for STOW-RS, QIDO-RS and WADO-RS of
+    every study, whichever clinic its patient is at)."""
     out = cluster.manage("worker-a", "shell", "-c", CREATE_ADMIN).stdout
     return out.strip().splitlines()[-1]
