@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -254,6 +255,24 @@ def test_images_stored_with_the_orders_accession_number_are_linked_to_it(
     order.refresh_from_db()
     assert order.study == Study.objects.get(study_instance_uid=study_uid)
     assert ScheduledProcedure.objects.filter(study__isnull=False).count() == 1
+
+
+def test_the_order_list_shows_the_status_and_links_the_study(
+        portal, modality, order, ct_study, client, alice):
+    uid = generate_uid()
+    with mpps_association(portal) as assoc:
+        assert create(assoc, in_progress(), uid) == 0
+        assert update(assoc, completed(), uid)[0] == 0
+    assert storescu(portal, str(ct_study[1][0]), aet="CT01").returncode == 0
+    client.force_login(alice)
+    page = client.get(reverse("admin:orders_scheduledprocedure_changelist"))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert ACCESSION in html and "Concluído" in html  # pt-BR, the portal's first language
+    assert reverse("imaging:study_detail", args=[ct_study[0]]) in html and "abrir estudo" in html
+    steps = client.get(reverse("admin:orders_performedprocedurestep_changelist"))
+    assert steps.status_code == 200
+    assert ACCESSION in steps.content.decode() and "Concluído" in steps.content.decode()
 
 
 def test_images_of_another_patient_with_the_accession_number_are_not_linked(
