@@ -29,7 +29,7 @@ from dimse.sop_classes import MODALITY_PERFORMED_PROCEDURE_STEP
 from imaging.models import Patient, Study
 from orders.models import PerformedProcedureStep, ScheduledProcedure
 
-from .conftest import PAULA, story_clinic
+from .conftest import PAULA, ingest_paths, story_clinic
 from .test_dimse_echo_store import storescu
 from .test_modality_worklist import accessions, findscu_w
 
@@ -155,8 +155,12 @@ def test_the_worklist_no_longer_offers_a_completed_procedure(portal, modality, o
     uid = generate_uid()
     with mpps_association(portal) as assoc:
         assert create(assoc, in_progress(), uid) == 0
+    # Started on one modality: not offered to another as still to do.
+    assert accessions(findscu_w(portal, tmp_path, "AccessionNumber=")) == set()
+    with mpps_association(portal) as assoc:
         assert update(assoc, completed(), uid)[0] == 0
     assert accessions(findscu_w(portal, tmp_path, "AccessionNumber=")) == set()
+    assert status_of(order) == ScheduledProcedure.Status.COMPLETED
 
 
 def test_a_discontinued_procedure_is_offered_again_and_keeps_the_reason(
@@ -273,6 +277,13 @@ def test_the_order_list_shows_the_status_and_links_the_study(
     steps = client.get(reverse("admin:orders_performedprocedurestep_changelist"))
     assert steps.status_code == 200
     assert ACCESSION in steps.content.decode() and "Concluído" in steps.content.decode()
+
+
+def test_images_imported_by_any_way_in_are_linked_too(order, ct_study):
+    ingest_paths(ct_study[1][:1])  # the one ingest path, as an upload or an import
+    order.refresh_from_db()
+    assert order.study is not None
+    assert order.study.study_instance_uid == ct_study[0]
 
 
 def test_images_of_another_patient_with_the_accession_number_are_not_linked(
