@@ -102,5 +102,5 @@ def handle_set(event: Event, listener: Listener) -> tuple[int | Dataset, Dataset
     request = cast("N_SET", event.request)
     uid = str(request.RequestedSOPInstanceUID or "")
     return _serve(event, listener, "MPPS N-SET", uid,
-                  lambda principal, _calling: mpps.update(
-                      principal, uid, event.modification_list))
+                  lambda principal, calling: mpps.update(
+                      principal, uid, event.modification_list, calling_ae=calling))

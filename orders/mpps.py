@@ -155,25 +155,31 @@ def create(principal: Principal, sop_instance_uid: str, ds: Dataset, *,
     return step
 
 
-def find(principal: Principal, sop_instance_uid: str) -> PerformedProcedureStep:
+def find(principal: Principal, sop_instance_uid: str, *,
+         calling_ae: str = "") -> PerformedProcedureStep:
     """The step, if the caller may update it; NoSuchInstance otherwise (another clinic's
-    step is not disclosed)."""
+    step is not disclosed). An unscheduled step (no order, so no patient to decide on) is
+    updated only by the AE that created it."""
     step = (PerformedProcedureStep.objects.select_related("procedure__patient")
             .filter(sop_instance_uid=sop_instance_uid).first())
     if step is None:
         raise NoSuchInstance(f"no performed procedure step {sop_instance_uid}")
-    if step.procedure is not None and not policies.decide(principal, Action.STORE,
-                                                          step.procedure.patient):
+    order = step.procedure
+    if order is None:
+        allowed = step.calling_ae_title == calling_ae[:16]
+    else:
+        allowed = bool(policies.decide(principal, Action.STORE, order.patient))
+    if not allowed:
         raise NoSuchInstance(f"no performed procedure step {sop_instance_uid}")
     return step
 
 
-def update(principal: Principal, sop_instance_uid: str,
-           changes: Dataset) -> PerformedProcedureStep:
+def update(principal: Principal, sop_instance_uid: str, changes: Dataset, *,
+           calling_ae: str = "") -> PerformedProcedureStep:
     """N-SET: update the step; COMPLETED completes its order, DISCONTINUED puts the order
     back on the worklist. A step already completed or discontinued is not updated."""
     with transaction.atomic():
-        step = find(principal, sop_instance_uid)
+        step = find(principal, sop_instance_uid, calling_ae=calling_ae)
         step = PerformedProcedureStep.objects.select_for_update().get(pk=step.pk)
         if step.status in FINAL:
             raise NoLongerUpdatable(

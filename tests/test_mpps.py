@@ -249,6 +249,20 @@ def test_an_unscheduled_step_is_kept_without_an_order(portal, modality, order):
     assert status_of(order) == ScheduledProcedure.Status.SCHEDULED
 
 
+def test_only_the_modality_that_created_an_unscheduled_step_updates_it(portal, modality,
+                                                                       order):
+    Peer.objects.create(ae_title="CT02", host="127.0.0.1", may_store=True,
+                        clinic=story_clinic())
+    uid = generate_uid()
+    with mpps_association(portal) as assoc:
+        assert create(assoc, in_progress(accession="WALK-IN"), uid) == 0
+    with mpps_association(portal, aet="CT02") as assoc:
+        assert update(assoc, completed(), uid)[0] == 0x0112
+    with mpps_association(portal) as assoc:
+        assert update(assoc, completed(), uid)[0] == 0
+    assert PerformedProcedureStep.objects.get(sop_instance_uid=uid).status == "COMPLETED"
+
+
 def test_images_stored_with_the_orders_accession_number_are_linked_to_it(
         portal, modality, order, ct_study, other_study):
     study_uid, paths = ct_study
