@@ -40,16 +40,23 @@ _STATUS = {
     "invalid": Status.INVALID_ATTRIBUTE_VALUE,
     "duplicate": Status.DUPLICATE_SOP_INSTANCE,
     "no_such_instance": Status.NO_SUCH_OBJECT_INSTANCE,
-    # PS3.4 F.7.2.2: 0110 "Processing failure", with the comment naming the reason.
+    # PS3.4 F.7.2.2 (Table F.7.2-2): 0110 "Processing failure", Error Comment "Performed
+    # Procedure Step Object may no longer be updated", Error ID A710.
     "final": Status.PROCESSING_FAILURE,
     "not_allowed": Status.NOT_AUTHORISED,
 }
 
 
-def _failure(status: int, comment: str) -> Dataset:
+#: PS3.4 Table F.7.2-2: the Error ID of "may no longer be updated".
+NO_LONGER_UPDATABLE_ERROR_ID = 0xA710
+
+
+def _failure(status: int, comment: str, error_id: int | None = None) -> Dataset:
     answer = Dataset()
     answer.Status = status
     answer.ErrorComment = comment[:64]  # LO
+    if error_id is not None:
+        answer.ErrorID = error_id
     return answer
 
 
@@ -77,7 +84,8 @@ def _serve(event: Event, listener: Listener, operation: str, uid: str,
         record(AuditAction.STORE, session.actor, None, outcome, reason=str(exc),
                detail=detail)
         log.info("%s %s from %s refused: %s", operation, uid, session.calling_ae, exc)
-        return _failure(_STATUS[exc.kind], str(exc)), None
+        error_id = NO_LONGER_UPDATABLE_ERROR_ID if exc.kind == "final" else None
+        return _failure(_STATUS[exc.kind], str(exc), error_id), None
     except Exception:
         log.exception("%s %s from %s failed", operation, uid, session.calling_ae)
         return _failure(Status.PROCESSING_FAILURE, "the archive could not record it"), None

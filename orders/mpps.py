@@ -182,9 +182,8 @@ def update(principal: Principal, sop_instance_uid: str, changes: Dataset, *,
         step = find(principal, sop_instance_uid, calling_ae=calling_ae)
         step = PerformedProcedureStep.objects.select_for_update().get(pk=step.pk)
         if step.status in FINAL:
-            raise NoLongerUpdatable(
-                "Performed Procedure Step Object may no longer be updated "
-                f"(it is {step.status})")
+            # The Error Comment of PS3.4 Table F.7.2-2, word for word.
+            raise NoLongerUpdatable("Performed Procedure Step Object may no longer be updated")
         status = _status(changes) if "PerformedProcedureStepStatus" in changes \
             else step.status
         attributes = step.attributes

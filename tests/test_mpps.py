@@ -112,8 +112,10 @@ def create(assoc: Association, ds: Dataset, uid: str) -> int:
 
 
 def update(assoc: Association, ds: Dataset, uid: str) -> tuple[int, str]:
+    """The N-SET's status, and its Error Comment with its Error ID (if any)."""
     status, _ = assoc.send_n_set(ds, MODALITY_PERFORMED_PROCEDURE_STEP, uid)
-    return int(status.Status), str(status.get("ErrorComment", ""))
+    error_id = f" [{int(status.ErrorID):04X}]" if "ErrorID" in status else ""
+    return int(status.Status), str(status.get("ErrorComment", "")) + error_id
 
 
 def status_of(order: ScheduledProcedure) -> str:
@@ -187,10 +189,11 @@ def test_a_step_completed_or_discontinued_may_no_longer_be_updated(portal, modal
         assert create(assoc, in_progress(), uid) == 0
         assert update(assoc, completed(), uid)[0] == 0
         status, comment = update(assoc, completed(status="DISCONTINUED"), uid)
-    # PS3.4 F.7.2.2: "Processing failure: Performed Procedure Step Object may no longer be
-    # updated".
+    # PS3.4 F.7.2.2, Table F.7.2-2: "Processing failure", 0110, Error Comment "Performed
+    # Procedure Step Object may no longer be updated", Error ID A710.
     assert status == 0x0110
-    assert "may no longer be updated" in comment
+    assert comment.startswith("Performed Procedure Step Object may no longer be updated")
+    assert comment.endswith("[A710]")
     assert status_of(order) == ScheduledProcedure.Status.COMPLETED
     assert PerformedProcedureStep.objects.get(sop_instance_uid=uid).status == "COMPLETED"
     assert AuditEvent.objects.filter(action=AuditAction.STORE, outcome=Outcome.FAILED,
