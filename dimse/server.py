@@ -2,7 +2,8 @@
 
 Services: Verification; Storage for every storage SOP class in the common transfer syntaxes
 (stored as received, never transcoded); Patient Root and Study Root Query/Retrieve with
-FIND, MOVE and GET. Each association runs in its own thread, so several peers are served
+FIND, MOVE and GET; Modality Worklist FIND and Modality Performed Procedure Step
+N-CREATE/N-SET. Each association runs in its own thread, so several peers are served
 at once.
 """
 
@@ -21,7 +22,12 @@ from ops import dimse_hooks
 
 from . import handlers, pynetdicom_patches, retrieve, store
 from .handlers import Listener
-from .sop_classes import MODALITY_WORKLIST_FIND, QUERY_RETRIEVE, VERIFICATION
+from .sop_classes import (
+    MODALITY_PERFORMED_PROCEDURE_STEP,
+    MODALITY_WORKLIST_FIND,
+    QUERY_RETRIEVE,
+    VERIFICATION,
+)
 
 _UNCOMPRESSED_LAST = (
     "1.2.840.10008.1.2",  # Implicit VR Little Endian
@@ -86,6 +92,7 @@ def supported_contexts() -> list[PresentationContext]:
         contexts.append(_context(cx.abstract_syntax, STORAGE_SYNTAXES, roles=True))
     contexts += [_context(uid, DEFAULT_SYNTAXES) for uid in QUERY_RETRIEVE]
     contexts.append(_context(MODALITY_WORKLIST_FIND, DEFAULT_SYNTAXES))
+    contexts.append(_context(MODALITY_PERFORMED_PROCEDURE_STEP, DEFAULT_SYNTAXES))
     return contexts
 
 
@@ -101,7 +108,7 @@ def build_ae(listener: Listener) -> AE:
 
 
 def event_handlers(listener: Listener) -> list[Any]:
-    from . import worklist
+    from . import mpps, worklist
 
     return [
         (evt.EVT_CONN_OPEN, handlers.tune_socket, [listener]),
@@ -115,6 +122,8 @@ def event_handlers(listener: Listener) -> list[Any]:
         (evt.EVT_C_FIND, worklist.handle_find, [listener]),  # MWL, else find
         (evt.EVT_C_GET, retrieve.handle_get, [listener]),
         (evt.EVT_C_MOVE, retrieve.handle_move, [listener]),
+        (evt.EVT_N_CREATE, mpps.handle_create, [listener]),  # MPPS
+        (evt.EVT_N_SET, mpps.handle_set, [listener]),
         (evt.EVT_DIMSE_SENT, dimse_hooks.on_dimse_sent),  # operations counted (ops/)
     ]
 

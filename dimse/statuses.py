@@ -15,6 +15,8 @@ class Status(enum.IntEnum):
     # "Duplicate SOP Instance": a different object with this SOP Instance UID is stored.
     DUPLICATE_SOP_INSTANCE = 0x0111
     PROCESSING_FAILURE = 0x0110
+    INVALID_ATTRIBUTE_VALUE = 0x0106
+    NO_SUCH_OBJECT_INSTANCE = 0x0112  # N-SET of an instance the SCP does not hold
 
     # PS3.4 B.2.3: Storage Service Class.
     STORE_OUT_OF_RESOURCES = 0xA700  # the archive could not store it now; try again later

@@ -27,6 +27,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
 
 from ops.metrics import count_ingested
+from orders.studies import link_study
 
 from . import blobs, clinics, rejection
 from .dicomfile import InvalidObject, ParsedObject, dataset_offset, parse
@@ -588,11 +589,13 @@ def _new_study(parsed: ParsedObject, clinic_id: int | None = None) -> Study:
     # another ingest of the same study leaves no stray patient behind.
     try:
         with transaction.atomic():
-            return Study.objects.create(
+            study = Study.objects.create(
                 study_instance_uid=parsed.study_instance_uid,
                 patient=_patient(parsed.patient, clinic_id),
                 **parsed.study,
             )
+            link_study(study)  # the order of its accession number, if any
+            return study
     except IntegrityError:
         return Study.all_objects.select_related("patient").get(
             study_instance_uid=parsed.study_instance_uid

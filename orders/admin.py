@@ -6,11 +6,19 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import results
-from .models import Hl7Message, Hl7Peer, OutboundMessage, ScheduledProcedure
+from .models import (
+    Hl7Message,
+    Hl7Peer,
+    OutboundMessage,
+    PerformedProcedureStep,
+    ScheduledProcedure,
+)
 
 
 @admin.register(Hl7Peer)
@@ -24,11 +32,45 @@ class Hl7PeerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 @admin.register(ScheduledProcedure)
 class ScheduledProcedureAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("accession_number", "patient", "modality", "scheduled_station_ae_title",
-                    "scheduled_date", "scheduled_time", "status", "clinic")
+                    "scheduled_date", "scheduled_time", "status", "study_link", "clinic")
     list_filter = ("status", "modality", "clinic")
     search_fields = ("accession_number", "patient__patient_id", "patient__name")
-    raw_id_fields = ("patient",)
+    raw_id_fields = ("patient", "study")
     readonly_fields = ("created", "updated")
+    list_select_related = ("patient", "clinic", "study")
+
+    @admin.display(description=_("study"), ordering="study")
+    def study_link(self, obj: ScheduledProcedure) -> str:
+        """The study the images arrived as, opened through the study page (and so the
+        access policy)."""
+        if obj.study is None:
+            return "—"
+        return format_html('<a href="{}">{}</a>', reverse(
+            "imaging:study_detail", args=[obj.study.study_instance_uid]), _("open study"))
+
+
+@admin.register(PerformedProcedureStep)
+class PerformedProcedureStepAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """What modalities reported (MPPS), read-only: the record of what they said."""
+
+    list_display = ("created", "accession_number", "patient_id", "modality",
+                    "station_ae_title", "status", "started", "ended",
+                    "discontinuation_reason", "procedure")
+    list_filter = ("status", "modality", "station_ae_title")
+    search_fields = ("sop_instance_uid", "accession_number", "patient_id")
+    list_select_related = ("procedure",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in PerformedProcedureStep._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Hl7Message)

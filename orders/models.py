@@ -8,6 +8,8 @@ like DICOM peers; :class:`Hl7Message` keeps every message received, raw, with it
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -84,6 +86,10 @@ class ScheduledProcedure(models.Model):
                                            blank=True)
     filler_order_number = models.CharField(_("filler order number"), max_length=64,
                                            blank=True)
+    # The images of the order, once they arrive with its accession number (orders.studies).
+    study = models.ForeignKey("imaging.Study", null=True, blank=True,
+                              on_delete=models.SET_NULL, related_name="orders",
+                              verbose_name=_("study"))
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -100,6 +106,54 @@ class ScheduledProcedure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.accession_number} {self.modality} {self.scheduled_date}"
+
+
+class PerformedProcedureStep(models.Model):
+    """One Modality Performed Procedure Step (PS3.4 F) a modality reported by N-CREATE and
+    N-SET: what it did for which order. ``procedure`` is empty for an unscheduled step (no
+    order matched); ``attributes`` keeps the dataset as last set, for review."""
+
+    class Status(models.TextChoices):
+        IN_PROGRESS = "IN PROGRESS", _("In progress")
+        COMPLETED = "COMPLETED", _("Completed")
+        DISCONTINUED = "DISCONTINUED", _("Discontinued")
+
+    sop_instance_uid = models.CharField(_("SOP Instance UID"), max_length=64, unique=True)
+    procedure = models.ForeignKey(ScheduledProcedure, null=True, blank=True,
+                                  on_delete=models.SET_NULL,
+                                  related_name="performed_steps",
+                                  verbose_name=_("scheduled procedure"))
+    accession_number = models.CharField(_("accession number"), max_length=16, blank=True)
+    requested_procedure_id = models.CharField(_("requested procedure ID"), max_length=16,
+                                              blank=True)
+    study_instance_uid = models.CharField(_("Study Instance UID"), max_length=64, blank=True)
+    patient_id = models.CharField(_("patient ID"), max_length=64, blank=True)
+    modality = models.CharField(_("modality"), max_length=16, blank=True)
+    station_ae_title = models.CharField(_("performing station AE title"), max_length=16,
+                                        blank=True)
+    calling_ae_title = models.CharField(_("reported by (AE title)"), max_length=16,
+                                        blank=True)
+    started = models.DateTimeField(_("started"), null=True, blank=True)
+    ended = models.DateTimeField(_("ended"), null=True, blank=True)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices,
+                              default=Status.IN_PROGRESS, db_index=True)
+    discontinuation_reason = models.CharField(_("reason discontinued"), max_length=200,
+                                              blank=True)
+    #: [{"series_instance_uid": ..., "images": [SOP Instance UIDs]}]
+    performed_series: models.JSONField[Any, Any] = models.JSONField(
+        _("performed series"), default=list, blank=True)
+    attributes: models.JSONField[Any, Any] = models.JSONField(
+        _("attributes as received"), default=dict, blank=True)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("performed procedure step")
+        verbose_name_plural = _("performed procedure steps")
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.accession_number or self.sop_instance_uid} {self.status}"
 
 
 class Hl7Message(models.Model):
