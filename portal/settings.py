@@ -249,10 +249,15 @@ REPORT_PDF_FONT = env.path("REPORT_PDF_FONT",
 # --- Cache: shared by every web worker when Redis is configured (rate limits, ZIP layouts) ---
 REDIS_URL = env.str("REDIS_URL")
 CACHE_URL = env.str("CACHE_URL") or REDIS_URL
+# Keys of one installation (or one test worker: bin/test runs the suite on several, against
+# one Redis) apart from another's on a shared cache.
+CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX") or os.environ.get("PYTEST_XDIST_WORKER", "")
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
+                "KEY_PREFIX": CACHE_KEY_PREFIX}
     if CACHE_URL
-    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+          "KEY_PREFIX": CACHE_KEY_PREFIX},
 }
 # Sessions are read from that cache and written through to the database (``cached_db``)
 # when it is shared: a request then reads no session row. A per-process memory cache would
