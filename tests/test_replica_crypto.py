@@ -271,7 +271,8 @@ def test_swapping_two_segments_is_refused(small_object):
         refused(b"".join(swapped), ring, envelope, plaintext)
 
 
-@pytest.mark.parametrize("extra", [b"\0", os.urandom(TAG_BYTES), os.urandom(SMALL_SEGMENT + 40)])
+@pytest.mark.parametrize("extra", [b"\0", os.urandom(TAG_BYTES), os.urandom(SMALL_SEGMENT + 40)],
+                         ids=["a-byte", "a-tag", "a-segment-and-more"])
 def test_appending_bytes_is_refused(small_object, extra):
     ring, envelope, plaintext, ciphertext = small_object
 
