@@ -573,7 +573,8 @@ def test_a_worker_killed_during_replication_and_an_export_leaves_each_done_once(
             cluster.run("worker-a", shape)
             pk = int(cluster.manage("web-b", "shell", "-c", EXPORT.format(
                 patient="CLUSTER-120")).stdout.split()[-1])
-            wait_until(lambda: export_row(cluster, pk)[0] == "running", 60,
+            # At 1 kB/s the claim's queries alone take a while on a loaded machine.
+            wait_until(lambda: export_row(cluster, pk)[0] == "running", 180,
                        "worker-a building the export", every=0.05)
             cluster.nodes["worker-a"].kill()
         finally:
