@@ -27,17 +27,17 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from imaging import blobs
 from imaging.models import Instance
+from portal import in_threads
 
 from . import payload, store
 from .crypto import Envelope, InvalidObject
@@ -285,30 +285,17 @@ def recall_instance(instance: Instance, ring: KeyRing | None = None) -> Outcome:
 
 def recall_many(instance_ids: Sequence[int], ring: KeyRing | None = None,
                 concurrency: int | None = None) -> Iterator[tuple[int, Outcome]]:
-    """:func:`recall_instance` for each instance, ``RECALL_CONCURRENCY`` at once (a recall
-    waits on the replica far more than it computes), yielding (id, outcome) as each ends.
-    Inside a transaction they run one after the other: other threads would not see its
-    rows."""
+    """:func:`recall_instance` for each instance, ``RECALL_CONCURRENCY`` at once
+    (``portal.in_threads``: a recall waits on the replica far more than it computes),
+    yielding (id, outcome) as each ends."""
     ring = ring or KeyRing.from_settings()
-    width = min(concurrency or settings.RECALL_CONCURRENCY, len(instance_ids))
 
     def one(pk: int) -> tuple[int, Outcome]:
         instance = Instance.all_objects.filter(pk=pk).first()
         return pk, Outcome.UNRECOVERABLE if instance is None else recall_instance(instance, ring)
 
-    if width <= 1 or connection.in_atomic_block:
-        yield from map(one, instance_ids)
-        return
-
-    def in_thread(pk: int) -> tuple[int, Outcome]:
-        try:
-            return one(pk)
-        finally:
-            connection.close()  # this thread's own connection
-
-    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="recall") as pool:
-        for done in as_completed([pool.submit(in_thread, pk) for pk in instance_ids]):
-            yield done.result()
+    yield from in_threads.each(one, instance_ids, concurrency or settings.RECALL_CONCURRENCY,
+                               name="recall", ordered=False)
 
 
 def evicted_instances(**filters: Any) -> Any:

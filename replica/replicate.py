@@ -20,16 +20,15 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, BinaryIO, cast
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from imaging import blobs
+from portal import in_threads
 
 from . import payload, store
 from .crypto import DecryptingReader, EncryptingReader, Envelope, ciphertext_size, new_envelope
@@ -108,23 +107,13 @@ def replicate_copy(copy_id: int, ring: KeyRing | None = None) -> Attempt:
 
 def replicate_many(copy_ids: Sequence[int], concurrency: int | None = None
                    ) -> list[tuple[int, Attempt]]:
-    """One attempt for each copy, ``REPLICA_CONCURRENCY`` of them in flight at once: a
-    small object's upload and read back are mostly waiting on the network, so a worker
-    keeps several going. Inside a transaction (tests, eager tasks) they run one after the
-    other: other threads would not see its rows."""
+    """One attempt for each copy, ``REPLICA_CONCURRENCY`` of them in flight at once
+    (``portal.in_threads``): a small object's upload and read back are mostly waiting on
+    the network, so a worker keeps several going."""
     ring = KeyRing.from_settings()
-    width = min(concurrency or settings.REPLICA_CONCURRENCY, len(copy_ids))
-    if width <= 1 or connection.in_atomic_block:
-        return [(pk, replicate_copy(pk, ring)) for pk in copy_ids]
-
-    def one(pk: int) -> tuple[int, Attempt]:
-        try:
-            return pk, replicate_copy(pk, ring)
-        finally:
-            connection.close()  # this thread's own connection
-
-    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="replicate") as pool:
-        return list(pool.map(one, copy_ids))
+    return list(in_threads.each(lambda pk: (pk, replicate_copy(pk, ring)), copy_ids,
+                                concurrency or settings.REPLICA_CONCURRENCY,
+                                name="replicate"))
 
 
 def _ours(copy: Copy, lease: datetime.datetime) -> QuerySet[Copy]:
