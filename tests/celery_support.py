@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -72,3 +73,20 @@ def routed(pattern: str, queue: str) -> Iterator[None]:
         yield
     finally:
         reroute(before)
+
+
+def run_on_worker(task: Any, queue: str, dicom_storage: Path, log: Path,
+                  extra_env: Mapping[str, str] | None = None, timeout: float = 120) -> Any:
+    """Send ``task`` (no arguments) to a real worker of its own and return its result; the
+    worker's log is printed if it does not come."""
+    from portal.celery import app
+
+    with running_worker(queue, dicom_storage, log, extra_env):
+        before, app.conf.task_always_eager = app.conf.task_always_eager, False
+        try:
+            return task.apply_async(queue=queue).get(timeout=timeout)
+        except Exception:
+            print(log.read_text())
+            raise
+        finally:
+            app.conf.task_always_eager = before

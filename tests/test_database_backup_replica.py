@@ -15,10 +15,9 @@ from django.db import connection
 from accounts.models import User
 from audit.models import AuditAction, AuditEvent
 from audit.trail import first_broken_link
-from portal.celery import app
 from replica import database_backup, tasks
 from replica.crypto import Envelope
-from tests.celery_support import REDIS_URL, running_worker
+from tests.celery_support import REDIS_URL, run_on_worker
 from tests.s3_support import s3_endpoint  # noqa: F401 - a fixture
 from tests.test_replication import (  # noqa: F401 - a fixture
     _bucket,
@@ -148,15 +147,8 @@ def test_a_celery_worker_runs_the_daily_backup(s3_endpoint, settings, dicom_stor
     env = _configure(settings, s3_endpoint, bucket.name)
     User.objects.create_user("rita", password="x-Long-Passw0rd", first_name="Rita")
     queue = f"test-backup-{uuid.uuid4().hex[:12]}"
-    with running_worker(queue, dicom_storage, tmp_path / "worker.log", env) as log:
-        app.conf.task_always_eager = False
-        try:
-            key = tasks.backup_database.apply_async(queue=queue).get(timeout=120)
-        except Exception:
-            print(log.read_text())
-            raise
-        finally:
-            app.conf.task_always_eager = True
+    key = run_on_worker(tasks.backup_database, queue, dicom_storage, tmp_path / "worker.log",
+                        env)
     assert _backups(bucket) == [key]
     User.objects.filter(username="rita").delete()
     call_command("restore_database", "--from-replica", key, "--yes")

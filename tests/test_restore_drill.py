@@ -23,11 +23,10 @@ from django.utils import timezone
 
 from imaging.ingest import Outcome, ingest
 from imaging.models import Instance, Study
-from portal.celery import app
 from replica import drill, tasks
 from replica.management.commands.restore_drill import byte_size
 from replica.models import Copy, DrillReport, IntegrityAlert
-from tests.celery_support import REDIS_URL, running_worker
+from tests.celery_support import REDIS_URL, run_on_worker
 from tests.s3_support import s3_endpoint  # noqa: F401 - a fixture
 from tests.test_replication import (  # noqa: F401 - a fixture
     _bucket,
@@ -280,15 +279,7 @@ def test_a_celery_worker_runs_the_beat_drill_and_its_report_is_recorded(
         with path.open("rb") as fp:
             assert ingest(fp, source="test").outcome == Outcome.STORED
     queue = f"test-drill-{uuid.uuid4().hex[:12]}"
-    with running_worker(queue, dicom_storage, tmp_path / "worker.log", env) as log:
-        app.conf.task_always_eager = False
-        try:
-            pk = tasks.restore_drill.apply_async(queue=queue).get(timeout=120)
-        except Exception:
-            print(log.read_text())
-            raise
-        finally:
-            app.conf.task_always_eager = True
+    pk = run_on_worker(tasks.restore_drill, queue, dicom_storage, tmp_path / "worker.log", env)
     assert pk is not None
     report = DrillReport.objects.get(pk=pk)
     assert report.ok and report.objects_checked == 3
