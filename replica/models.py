@@ -35,6 +35,11 @@ class Copy(models.Model):
     # A replica copy's key is random, chosen by the upload attempt that wrote it (empty
     # until then): never a UID, a name or the content's hash.
     key = models.CharField(_("object key"), max_length=256, blank=True)
+    # The key of the upload attempt in flight, set before its first byte is sent: a worker
+    # killed between its upload and recording it leaves that object behind, and the next
+    # attempt deletes it.
+    attempt_key = models.CharField(_("object key of the last attempt"), max_length=256,
+                                   blank=True, default="")
     state = models.CharField(_("state"), max_length=16, choices=State.choices,
                              default=State.PENDING)
     # SHA-256 of the plaintext written (the instance's own bytes, never the ciphertext's).

@@ -135,12 +135,18 @@ def upload(copy: Copy, ring: KeyRing, lease: datetime.datetime
     record it on the copy while the lease is ours: (key, envelope, what was encrypted).
 
     A fresh key per attempt means an attempt that outlived its lease never overwrites the
-    object of the worker that took over; its own object is deleted instead. The plaintext
+    object of the worker that took over; its own object is deleted instead. The key is on
+    the row before the upload starts, so an object a killed worker uploaded but never
+    recorded is deleted by the attempt that takes over, not left for reconciliation. The plaintext
     must hash to the instance's SHA-256: a damaged local file is not replicated as if it
     were good.
     """
     instance = copy.instance
     key = store.object_key(uuid.uuid4().hex)
+    if not _ours(copy, lease).update(attempt_key=key):
+        raise LeaseLost(f"copy {copy.pk} was taken over before its upload began")
+    if copy.attempt_key and copy.attempt_key != copy.key:  # a dead attempt's object, if any
+        _delete_quietly(copy.attempt_key)
     envelope, dek = new_envelope(ring)
     with blobs.open_blob(instance.blob_key) as fp, \
             payload.for_upload(fp, instance.sha256) as plain:
@@ -166,7 +172,7 @@ def upload(copy: Copy, ring: KeyRing, lease: datetime.datetime
     # The copy row records the original's hash: a packed form stands for it.
     written, size = instance.sha256, sent.size
     recorded = _ours(copy, lease).update(
-        key=key, state=Copy.State.WRITTEN, sha256=written,
+        key=key, attempt_key="", state=Copy.State.WRITTEN, sha256=written,
         size=ciphertext_size(size, envelope.segment_size),
         key_id=envelope.key_id, wrapped_key=envelope.wrapped_key,
         nonce_prefix=envelope.nonce_prefix, segment_size=envelope.segment_size,

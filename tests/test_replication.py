@@ -298,6 +298,37 @@ def test_an_attempt_that_outlived_its_lease_leaves_the_new_holders_copy_alone(
     assert hashlib.sha256(_decrypted(replica, copy)).hexdigest() == copy.instance.sha256
 
 
+class Killed(BaseException):
+    """SIGKILL as the attempt sees it: nothing after this point of it runs."""
+
+
+@pytest.mark.django_db
+def test_an_object_a_killed_worker_uploaded_but_never_recorded_is_deleted_by_the_next_attempt(
+    replica, ct_study, settings, monkeypatch
+):
+    settings.REPLICA_URL, url = "", settings.REPLICA_URL
+    with ct_study[1][5].open("rb") as fp:
+        assert ingest(fp, source="test").outcome == Outcome.STORED
+    settings.REPLICA_URL = url
+    (pk,) = copies.enrol_existing()
+    put = store.put
+
+    def put_then_die(*args: Any, **kwargs: Any) -> None:
+        put(*args, **kwargs)
+        raise Killed  # the object is in the bucket, the row never says so
+
+    monkeypatch.setattr(store, "put", put_then_die)
+    with pytest.raises(Killed):
+        replicate.replicate_copy(pk)
+    (left,) = [o.key for o in replica.objects.all()]
+    assert Copy.objects.get(pk=pk).key == ""
+    monkeypatch.setattr(store, "put", put)
+    Copy.objects.filter(pk=pk).update(claimed_until=timezone.now())  # its lease runs out
+
+    assert replicate.replicate_copy(pk).outcome == replicate.Outcome.VERIFIED
+    copy = Copy.objects.get(pk=pk)
+    assert copy.key != left and copy.attempt_key == ""
+    assert [o.key for o in replica.objects.all()] == [copy.key]
 # Queries of ingest before replication existed (measured on main, SQLite and PostgreSQL,
 # after the same warm-up): the first object of a new study, a further one of its series,
 # then a batch of three more. The first is one more since a new study looks for the order
