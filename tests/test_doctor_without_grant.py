@@ -28,7 +28,10 @@ def reported(alice, paulas_study: Study) -> Study:
 
 def _urls(study: Study) -> list[tuple[str, dict[str, str]]]:
     uid = study.study_instance_uid
-    instance = Instance.objects.filter(series__study=study).select_related("series").first()
+    # The first stored, an image: the finalized report is an SR instance of the study too,
+    # with no frames, and an unordered first() may pick it.
+    instance = (Instance.objects.filter(series__study=study).select_related("series")
+                .order_by("pk").first())
     assert instance is not None
     series, sop = instance.series.series_instance_uid, instance.sop_instance_uid
     report = service.current_report(study)
