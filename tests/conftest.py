@@ -210,6 +210,17 @@ def second_factor_off_unless_tested(settings, request) -> None:
 
 
 @pytest.fixture(autouse=True)
+def fast_password_hashes(settings, request) -> None:
+    """Argon2 costs each user, code and PIN made or checked a sixth of a second of CPU,
+    most of a typical test's time: tests hash with MD5 unless marked ``argon2`` (as
+    test_login_security is). Argon2 stays listed, so a hash made by the settings of a
+    server started by a test still verifies."""
+    if "argon2" not in request.keywords:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher",
+                                     *django_settings.PASSWORD_HASHERS]
+
+
+@pytest.fixture(autouse=True)
 def private_cache(settings) -> None:
     """Rate-limit counters and cached layouts never leak from one test into the next."""
     settings.CACHES = {

@@ -15,7 +15,7 @@ from audit.trail import Actor
 
 from .conftest import PASSWORD
 
-pytestmark = pytest.mark.two_factor
+pytestmark = [pytest.mark.two_factor, pytest.mark.argon2]
 
 
 def _login(client: Client, username: str, password: str = PASSWORD):
