@@ -209,13 +209,18 @@ def second_factor_off_unless_tested(settings, request) -> None:
         settings.REQUIRE_2FA = False
 
 
+# Fixtures starting a Django server in a process of its own (gunicorn) that tests sign in
+# to with a password.
+PROCESS_SERVERS = {"gunicorn_server", "limited_server"}
+
+
 @pytest.fixture(autouse=True)
 def fast_password_hashes(settings, request) -> None:
     """Argon2 costs each user, code and PIN made or checked a sixth of a second of CPU,
     most of a typical test's time: tests hash with MD5 unless marked ``argon2`` (as
-    test_login_security is). Argon2 stays listed, so a hash made by the settings of a
-    server started by a test still verifies."""
-    if "argon2" not in request.keywords:
+    test_login_security is) or signing in to a server in its own process, which has the
+    production hashers. Argon2 stays listed, so a hash such a server made still verifies."""
+    if "argon2" not in request.keywords and not PROCESS_SERVERS & set(request.fixturenames):
         settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher",
                                      *django_settings.PASSWORD_HASHERS]
 
