@@ -137,9 +137,9 @@ def upload(copy: Copy, ring: KeyRing, lease: datetime.datetime
     A fresh key per attempt means an attempt that outlived its lease never overwrites the
     object of the worker that took over; its own object is deleted instead. The key is on
     the row before the upload starts, so an object a killed worker uploaded but never
-    recorded is deleted by the attempt that takes over, not left for reconciliation. The plaintext
-    must hash to the instance's SHA-256: a damaged local file is not replicated as if it
-    were good.
+    recorded is deleted by the attempt that takes over, not left for reconciliation. The
+    plaintext must hash to the instance's SHA-256: a damaged local file is not replicated
+    as if it were good.
     """
     instance = copy.instance
     key = store.object_key(uuid.uuid4().hex)

@@ -329,6 +329,8 @@ def test_an_object_a_killed_worker_uploaded_but_never_recorded_is_deleted_by_the
     copy = Copy.objects.get(pk=pk)
     assert copy.key != left and copy.attempt_key == ""
     assert [o.key for o in replica.objects.all()] == [copy.key]
+
+
 # Queries of ingest before replication existed (measured on main, SQLite and PostgreSQL,
 # after the same warm-up): the first object of a new study, a further one of its series,
 # then a batch of three more. The first is one more since a new study looks for the order
