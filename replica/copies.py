@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
@@ -80,11 +81,15 @@ def dispatch(copy_ids: Iterable[int | None], queue: str | None = None) -> int:
     return count
 
 
-def dispatch_gathered(copy_ids: list[int]) -> None:
-    """One ``replicate_copies`` for the copies of the ingests the dispatcher gathered."""
+def dispatch_gathered(copy_ids: list[int], queue: str | None = None) -> None:
+    """One ``replicate_copies`` for the copies of the ingests the dispatcher gathered (or
+    of a batch of the backlog)."""
     from .tasks import replicate_copies
 
-    replicate_copies.delay(copy_ids)
+    if queue is None:
+        replicate_copies.delay(copy_ids)
+    else:
+        replicate_copies.apply_async((copy_ids,), queue=queue)
 
 
 def enrol_existing(batch: int = ENROL_BATCH) -> list[int]:
@@ -112,14 +117,41 @@ def enrol_existing(batch: int = ENROL_BATCH) -> list[int]:
             state=Copy.State.PENDING).values_list("pk", flat=True)
 
 
+def _backlog(now: datetime.datetime) -> QuerySet[Copy]:
+    return (Copy.objects.filter(tier=Copy.Tier.REPLICA, state__in=UNREPLICATED)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+            .order_by("created"))
+
+
 def backlog(limit: int | None = None, now: datetime.datetime | None = None) -> list[int]:
     """Replica copies not verified and not held by a worker (or past their retry wait),
     oldest first."""
-    now = now or timezone.now()
-    found = (Copy.objects.filter(tier=Copy.Tier.REPLICA, state__in=UNREPLICATED)
-             .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
-             .order_by("created").values_list("pk", flat=True))
+    found = _backlog(now or timezone.now()).values_list("pk", flat=True)
     return list(found[:limit] if limit is not None else found)
+
+
+def reserve_backlog(limit: int, now: datetime.datetime | None = None) -> list[int]:
+    """The backlog less the copies an earlier sweep queued a task for that may still be in
+    the broker; those returned are marked queued for the broker's visibility timeout (a
+    task not run by then was lost with its worker and comes back, or was never sent).
+    Two sweeps at once reserve different copies."""
+    now = now or timezone.now()
+    until = now + datetime.timedelta(seconds=settings.CELERY_VISIBILITY_TIMEOUT)
+    with transaction.atomic():
+        ids = list(_backlog(now).filter(Q(queued_until__isnull=True) | Q(queued_until__lte=now))
+                   .select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
+        Copy.objects.filter(pk__in=ids).update(queued_until=until)
+    return ids
+
+
+def dispatch_backlog(limit: int, queue: str | None = None) -> int:
+    """Queue the reserved backlog in tasks of ``REPLICA_DISPATCH_BATCH`` copies; returns
+    how many copies."""
+    ids = reserve_backlog(limit)
+    batch = settings.REPLICA_DISPATCH_BATCH
+    for start in range(0, len(ids), batch):
+        dispatch_gathered(ids[start:start + batch], queue=queue)
+    return len(ids)
 
 
 class Summary(NamedTuple):

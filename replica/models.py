@@ -61,6 +61,10 @@ class Copy(models.Model):
     last_error = models.TextField(_("last error"), blank=True)
     # A worker holds the copy until then; after a failure, the earliest next attempt.
     claimed_until = models.DateTimeField(_("claimed until"), null=True, blank=True)
+    # The backlog drain queued a task for the copy; it queues none again before then (the
+    # broker gives a dead worker's task back within its visibility timeout), so an outage
+    # of hours leaves one task per copy in the queue, not one per sweep.
+    queued_until = models.DateTimeField(_("queued until"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("copy")

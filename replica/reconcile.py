@@ -323,6 +323,7 @@ def _requeue(copy: Copy, problem: Problem) -> None:
     an orphan, for ``--quarantine``)."""
     Copy.objects.filter(pk=copy.pk).update(
         state=Copy.State.PENDING, key="", verified_at=None, claimed_until=None,
+        queued_until=None,
         last_error=f"reconcile: {problem.kind.value} object {copy.key}"[:2000])
     transaction.on_commit(functools.partial(copies.dispatch, [copy.pk]), robust=True)
     problem.repaired = "queued for replication again"

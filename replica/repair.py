@@ -196,7 +196,7 @@ def _repair_replica(instance: Instance, ring: KeyRing) -> Result:
     Copy.objects.filter(pk=copy.pk).filter(
         Q(state=Copy.State.VERIFIED) | Q(claimed_until__isnull=True)
         | Q(claimed_until__lte=timezone.now())).update(
-        state=Copy.State.PENDING, claimed_until=None, key="")
+        state=Copy.State.PENDING, claimed_until=None, queued_until=None, key="")
     attempt = replicate.replicate_copy(copy.pk, ring)
     if attempt.outcome == replicate.Outcome.VERIFIED:
         try:

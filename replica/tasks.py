@@ -46,14 +46,14 @@ def replicate_copies(self: Any, copy_ids: list[int]) -> dict[str, int]:
 
 @shared_task
 def drain_backlog(limit: int | None = None, queue: str | None = None) -> int:
-    """The periodic sweep (CELERY_BEAT_SCHEDULE): queue a task for every replica copy not
-    yet verified that no worker holds, so what an outage left behind is replicated once
-    the replica is back. Refuses to start with a key ring it cannot read. Returns how many
-    tasks it queued."""
+    """The periodic sweep (CELERY_BEAT_SCHEDULE): queue tasks for the replica copies not
+    yet verified that no worker holds and no earlier sweep still has in the queue, so what
+    an outage left behind is replicated once the replica is back. Refuses to start with a
+    key ring it cannot read. Returns how many copies it queued."""
     if not store.configured():
         return 0
     KeyRing.from_settings()
-    return copies.dispatch(copies.backlog(limit or settings.REPLICA_DRAIN_BATCH), queue=queue)
+    return copies.dispatch_backlog(limit or settings.REPLICA_DRAIN_BATCH, queue=queue)
 
 
 @shared_task

@@ -565,7 +565,10 @@ def test_a_worker_killed_during_replication_and_an_export_leaves_each_done_once(
         drained = wait_until(
             lambda: replica_states(cluster, uids) == {"verified": len(objects)}, 90,
             "worker-b finished the replication", every=0.5)
-        # Data export: worker-b paused, worker-a (back) killed while building it.
+        # Data export: worker-b paused, worker-a (back) killed while building it; first
+        # worker-b takes what the sweeps queued meanwhile, or worker-a at 1 kB/s would
+        # go through it before the export.
+        wait_until(lambda: cluster.queue_depth() == 0, 60, "worker-b emptied the queue")
         pause(cluster, "worker-b", signal.SIGSTOP)
         try:
             # worker-a back, at full speed until it is ready (a start at 1 kB/s is slow).

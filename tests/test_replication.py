@@ -9,8 +9,10 @@ ingest writes no copy rows and makes exactly the queries it made before replicat
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
+import json
 import threading
 import time
 import uuid
@@ -19,6 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
+import redis
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
@@ -133,6 +136,43 @@ def test_a_failed_attempt_is_recorded_with_its_error_and_waits_its_backoff(
     assert copies.backlog(now=later) == [copy.pk]
     assert replicate.backoff(1) == 60 and replicate.backoff(3) == 240
     assert Instance.objects.filter(pk=instance.pk).exists()  # stored all the same
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="needs REDIS_URL pointing at a Redis server")
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_queues_the_backlog_in_batches_and_not_again_while_the_broker_holds_it(
+    settings, ct_study
+):
+    """An outage of hours must leave one task per copy in the queue, not one per sweep:
+    the copies a sweep queued are queued again only once the broker would have given a
+    dead worker's task back (its visibility timeout)."""
+    _configure(settings, f"http://127.0.0.1:{free_port()}", "nowhere")  # nothing listens
+    settings.REPLICA_RETRY_SECONDS = 0  # the failed copies are in the backlog at once
+    settings.REPLICA_DISPATCH_BATCH = 2
+    settings.CELERY_VISIBILITY_TIMEOUT = 600
+    for path in ct_study[1][:5]:
+        with path.open("rb") as fp:
+            assert ingest(fp, source="test").outcome == Outcome.STORED
+    pending = sorted(Copy.objects.filter(tier=Copy.Tier.REPLICA, state=Copy.State.FAILED)
+                     .values_list("pk", flat=True))
+    assert len(pending) == 5 and sorted(copies.backlog()) == pending
+    queue = f"test-drain-{uuid.uuid4().hex[:12]}"
+    broker = redis.Redis.from_url(REDIS_URL)
+    app.conf.task_always_eager = False
+    try:
+        assert tasks.drain_backlog(queue=queue) == 5
+        assert tasks.drain_backlog(queue=queue) == 0  # all still in the queue
+        queued = [json.loads(m) for m in broker.lrange(queue, 0, -1)]
+    finally:
+        app.conf.task_always_eager = True
+        broker.delete(queue)
+    assert {m["headers"]["task"] for m in queued} == {"replica.tasks.replicate_copies"}
+    batches = [json.loads(base64.b64decode(m["body"]))[0][0] for m in queued]
+    assert sorted(len(b) for b in batches) == [1, 2, 2]
+    assert sorted(pk for b in batches for pk in b) == pending
+    assert sorted(copies.backlog()) == pending  # still unreplicated, for admins and the CLI
+    after_timeout = timezone.now() + datetime.timedelta(seconds=601)
+    assert sorted(copies.reserve_backlog(100, now=after_timeout)) == pending
 
 
 @pytest.mark.django_db

@@ -285,6 +285,13 @@ class Cluster:
         self.wait_backends_up("web", WEB_NODES)
         self.wait_backends_up("dicom", LISTENER_NODES)
 
+    def queue_depth(self) -> int:
+        """Tasks waiting in the broker's queue (Celery's default, the one every node
+        takes), not counting those a worker has taken."""
+        out = self.run("svc", ["redis-cli", "-h", address("svc"), "-p", str(REDIS_PORT),
+                               "llen", "celery"]).stdout
+        return int(out.strip())
+
     def haproxy_socket(self, name: str) -> Path:
         return self.root / f"haproxy-{name}.sock"
 
