@@ -38,6 +38,7 @@ from deploy.cluster.hosts import (
     api_token,
     temporary_root,
 )
+from deploy.cluster.load import Day, run_locust, watching, write_plan
 from dicomweb.stow import STORE_BATCH
 from dimse.testing import dataset_bytes
 from imaging.synthetic import PatientSpec, SeriesSpec, write_study
@@ -565,12 +566,14 @@ def test_a_worker_killed_during_replication_and_an_export_leaves_each_done_once(
         drained = wait_until(
             lambda: replica_states(cluster, uids) == {"verified": len(objects)}, 90,
             "worker-b finished the replication", every=0.5)
-        # Data export: worker-b paused, worker-a (back) killed while building it; first
-        # worker-b takes what the sweeps queued meanwhile, or worker-a at 1 kB/s would
-        # go through it before the export.
-        wait_until(lambda: cluster.queue_depth() == 0, 60, "worker-b emptied the queue")
-        pause(cluster, "worker-b", signal.SIGSTOP)
+        # Data export: worker-b paused, worker-a (back) killed while building it. The beat
+        # is paused too and worker-b first takes what the sweeps queued: at 1 kB/s worker-a
+        # would otherwise go through periodic tasks (one every few seconds, each slower
+        # than that over its link) and reach the export only minutes later.
         try:
+            pause(cluster, "beat", signal.SIGSTOP)
+            wait_until(lambda: cluster.queue_depth() == 0, 60, "worker-b emptied the queue")
+            pause(cluster, "worker-b", signal.SIGSTOP)
             # worker-a back, at full speed until it is ready (a start at 1 kB/s is slow).
             cluster.run("worker-a", ["tc", "qdisc", "del", "dev", "eth0", "root"])
             log = cluster.nodes["worker-a"].log
@@ -587,6 +590,7 @@ def test_a_worker_killed_during_replication_and_an_export_leaves_each_done_once(
             cluster.nodes["worker-a"].kill()
         finally:
             pause(cluster, "worker-b", signal.SIGCONT)
+            pause(cluster, "beat", signal.SIGCONT)
         assert export_row(cluster, pk)[0] == "running", "the kill came after the export"
         finished = wait_until(lambda: export_row(cluster, pk)[0] == "ready", 90,
                               "worker-b finished the export", every=0.5)
@@ -614,3 +618,32 @@ def test_a_worker_killed_during_replication_and_an_export_leaves_each_done_once(
     print(f"\nworker killed: replication {at_kill}/{len(objects)} verified at the kill, "
           f"finished by the other worker {drained:.1f}s later; the export it was building "
           f"finished by the other worker {finished:.1f}s after the kill")
+
+
+# --- load: a clinic's day in seconds (bench/load.py runs it for minutes) -------------------
+def test_a_clinics_day_under_load_gives_no_error_on_any_kind_of_request(cluster, token,
+                                                                          tmp_path):
+    day = Day(archived=2, arriving=3, series=(SeriesSpec("CT", 8, size=64),),
+              modalities=1, doctors=2, patients=1,
+              waits={"modality": (0.5, 1.0), "doctor": (0.2, 0.5), "patient": (0.5, 1.0)})
+    plan = write_plan(cluster, tmp_path / "load", day, token)
+    with watching(cluster) as watch:
+        figures = run_locust(cluster, plan, day, 20, tmp_path / "locust")
+    assert figures.exit_code == 0, figures.output[-3000:]
+    assert figures.failures == 0
+    kinds = ("C-STORE study", "QIDO studies by PatientID", "QIDO series of a study",
+             "WADO-RS series metadata", "WADO-RS frame (one by one)", "patient ZIP download")
+    assert {name: figures.rows.get(name, {}).get("requests", 0) > 0 for name in kinds} == {
+        name: True for name in kinds}
+    # Every study a modality sent is archived once, however often it was sent.
+    sent = figures.rows["C-STORE study"]["requests"]
+    rows = cluster.sql("SELECT count(*) FROM imaging_instance i JOIN imaging_series s ON"
+                       " s.id = i.series_id JOIN imaging_study t ON t.id = s.study_id JOIN"
+                       " imaging_patient p ON p.id = t.patient_id"
+                       " WHERE p.patient_id LIKE 'LOAD-%%'")
+    assert rows[0][0] == 8 * (2 + min(sent, 3))
+    frames = figures.rows["WADO-RS frame (one by one)"]
+    assert 0 < max(s["db_connections"] for s in watch.samples) < 100
+    print(f"\nload for 20 s: {figures.rows['Aggregated']['requests']:.0f} requests, none "
+          f"failed; {sent:.0f} studies stored, {frames['requests']:.0f} frames at p95 "
+          f"{frames['p95']:.0f} ms")

@@ -11,7 +11,7 @@ import sys
 import time
 
 from . import network
-from .hosts import HOSTS, Cluster, address, temporary_root
+from .hosts import Cluster, address, temporary_root
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster.up()
         print(f"cluster up in {time.monotonic() - started:.1f}s; files in {cluster.root}")
-        for host in HOSTS:
+        for host in cluster.hosts:
             print(f"  {host:<9} {address(host)}  ip netns exec {network.PREFIX}{host} ...")
         print(f"web: {cluster.web_url} (from {network.PREFIX}client); DICOM: PORTAL at "
               f"{address('lb-dicom')}:11112 as MODALITY; Ctrl-C tears it all down")

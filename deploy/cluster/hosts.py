@@ -35,8 +35,10 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 HOSTS = {  # name: last octet of its address in network.SUBNET
     "svc": 2, "s3": 3, "lb-web": 10, "lb-dicom": 11, "web-a": 21, "web-b": 22,
     "dicom-a": 31, "dicom-b": 32, "worker-a": 41, "worker-b": 42, "beat": 45, "client": 100,
+    "web-c": 23, "web-d": 24,  # only in a cluster asked for more web nodes (the load test)
 }
 WEB_NODES = ("web-a", "web-b")
+MORE_WEB_NODES = ("web-c", "web-d")
 LISTENER_NODES = ("dicom-a", "dicom-b")
 WORKER_NODES = ("worker-a", "worker-b")
 WEB_PORT = 8000
@@ -109,6 +111,13 @@ class Cluster:
     root: Path
     nodes: dict[str, Node] = field(default_factory=dict)
     secret_key: str = field(default_factory=lambda: base64.b64encode(os.urandom(48)).decode())
+    web_nodes: tuple[str, ...] = WEB_NODES
+
+    @property
+    def hosts(self) -> dict[str, int]:
+        """The hosts of this cluster: every one of HOSTS but web nodes it was not asked for."""
+        return {name: octet for name, octet in HOSTS.items()
+                if name in self.web_nodes or name not in (*WEB_NODES, *MORE_WEB_NODES)}
 
     # --- layout --------------------------------------------------------------------------
     @property
@@ -230,7 +239,7 @@ class Cluster:
         for folder in ("shared/dicom", "shared/tmp", "logs", "pg-socket", "pgdata"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         (self.root / "shared" / "media").mkdir(parents=True, exist_ok=True)
-        for node in HOSTS:
+        for node in self.hosts:
             (self.root / "data" / node).mkdir(parents=True, exist_ok=True)
             # The default storage (DATA_DIR/media: data exports) is shared as well: a
             # worker builds an export that a web node hands out.
@@ -246,7 +255,7 @@ class Cluster:
         with (self.root / "pgdata" / "pg_hba.conf").open("a") as hba:
             hba.write(f"host all all {network.SUBNET}.0/24 trust\n")
         network.remove_all()
-        network.create(HOSTS)
+        network.create(self.hosts)
         self.start_postgres()
         self.run("svc", [str(PG_BIN / "createdb"), "-h", str(self.pg_socket_dir), "-U",
                          "postgres", "portal"])
@@ -260,7 +269,7 @@ class Cluster:
                     "--store", "--query", "--retrieve", "--description", "cluster client")
         self.wait_for_port("s3", S3_PORT)
         self.run("client", ["curl", "-sf", "-X", "PUT", f"{self.s3_url}/{BUCKET}"])
-        for node in WEB_NODES:
+        for node in self.web_nodes:
             self.add(node, node, [str(BIN / "gunicorn"), "portal.wsgi", "--preload", "--bind",
                                   f"{address(node)}:{WEB_PORT}", "--workers", "1",
                                   "--threads", "4", "--graceful-timeout", "5"])
@@ -273,16 +282,16 @@ class Cluster:
         self.add("beat", "beat", [str(BIN / "celery"), "-A", "portal", "beat", "-l", "info",
                                   "-s", str(self.root / "data" / "beat" / "schedule")])
         self.add("lb-web", "lb-web", ["haproxy", "-db", "-f", str(self.haproxy_config(
-            "web", address("lb-web"), WEB_PORT, WEB_NODES, WEB_PORT))])
+            "web", address("lb-web"), WEB_PORT, self.web_nodes, WEB_PORT))])
         self.add("lb-dicom", "lb-dicom", ["haproxy", "-db", "-f", str(self.haproxy_config(
             "dicom", address("lb-dicom"), DICOM_PORT, LISTENER_NODES, DICOM_PORT))])
-        for node in (*WEB_NODES, "lb-web"):
+        for node in (*self.web_nodes, "lb-web"):
             self.wait_for_port(node, WEB_PORT)
         for node in (*LISTENER_NODES, "lb-dicom"):
             self.wait_for_port(node, DICOM_PORT)
         # A balancer marks its servers up only after their checks pass ("rise 2"): until
         # then it has none to send a client to.
-        self.wait_backends_up("web", WEB_NODES)
+        self.wait_backends_up("web", self.web_nodes)
         self.wait_backends_up("dicom", LISTENER_NODES)
 
     def queue_depth(self) -> int:
