@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import statistics
 import sys
@@ -80,14 +81,8 @@ def print_run(title: str, figures: Figures, watch: Watch) -> None:
     used = ", ".join(f"{role} {100 * seconds / watch.seconds:.0f}%"
                      for role, seconds in cpu.items())
     print(f"CPU over {watch.seconds:.0f} s, % of one core: {used}; the whole machine "
-          f"{100 * machine / watch.seconds:.0f}% of {psutil_cores()} cores (Locust and "
+          f"{100 * machine / watch.seconds:.0f}% of {os.cpu_count() or 1} cores (Locust and "
           f"storescu are the rest)")
-
-
-def psutil_cores() -> int:
-    import psutil
-
-    return psutil.cpu_count() or 1
 
 
 def print_compare(runs: dict[int, Figures]) -> None:

@@ -36,6 +36,7 @@ from deploy.cluster.hosts import (
     Cluster,
     address,
     api_token,
+    storescu_argv,
     temporary_root,
 )
 from deploy.cluster.load import Day, run_locust, watching, write_plan
@@ -90,8 +91,7 @@ def study(folder: Path, n: int, slices: int, *, size: int = 64) -> list[Path]:
 
 def storescu(cluster: Cluster, paths: list[Path]) -> subprocess.Popen[str]:
     """DCMTK's storescu sending ``paths`` in order over one association, via the DICOM LB."""
-    argv = ["storescu", "-v", "-aet", MODALITY, "-aec", "PORTAL", "-to", "20", "-ta", "20",
-            "-td", "20", address("lb-dicom"), str(DICOM_PORT), *map(str, paths)]
+    argv = storescu_argv(paths, timeout=20, dimse_timeout=20)
     return subprocess.Popen(network.in_host("client", argv), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             env={"PATH": "/usr/bin:/bin", "TCP_NODELAY": "1"})

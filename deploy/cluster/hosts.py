@@ -24,8 +24,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import network
+
+if TYPE_CHECKING:
+    import psycopg
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 PYTHON = str(Path(sys.executable))
@@ -53,6 +57,15 @@ START_TIMEOUT = 60.0
 
 def address(host: str) -> str:
     return f"{network.SUBNET}.{HOSTS[host]}"
+
+
+def storescu_argv(paths: Sequence[object], *, timeout: int = 30,
+                  dimse_timeout: int = 60) -> list[str]:
+    """DCMTK's storescu sending ``paths`` in order over one association, as the modality,
+    to the DICOM balancer (``-to``/``-ta`` TCP and ACSE timeouts, ``-td`` per DIMSE)."""
+    return ["storescu", "-v", "-aet", MODALITY, "-aec", "PORTAL", "-to", str(timeout),
+            "-ta", str(timeout), "-td", str(dimse_timeout), address("lb-dicom"),
+            str(DICOM_PORT), *map(str, paths)]
 
 
 @dataclass
@@ -380,12 +393,16 @@ backend {name}-nodes
         network.remove_all()
 
     # --- looking at the cluster from outside ---------------------------------------------
-    def sql(self, query: str, *params: object) -> list[tuple[object, ...]]:
-        """A query on the cluster's database over its Unix socket (no network needed)."""
+    def connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        """A connection to the cluster's database over its Unix socket (no network needed)."""
         import psycopg
 
-        with psycopg.connect(host=str(self.pg_socket_dir), port=PG_PORT, user="postgres",
-                             dbname="portal", connect_timeout=5) as conn:
+        return psycopg.connect(host=str(self.pg_socket_dir), port=PG_PORT, user="postgres",
+                               dbname="portal", connect_timeout=5, autocommit=True)
+
+    def sql(self, query: str, *params: object) -> list[tuple[object, ...]]:
+        """A query on the cluster's database, on a connection of its own."""
+        with self.connect() as conn:
             return list(conn.execute(query, params).fetchall())
 
 

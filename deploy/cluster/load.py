@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 
 from imaging.synthetic import PatientSpec, SeriesSpec, write_study
 
-from .hosts import BIN, DICOM_PORT, MODALITY, Cluster, address
+from .hosts import BIN, Cluster, storescu_argv
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
@@ -72,10 +73,7 @@ def _studies(folder: Path, first: int, count: int, day: Day) -> list[tuple[str, 
 
 def store(cluster: Cluster, paths: list[Path]) -> None:
     """Send ``paths`` over one association through the DICOM balancer, all answered."""
-    result = cluster.run("client", ["storescu", "-aet", MODALITY, "-aec", "PORTAL",
-                                    "-to", "30", "-ta", "30", "-td", "60",
-                                    address("lb-dicom"), str(DICOM_PORT),
-                                    *map(str, paths)], timeout=600,
+    result = cluster.run("client", storescu_argv(paths), timeout=600,
                          env={"PATH": "/usr/bin:/bin", "TCP_NODELAY": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -93,8 +91,7 @@ def write_plan(cluster: Cluster, folder: Path, day: Day, token: str) -> Path:
     assert len(links) == day.archived, out
     plan = {
         "token": token,
-        "dicom": {"host": address("lb-dicom"), "port": DICOM_PORT, "calling": MODALITY,
-                  "called": "PORTAL"},
+        "storescu": storescu_argv([]),  # the files to send go after it
         "patients": [{"patient_id": patient_id} for patient_id, _ in archived],
         "send": [[str(p) for p in paths] for _, paths in arriving],
         "send_bytes": [sum(p.stat().st_size for p in paths) for _, paths in arriving],
@@ -149,12 +146,19 @@ def read_stats(path: Path) -> dict[str, dict[str, float]]:
 
 
 # --- watching the nodes ------------------------------------------------------------------
-def processes(cluster: Cluster, name: str) -> list[psutil.Process]:
-    """Every live process of node ``name`` (its process group: a master and its workers)."""
+def _group(cluster: Cluster, name: str) -> int | None:
+    """The process group of node ``name`` (its first process's pid), None once it ended."""
     node = cluster.nodes[name]
     if node.process is None or node.process.poll() is not None:
+        return None
+    return node.process.pid
+
+
+def processes(cluster: Cluster, name: str) -> list[psutil.Process]:
+    """Every live process of node ``name`` (its process group: a master and its workers)."""
+    group = _group(cluster, name)
+    if group is None:
         return []
-    group = node.process.pid
     found = []
     for process in psutil.process_iter():
         try:
@@ -174,7 +178,7 @@ def cpu_seconds(cluster: Cluster, name: str) -> float:
         except psutil.Error:
             continue
         total += times.user + times.system
-        if process.pid == cluster.nodes[name].process.pid:  # type: ignore[union-attr]
+        if process.pid == _group(cluster, name):  # the group's leader reaps the children
             total += times.children_user + times.children_system
     return total
 
@@ -196,11 +200,15 @@ def usage(cluster: Cluster, name: str) -> dict[str, int]:
     return {"rss": rss, "files": files, "sockets": sockets}
 
 
-def database_connections(cluster: Cluster) -> int:
-    """Sessions on the portal's database, this one not counted."""
-    rows = cluster.sql("SELECT count(*) FROM pg_stat_activity "
-                       "WHERE datname = 'portal' AND pid <> pg_backend_pid()")
-    return int(str(rows[0][0]))
+CONNECTIONS = ("SELECT count(*) FROM pg_stat_activity "
+               "WHERE datname = 'portal' AND pid <> pg_backend_pid()")
+
+
+def database_connections(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    """Sessions on the portal's database, the watcher's own not counted."""
+    row = conn.execute(CONNECTIONS).fetchone()
+    assert row is not None
+    return int(str(row[0]))
 
 
 @dataclass
@@ -225,15 +233,22 @@ def watching(cluster: Cluster, every: float = 1.0,
     started = time.monotonic()
 
     def sample() -> None:
+        conn: psycopg.Connection[tuple[object, ...]] | None = None
         while not stop.wait(every):
             row: dict[str, Any] = {"t": round(time.monotonic() - started, 1)}
-            try:
-                row["db_connections"] = database_connections(cluster)
-            except Exception:  # the database restarting is not the watcher's failure
+            try:  # one connection for the whole watch, opened again if the database restarted
+                conn = conn if conn is not None and not conn.closed else cluster.connect()
+                row["db_connections"] = database_connections(conn)
+            except psycopg.Error:  # the database restarting is not the watcher's failure
                 row["db_connections"] = None
+                if conn is not None:
+                    conn.close()
+                conn = None
             for name in nodes:
                 row[name] = usage(cluster, name)
             watch.samples.append(row)
+        if conn is not None:
+            conn.close()
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()

@@ -55,10 +55,7 @@ class Modality(User):
     def send_study(self) -> None:
         n = next(_TO_SEND)
         paths = PLAN["send"][n]
-        dicom = PLAN["dicom"]
-        argv = ["storescu", "-v", "-aet", dicom["calling"], "-aec", dicom["called"],
-                "-to", "30", "-ta", "30", "-td", "60", dicom["host"], str(dicom["port"]),
-                *paths]
+        argv = [*PLAN["storescu"], *paths]
         started = time.perf_counter()
         exception: Exception | None = None
         try:  # locust's gevent patches subprocess: the other users go on meanwhile
