@@ -129,7 +129,7 @@ def search(request: HttpRequest, level: Level, study: str | None = None,
         Actor.from_request(request), _studies(level, rows),
         query={"level": level, "study": study or "", "series": series or "",
                **query.matching, "limit": limit, "offset": offset},
-        session=study is not None,
+        session=study is not None or _one_study(query.matching),
     )
 
     base = request.build_absolute_uri(reverse("dicomweb:studies"))
@@ -153,6 +153,14 @@ def search(request: HttpRequest, level: Level, study: str | None = None,
     if request.method == "HEAD":
         response.content = b""
     return response
+
+
+def _one_study(matching: dict[str, str]) -> bool:
+    """The search names one study by its UID (OHIF's first QIDO, ``?StudyInstanceUID=``):
+    a look inside that study, audited on the caller's viewing session as the nested
+    searches are. A list of UIDs or a wildcard is a search across studies."""
+    uid = matching.get("StudyInstanceUID", "")
+    return bool(uid) and not any(c in uid for c in "\\*?")
 
 
 def _studies(level: Level, rows: Iterable[Any]) -> list[Study]:

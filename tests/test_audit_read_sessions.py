@@ -279,6 +279,33 @@ def test_searches_inside_one_study_are_counted_on_a_search_session_of_that_study
     assert first_broken_link() is None
 
 
+def test_a_search_naming_one_study_by_its_uid_counts_on_that_studys_session(
+        client, paula, paulas_study):
+    """OHIF's first QIDO (``?StudyInstanceUID=``, twice) and its series search are one
+    search session of the study, not three chained entries."""
+    client.force_login(paula)
+    uid = paulas_study.study_instance_uid
+    for path in (f"studies?StudyInstanceUID={uid}", f"studies?StudyInstanceUID={uid}",
+                 f"studies/{uid}/series"):
+        response = client.get(f"/dicomweb/{path}")
+        assert response.status_code == 200 and response.json()
+    session = ReadSession.objects.get()
+    assert (session.action, session.study_uid, session.reads) == ("search", uid, 3)
+    (opened,) = AuditEvent.objects.filter(action=AuditAction.SEARCH)
+    assert opened.detail["query"]["StudyInstanceUID"] == uid
+    assert first_broken_link() is None
+
+
+def test_a_search_for_a_list_of_study_uids_is_chained_each_time(
+        client, paula, paulas_study):
+    client.force_login(paula)
+    uids = f"{paulas_study.study_instance_uid}\\1.2.3.4"
+    for _ in range(2):
+        assert client.get(f"/dicomweb/studies?StudyInstanceUID={uids}").status_code == 200
+    assert AuditEvent.objects.filter(action=AuditAction.SEARCH).count() == 2
+    assert not ReadSession.objects.exists()
+
+
 def test_a_search_across_studies_is_still_chained_once_per_search(
         client, paula, paulas_study):
     client.force_login(paula)
