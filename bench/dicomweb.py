@@ -1,7 +1,7 @@
 """DICOMweb speed of the portal beside Orthanc, on the same generated data, in one run.
 
     .venv/bin/python bench/dicomweb.py [--background 2000 | --large] [--postgres]
-                                       [--samples 20] [--keep]
+                                       [--samples 20] [--keep] [--replica REDIS_URL]
 
 Data (written once into a temporary folder, loaded into every server):
 
@@ -18,7 +18,12 @@ fresh ``DATA_DIR``, SQLite or ``--postgres``, loaded with ``manage.py import_dic
 called with a bearer ApiToken) twice: as it runs (``portal.wsgi``, audit on) and through
 ``bench/audit_off_wsgi.py`` (audit write a no-op); and the machine's own limit, a threaded
 loopback HTTP/1.1 server sending the same answers as static files (and a sink writing
-STOW bodies to disk).
+STOW bodies to disk). With ``--replica REDIS_URL`` the portal once more (audit on) with a
+replica configured (``bench/dimse.py``'s settings: a moto S3 server started here, an
+encryption key, the broker at ``REDIS_URL``) and a third STOW set: every stored object
+then also gets its copy row and its queued replication task, which no worker consumes
+here (the queue is emptied at the end). Issue 12's budget is its STOW rows within 10% of
+the audit-on column's.
 
 Every client is one keep-alive ``requests.Session``, sequential. Latencies are p50 [p95]
 of ``--samples`` requests after 3 warm-up requests.
@@ -65,7 +70,7 @@ PATIENT = PatientSpec("BENCH-0001", "Benchmark^Bruna", datetime.date(1970, 1, 2)
 STOW_PATIENT = PatientSpec("BENCH-STOW", "Stow^Sergio", datetime.date(1980, 5, 6), "M")
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 PORTAL_ENV_DROP = ("DATABASE_URL", "DICOM_STORAGE_DIR", "S3_BUCKET", "CELERY_BROKER_URL",
-                   "REDIS_URL", "DEBUG")
+                   "REDIS_URL", "DEBUG", "REPLICA_URL", "TASKS_IN_PROCESS")
 SURNAMES = ["Silva", "Santos", "Oliveira", "Souza", "Lima", "Pereira", "Ferreira", "Costa",
             "Rodrigues", "Almeida", "Nascimento", "Carvalho", "Gomes", "Martins", "Rocha"]
 GIVEN = ["Ana", "Bruno", "Carla", "Diego", "Elisa", "Fabio", "Gabriela", "Heitor", "Iris",
@@ -147,7 +152,7 @@ def write_filler(folder: Path, count: int, seed: int = 7) -> int:
     return written
 
 
-def make_data(root: Path, background: int) -> Data:
+def make_data(root: Path, background: int, stow_sets: int = 2) -> Data:
     data = Data(root)
     today = datetime.date.today()
     log("writing the study under test (2 x 40 CT slices, 512x512) and its prior")
@@ -160,7 +165,7 @@ def make_data(root: Path, background: int) -> Data:
         root / "prior", PATIENT, [SeriesSpec("CT", 20, description="Axial prior")],
         study_date=today - datetime.timedelta(days=365), accession="BENCH-PRI",
         description="CT torax prior", seed=2)
-    for n in range(2):
+    for n in range(stow_sets):
         _, a = write_study(root / f"stow{n}" / "batch", STOW_PATIENT,
                            [SeriesSpec("CT", 50)], study_date=today,
                            accession=f"STOW-{n}A", description="STOW batch", seed=10 + n)
@@ -208,11 +213,12 @@ class Portal:
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log_path = scratch / "gunicorn.log"
+        self.extra: dict[str, str] = {}  # more settings for the next serve (the replica's)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in PORTAL_ENV_DROP}
         env.update(DATA_DIR=str(self.data_dir), DEBUG="0", ALLOWED_HOSTS="127.0.0.1",
-                   LOG_LEVEL="WARNING", PYTHONPATH=str(REPO))
+                   LOG_LEVEL="WARNING", PYTHONPATH=str(REPO), **self.extra)
         if self.postgres_url:
             env["DATABASE_URL"] = f"{self.postgres_url}/{self.database}"
         return env
@@ -638,6 +644,23 @@ def report(columns: dict[str, Result]) -> str:
     return "\n".join(out)
 
 
+def measure_replicated(portal: Portal, data: Data, samples: int, redis_url: str) -> Result:
+    """The audit-on portal's rows with a replica configured (a moto server started here),
+    STOW on the third set; the copies' tasks queued to ``redis_url``, not consumed."""
+    from dimse import replica_env
+    from tests.s3_support import MotoServer
+
+    moto = MotoServer().start()
+    try:
+        portal.extra = replica_env(moto.url, redis_url)
+        with portal.serve("portal.wsgi:application") as root, requests.Session() as session:
+            session.headers["Authorization"] = f"Bearer {portal.token}"
+            return measure(root, session, data, data.stow_sets[2], samples)
+    finally:
+        portal.extra = {}
+        moto.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--background", type=int, default=2000,
@@ -647,6 +670,8 @@ def main() -> None:
     parser.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument("--replica", metavar="REDIS_URL", default="",
+                        help="also the portal with a replica, its tasks queued to REDIS_URL")
     args = parser.parse_args()
     background = 100_000 if args.large else args.background
 
@@ -656,7 +681,7 @@ def main() -> None:
     portal = Portal(scratch, args.postgres_url if args.postgres else None)
     columns: dict[str, Result] = {}
     try:
-        data = make_data(scratch / "data", background)
+        data = make_data(scratch / "data", background, 3 if args.replica else 2)
         data_files = [*data.study_files, *load_files(scratch / "data" / "prior")]
         filler_files = load_files(data.filler) if data.filler else []
         log(f"data written in {time.monotonic() - started:.0f}s; load average {loadavg()}")
@@ -694,11 +719,18 @@ def main() -> None:
                     columns[name] = measure(root, session, data, stow_set, args.samples,
                                             static if name == "portal (audit on)" else None)
                 log(f"{name} measured; load average {loadavg()}")
+            if args.replica:
+                columns["portal (replica queued)"] = measure_replicated(
+                    portal, data, args.samples, args.replica)
+                log(f"portal (replica queued) measured; load average {loadavg()}")
             with requests.Session() as session:
                 columns["limit (static)"] = measure_static(static, session, args.samples,
                                                            data.stow_sets[1])
     finally:
         portal.drop()
+        if args.replica:
+            subprocess.run(["redis-cli", "-u", args.replica, "flushdb"], check=False,
+                           capture_output=True)
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
 
