@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
 from orthanc import OrthancServer, free_port, run_sql, stop_process  # noqa: E402
+from replica_settings import replica_env  # noqa: E402
 
 from imaging.synthetic import PatientSpec, SeriesSpec, write_study  # noqa: E402
 
@@ -58,18 +59,6 @@ CLIENT = "BENCHSCU"
 DEST = "BENCHDEST"
 PORTAL_ENV_DROP = ("DATABASE_URL", "DICOM_STORAGE_DIR", "S3_BUCKET", "CELERY_BROKER_URL",
                    "REDIS_URL", "REPLICA_URL", "TASKS_IN_PROCESS")
-
-
-def replica_env(endpoint: str, redis_url: str) -> dict[str, str]:
-    """A portal's settings for a replica at ``endpoint`` with tasks queued to ``redis_url``."""
-    import base64
-
-    return {"REPLICA_URL": endpoint, "REPLICA_BUCKET": "bench-replica",
-            "REPLICA_REGION": "us-east-1", "REPLICA_ACCESS_KEY_ID": "testing",
-            "REPLICA_SECRET_ACCESS_KEY": "testing",
-            "REPLICA_KEYS": "bench:" + base64.b64encode(os.urandom(32)).decode(),
-            "REPLICA_CURRENT_KEY": "bench", "REDIS_URL": redis_url,
-            "CELERY_BROKER_URL": redis_url}
 
 
 def env(**extra: str) -> dict[str, str]:
