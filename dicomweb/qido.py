@@ -36,7 +36,7 @@ from imaging import policies, principals
 from imaging.access import record_search
 from imaging.models import Study
 from imaging.paging import BadNumber, whole_number
-from imaging.query import Level, QueryError, attribute, datasets, find
+from imaging.query import Level, QueryError, attribute, datasets, find, uid_list
 
 from . import auth
 from .renderers import DICOM_JSON, dicom_json_response, problem
@@ -158,9 +158,9 @@ def search(request: HttpRequest, level: Level, study: str | None = None,
 def _one_study(matching: dict[str, str]) -> bool:
     """The search names one study by its UID (OHIF's first QIDO, ``?StudyInstanceUID=``):
     a look inside that study, audited on the caller's viewing session as the nested
-    searches are. A list of UIDs or a wildcard is a search across studies."""
-    uid = matching.get("StudyInstanceUID", "")
-    return bool(uid) and not any(c in uid for c in "\\*?")
+    searches are. A list of UIDs is a search across studies (a wildcard in a UID is
+    refused before this)."""
+    return len(uid_list(matching.get("StudyInstanceUID", ""))) == 1
 
 
 def _studies(level: Level, rows: Iterable[Any]) -> list[Study]:

@@ -354,13 +354,24 @@ def _has_wildcard(value: str) -> bool:
     return "*" in value or "?" in value
 
 
+_UID_SEPARATORS = re.compile(r"[\\,]")
+
+
+def uid_list(value: str) -> list[str]:
+    """The UIDs of a UID matching value: split on backslashes or, as OHIF sends them, on
+    commas."""
+    return [v.strip() for v in _UID_SEPARATORS.split(value) if v.strip()]
+
+
 def _condition(level: Level, attr: Attribute, column: Column, value: str, *,
                fuzzy: bool) -> Q:
     path = _path(level, column.owner, column.field)
     if column.kind == "multi":
         return _modalities(level, value)
-    separators = r"[\\,]" if column.kind == "uid" else r"\\"
-    values = [v.strip() for v in re.split(separators, value) if v.strip()]
+    if column.kind == "uid":
+        values = uid_list(value)
+    else:
+        values = [v.strip() for v in value.split("\\") if v.strip()]
     if not values:
         return Q()
     if column.kind == "uid":

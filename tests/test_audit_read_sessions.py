@@ -296,12 +296,14 @@ def test_a_search_naming_one_study_by_its_uid_counts_on_that_studys_session(
     assert first_broken_link() is None
 
 
+@pytest.mark.parametrize("separator", ["\\", ","])
 def test_a_search_for_a_list_of_study_uids_is_chained_each_time(
-        client, paula, paulas_study):
+        client, paula, paulas_study, separator):
     client.force_login(paula)
-    uids = f"{paulas_study.study_instance_uid}\\1.2.3.4"
+    uids = f"{paulas_study.study_instance_uid}{separator}1.2.3.4"
     for _ in range(2):
-        assert client.get(f"/dicomweb/studies?StudyInstanceUID={uids}").status_code == 200
+        response = client.get(f"/dicomweb/studies?StudyInstanceUID={uids}")
+        assert response.status_code == 200 and len(response.json()) == 1
     assert AuditEvent.objects.filter(action=AuditAction.SEARCH).count() == 2
     assert not ReadSession.objects.exists()
 
