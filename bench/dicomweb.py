@@ -19,11 +19,11 @@ called with a bearer ApiToken) twice: as it runs (``portal.wsgi``, audit on) and
 ``bench/audit_off_wsgi.py`` (audit write a no-op); and the machine's own limit, a threaded
 loopback HTTP/1.1 server sending the same answers as static files (and a sink writing
 STOW bodies to disk). With ``--replica REDIS_URL`` the portal once more (audit on) with a
-replica configured (``bench/dimse.py``'s settings: a moto S3 server started here, an
-encryption key, the broker at ``REDIS_URL``) and a third STOW set: every stored object
-then also gets its copy row and its queued replication task, which no worker consumes
-here (the queue is emptied at the end). Issue 12's budget is its STOW rows within 10% of
-the audit-on column's.
+replica configured (``bench/replica_settings.py``, as in ``bench/dimse.py``: a moto S3
+server started here, an encryption key, the broker at ``REDIS_URL``) and a third STOW
+set: every stored object then also gets its copy row and its queued replication task,
+which no worker consumes here (the queue is emptied at the end). Issue 12's budget is its
+STOW rows within 10% of the audit-on column's.
 
 Every client is one keep-alive ``requests.Session``, sequential. Latencies are p50 [p95]
 of ``--samples`` requests after 3 warm-up requests.
@@ -523,34 +523,28 @@ def measure(root: str, session: requests.Session, data: Data, stow_files: list[P
     return res
 
 
+def post_stow(root: str, session: requests.Session, files: list[Path], what: str,
+              timeout: float = 120) -> float:
+    """STOW ``files`` in one request; the seconds it took (the body is built before)."""
+    body, content_type = multipart(files)
+    start = time.perf_counter()
+    r = session.post(f"{root}/studies", data=body, headers={
+        "Content-Type": content_type, "Accept": "application/dicom+json"}, timeout=timeout)
+    elapsed = time.perf_counter() - start
+    if r.status_code != 200:
+        raise RuntimeError(f"STOW {what} -> {r.status_code}: {r.text[:500]}")
+    return elapsed
+
+
 def stow(root: str, session: requests.Session, files: list[Path]) -> Result:
     res = Result()
     batch, singles = files[:50], files[50:]
     # A server's first write after it starts carries its one-off set-up (with a replica:
     # the broker connection, the task modules): one instance, untimed, goes first.
-    warm, singles = singles[:1], singles[1:]
-    body, content_type = multipart(warm)
-    r = session.post(f"{root}/studies", data=body, headers={
-        "Content-Type": content_type, "Accept": "application/dicom+json"}, timeout=120)
-    if r.status_code != 200:
-        raise RuntimeError(f"STOW warm-up -> {r.status_code}: {r.text[:500]}")
-    body, content_type = multipart(batch)
-    start = time.perf_counter()
-    r = session.post(f"{root}/studies", data=body, headers={
-        "Content-Type": content_type, "Accept": "application/dicom+json"}, timeout=600)
-    elapsed = time.perf_counter() - start
-    if r.status_code != 200:
-        raise RuntimeError(f"STOW batch -> {r.status_code}: {r.text[:500]}")
+    post_stow(root, session, singles[:1], "warm-up")
+    elapsed = post_stow(root, session, batch, "batch", timeout=600)
     res.set("STOW 50 a request inst/s", len(batch) / elapsed)
-    times = []
-    for path in singles:
-        body, content_type = multipart([path])
-        start = time.perf_counter()
-        r = session.post(f"{root}/studies", data=body, headers={
-            "Content-Type": content_type, "Accept": "application/dicom+json"}, timeout=120)
-        times.append(time.perf_counter() - start)
-        if r.status_code != 200:
-            raise RuntimeError(f"STOW single -> {r.status_code}: {r.text[:500]}")
+    times = [post_stow(root, session, [path], "single") for path in singles[1:]]
     lat = Latency(times)
     res.set("STOW 1 a request ms", lat.p50, lat.p95)
     return res
@@ -655,7 +649,8 @@ def report(columns: dict[str, Result]) -> str:
 def measure_replicated(portal: Portal, data: Data, samples: int, redis_url: str) -> Result:
     """The audit-on portal's rows with a replica configured (a moto server started here),
     STOW on the third set; the copies' tasks queued to ``redis_url``, not consumed."""
-    from dimse import replica_env
+    from replica_settings import replica_env
+
     from tests.s3_support import MotoServer
 
     moto = MotoServer().start()

@@ -172,13 +172,14 @@ def processes(cluster: Cluster, name: str) -> list[psutil.Process]:
 def cpu_seconds(cluster: Cluster, name: str) -> float:
     """CPU time a node has used, its ended children included (PostgreSQL's backends)."""
     total = 0.0
+    leader = _group(cluster, name)  # the group's leader reaps the children
     for process in processes(cluster, name):
         try:
             times = process.cpu_times()
         except psutil.Error:
             continue
         total += times.user + times.system
-        if process.pid == _group(cluster, name):  # the group's leader reaps the children
+        if process.pid == leader:
             total += times.children_user + times.children_system
     return total
 
