@@ -9,7 +9,8 @@ wire. :mod:`dimse.retrieve` then yields a :class:`StoredDataset` (the UIDs that 
 presentation context, and the open blob), and with :func:`install` (called by
 :mod:`dimse.pynetdicom_patches`, never on import) pynetdicom sends it in fragments read
 from the blob as they go out. Every other dataset goes through pynetdicom's own
-``send_c_store`` unchanged.
+``send_c_store``, once the association's reactor is paused for sure
+(:class:`ReactorCheckpoint`: pynetdicom's own pause can let the reactor take the response).
 
 A peer's maximum PDU length is often small (DCMTK's 16 KiB: 32 PDUs a CT slice), and each
 PDU pynetdicom sends costs a queue hand-off to its DUL thread, a state-machine event and a
@@ -29,7 +30,7 @@ command as having a data set; and the Get and Move SCPs calling ``send_c_store``
 from __future__ import annotations
 
 import struct
-import time
+import threading
 from collections.abc import Iterator
 from typing import IO, Any, BinaryIO, cast
 
@@ -95,6 +96,72 @@ def _payload(source: IO[bytes]) -> _StoredPayload:
     payload = _StoredPayload(("<stored object>", 0))
     payload.source = source
     return payload
+
+
+class ReactorCheckpoint:
+    """pynetdicom's reactor checkpoint (a :class:`threading.Event` in its interface) that
+    also tells when the reactor is blocked on it.
+
+    pynetdicom pauses an association's reactor by clearing the event and waiting for the
+    reactor's ``_is_paused`` flag; but the reactor sets that flag just before it waits and
+    clears it only after the wait returns, so a sender that clears the event in between sees
+    the flag up while the reactor goes on to poll the message queue once more, and it may
+    take the C-STORE response the sender waits for (it is then dropped as "unexpected" and
+    the sub-operation fails on the DIMSE timeout: seen once in CI). :meth:`park` waits
+    until the reactor is inside :meth:`wait` with the event clear, where it stays until
+    :meth:`set`.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._flag = True
+        self._waiting = 0
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        with self._condition:
+            self._flag = True
+            self._condition.notify_all()
+
+    def clear(self) -> None:
+        with self._condition:
+            self._flag = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._condition:
+            self._waiting += 1
+            self._condition.notify_all()
+            try:
+                return self._condition.wait_for(lambda: self._flag, timeout)
+            finally:
+                self._waiting -= 1
+
+    def park(self, running: Any, poll: float = 0.05) -> None:
+        """Clear the event and return once a thread waits on it (while holding the lock,
+        a waiter with the flag clear can only be blocked in the condition), or as soon as
+        ``running()`` is false (the reactor has stopped: nothing is left to pause)."""
+        with self._condition:
+            self._flag = False
+            while not self._waiting and running():
+                self._condition.wait(poll)
+
+
+def pause_reactor(assoc: Association) -> None:
+    """Pause ``assoc``'s reactor so that it cannot take a message off the queue, and know it
+    is paused. A send from the reactor's own thread (a C-GET's sub-operations run in its
+    handler) needs no pause: the reactor is not polling then."""
+    if threading.current_thread() is assoc:
+        assoc._reactor_checkpoint.clear()
+        return
+    checkpoint: Any = assoc._reactor_checkpoint
+    if not isinstance(checkpoint, ReactorCheckpoint):
+        # The reactor reads the attribute at each turn; the old event stays set, so a turn
+        # already past it ends at the next one, on this checkpoint.
+        checkpoint = ReactorCheckpoint()
+        assoc._reactor_checkpoint = checkpoint
+    checkpoint.park(lambda: assoc.is_alive() and not assoc._kill)
 
 
 class BatchedPData(P_DATA):
@@ -170,10 +237,15 @@ def send_c_store(
     originator_aet: str | None = None,
     originator_id: int | None = None,
 ) -> Dataset:
-    """``Association.send_c_store``; a :class:`StoredDataset` goes out as it is stored."""
+    """``Association.send_c_store``; a :class:`StoredDataset` goes out as it is stored. Either
+    way the reactor is paused for sure first (:class:`ReactorCheckpoint`)."""
     if not isinstance(dataset, StoredDataset):
-        return _pynetdicom_send_c_store(self, dataset, msg_id, priority, originator_aet,
-                                        originator_id)
+        pause_reactor(self)  # pynetdicom's own pause then finds it paused
+        try:
+            return _pynetdicom_send_c_store(self, dataset, msg_id, priority, originator_aet,
+                                            originator_id)
+        finally:
+            self._reactor_checkpoint.set()  # also where pynetdicom raised before its pause
     try:
         if not self.is_established:
             raise RuntimeError("The association with a peer SCP must be established "
@@ -191,9 +263,7 @@ def send_c_store(
                                           allow_conversion=False)
         req._dataset_path = _payload(dataset._portal_source)
         # As pynetdicom does: pause the reactor, send, wait for the response.
-        self._reactor_checkpoint.clear()
-        while not self._is_paused:
-            time.sleep(0.0001)
+        pause_reactor(self)
         try:
             self.dimse.send_msg(req, cast(int, context.context_id))
             _, rsp = self.dimse.get_msg(block=True)

@@ -208,6 +208,22 @@ def test_send_c_store_pauses_sends_and_waits_as_the_stored_send_does():
         "self", "ab_syntax", "tr_syntax", "role"]
 
 
+def test_the_reactor_looks_its_checkpoint_up_at_each_turn_and_serves_in_its_own_thread():
+    """stored_send.pause_reactor swaps the reactor's event for a ReactorCheckpoint: the loop
+    must read the attribute at each turn and pause itself between a turn's wait and poll;
+    a C-GET's sub-operations run in the reactor thread (the Association thread itself)."""
+    loop = _source(association.Association._run_reactor)
+    assert loop.index("self._is_paused = True") < loop.index(
+        "self._reactor_checkpoint.wait()") < loop.index("self.dimse.get_msg(block=False)")
+    serve = _source(association.Association._serve_request)
+    assert serve.index("self._is_paused = True") < serve.index("service_class.SCP(msg, context)")
+    assert issubclass(association.Association, threading.Thread)
+    assert "target=make_target(self.run_reactor)" in _source(association.Association.__init__)
+    assert "self._run_reactor()" in _source(association.Association.run_reactor)
+    kill = _source(association.Association.kill)
+    assert "self._reactor_checkpoint.set()" in kill and "self._kill = True" in kill
+
+
 def test_a_dataset_path_on_the_primitive_marks_the_message_and_is_sent_from_encode_msg():
     source = _source(DIMSEMessage.primitive_to_message)
     assert 'self._data_set_path = getattr(primitive, "_dataset_path", None)' in source
