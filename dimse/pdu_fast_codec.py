@@ -1,10 +1,13 @@
-"""The fixed-form command sets of every received C-STORE, read and written directly.
+"""The fixed-form command sets of every received C-STORE, read and written directly, and
+of every C-GET and C-MOVE response without a data set.
 
 For each object a modality sends, pynetdicom decodes the C-STORE request's command set, and
 builds and encodes two small datasets, all through pydicom: the response's command set and
 the File Meta Information it puts in front of the received dataset. All three have a fixed
 form (PS3.7 9.3.1 and E.1; PS3.10 7.1), and handling them element by element through
-pydicom cost about 2 ms of each object's 8 ms in the listener. :func:`install` (called by
+pydicom cost about 2 ms of each object's 8 ms in the listener. A retrieve sends a pending
+C-GET or C-MOVE response after each object, of the same fixed form (PS3.7 9.3.3, 9.3.4):
+through pydicom, half of a sub-operation's own time. :func:`install` (called by
 :mod:`dimse.pynetdicom_patches`, never on import) has
 pynetdicom use the direct codecs below instead (and read PDUs from the socket in one
 buffer). They give what pydicom gives (the same
@@ -29,7 +32,7 @@ from pynetdicom import (
     dsutils,
     utils,
 )
-from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP, DIMSEMessage
+from pynetdicom.dimse_messages import C_GET_RSP, C_MOVE_RSP, C_STORE_RQ, C_STORE_RSP, DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
@@ -40,20 +43,33 @@ _C_STORE_RSP_COMMAND = 0x8001
 _NO_DATASET = 0x0101
 
 
-def _pad(value: str) -> bytes:
+def padded(value: str, pad: bytes = b"\x00") -> bytes:
+    """A text value's bytes, padded to an even length (with NUL for a UID, PS3.5 9.1)."""
     raw = value.encode("ascii")
-    return raw + b"\x00" if len(raw) % 2 else raw
+    return raw + pad if len(raw) % 2 else raw
 
 
-def _implicit(tag: int, value: bytes) -> bytes:
+def implicit_element(tag: int, value: bytes) -> bytes:
+    """One Implicit VR Little Endian element."""
     return struct.pack("<HHL", tag >> 16, tag & 0xFFFF, len(value)) + value
 
 
-def store_response_command(primitive: C_STORE) -> bytes | None:
-    """The command set of a C-STORE-RSP (Implicit VR Little Endian), or None when the
-    response carries more than the fixed fields."""
+# The responses written directly, by message class: their Command Field (PS3.7 E.1).
+RESPONSE_COMMANDS = {C_STORE_RSP: 0x8001, C_GET_RSP: 0x8010, C_MOVE_RSP: 0x8021}
+# A C-GET or C-MOVE response's sub-operation counts (PS3.7 9.3.3.2, 9.3.4.2), by tag.
+_SUBOPERATION_COUNTS = ((0x00001020, "NumberOfRemainingSuboperations"),
+                        (0x00001021, "NumberOfCompletedSuboperations"),
+                        (0x00001022, "NumberOfFailedSuboperations"),
+                        (0x00001023, "NumberOfWarningSuboperations"))
+
+
+def response_command(primitive: Any, command_field: int = _C_STORE_RSP_COMMAND,
+                     ) -> bytes | None:
+    """The command set of a C-STORE, C-GET or C-MOVE response without a data set (Implicit
+    VR Little Endian), or None when the response carries more than the fixed fields (an
+    error comment, an offending element, an identifier)."""
     if any(getattr(primitive, name, None) is not None
-           for name in ("OffendingElement", "ErrorComment", "ErrorID")):
+           for name in ("OffendingElement", "ErrorComment", "ErrorID", "Identifier")):
         return None
     message_id = primitive.MessageIDBeingRespondedTo
     status = primitive.Status
@@ -61,36 +77,41 @@ def store_response_command(primitive: C_STORE) -> bytes | None:
         return None
     body = b""
     if primitive.AffectedSOPClassUID:
-        body += _implicit(0x00000002, _pad(str(primitive.AffectedSOPClassUID)))
-    body += _implicit(0x00000100, struct.pack("<H", _C_STORE_RSP_COMMAND))
-    body += _implicit(0x00000120, struct.pack("<H", message_id))
-    body += _implicit(0x00000800, struct.pack("<H", _NO_DATASET))
-    body += _implicit(0x00000900, struct.pack("<H", status))
-    if primitive.AffectedSOPInstanceUID:
-        body += _implicit(0x00001000, _pad(str(primitive.AffectedSOPInstanceUID)))
-    return _implicit(0x00000000, struct.pack("<L", len(body))) + body
+        body += implicit_element(0x00000002, padded(str(primitive.AffectedSOPClassUID)))
+    body += implicit_element(0x00000100, struct.pack("<H", command_field))
+    body += implicit_element(0x00000120, struct.pack("<H", message_id))
+    body += implicit_element(0x00000800, struct.pack("<H", _NO_DATASET))
+    body += implicit_element(0x00000900, struct.pack("<H", status))
+    if getattr(primitive, "AffectedSOPInstanceUID", None):
+        body += implicit_element(0x00001000, padded(str(primitive.AffectedSOPInstanceUID)))
+    for tag, keyword in _SUBOPERATION_COUNTS:
+        count = getattr(primitive, keyword, None)
+        if count is not None:
+            body += implicit_element(tag, struct.pack("<H", count))
+    return implicit_element(0x00000000, struct.pack("<L", len(body))) + body
 
 
-def _init(self: C_STORE_RSP) -> None:
+def _init(self: DIMSEMessage) -> None:
     # pynetdicom builds a command set template here; it is built only when needed.
     self.context_id = None
     self._encoded = None  # type: ignore[attr-defined]
 
 
-def _pynetdicoms_message(self: C_STORE_RSP, primitive: Any) -> None:
+def _pynetdicoms_message(self: DIMSEMessage, primitive: Any) -> None:
     DIMSEMessage.__init__(self)
     DIMSEMessage.primitive_to_message(self, primitive)
     self._encoded = None  # type: ignore[attr-defined]
 
 
-def _primitive_to_message(self: C_STORE_RSP, primitive: Any) -> None:
-    self._encoded = store_response_command(primitive)  # type: ignore[attr-defined]
+def _primitive_to_message(self: DIMSEMessage, primitive: Any) -> None:
+    self._encoded = response_command(  # type: ignore[attr-defined]
+        primitive, RESPONSE_COMMANDS[type(self)])
     self._primitive = primitive  # type: ignore[attr-defined]
     if self._encoded is None:  # type: ignore[attr-defined]
         _pynetdicoms_message(self, primitive)
 
 
-def _encode_msg(self: C_STORE_RSP, context_id: int, max_pdu_length: int) -> Iterator[P_DATA]:
+def _encode_msg(self: DIMSEMessage, context_id: int, max_pdu_length: int) -> Iterator[P_DATA]:
     encoded: bytes | None = getattr(self, "_encoded", None)
     if encoded is not None and max_pdu_length and len(encoded) + 7 > max_pdu_length:
         # A peer taking PDUs too small for one fragment: pynetdicom's way, in full.
@@ -133,10 +154,10 @@ def write_file_meta(fp: IO[bytes], meta: dict[str, str], enforce_standard: bool 
         version += b" "
     body = (
         _explicit(0x00020001, b"OB", b"\x00\x01")
-        + _explicit(0x00020002, b"UI", _pad(meta["sop_class"]))
-        + _explicit(0x00020003, b"UI", _pad(meta["sop_instance"]))
-        + _explicit(0x00020010, b"UI", _pad(meta["transfer_syntax"]))
-        + _explicit(0x00020012, b"UI", _pad(meta["implementation"]))
+        + _explicit(0x00020002, b"UI", padded(meta["sop_class"]))
+        + _explicit(0x00020003, b"UI", padded(meta["sop_instance"]))
+        + _explicit(0x00020010, b"UI", padded(meta["transfer_syntax"]))
+        + _explicit(0x00020012, b"UI", padded(meta["implementation"]))
         + _explicit(0x00020013, b"SH", version)
     )
     fp.write(_explicit(0x00020000, b"UL", struct.pack("<L", len(body))) + body)
@@ -272,9 +293,10 @@ def install() -> None:
     The response class is changed in place rather than replaced by a subclass, because
     pynetdicom's own logging handlers look messages up by their exact class.
     """
-    setattr(C_STORE_RSP, "__init__", _init)  # noqa: B010
-    setattr(C_STORE_RSP, "primitive_to_message", _primitive_to_message)  # noqa: B010
-    setattr(C_STORE_RSP, "encode_msg", _encode_msg)  # noqa: B010
+    for response in RESPONSE_COMMANDS:
+        setattr(response, "__init__", _init)  # noqa: B010
+        setattr(response, "primitive_to_message", _primitive_to_message)  # noqa: B010
+        setattr(response, "encode_msg", _encode_msg)  # noqa: B010
     setattr(AssociationSocket, "recv", _recv)  # noqa: B010
     setattr(dimse_messages, "decode", decode)  # noqa: B010
     setattr(C_STORE_RQ, "message_to_primitive", _message_to_primitive)  # noqa: B010
@@ -285,9 +307,8 @@ def install() -> None:
 
 # What install() replaces, as found in each owner's own namespace.
 _ORIGINALS = originals((
-    (C_STORE_RSP, "__init__"),
-    (C_STORE_RSP, "primitive_to_message"),
-    (C_STORE_RSP, "encode_msg"),
+    *((response, name) for response in (C_STORE_RSP, C_GET_RSP, C_MOVE_RSP)
+      for name in ("__init__", "primitive_to_message", "encode_msg")),
     (AssociationSocket, "recv"),
     (dimse_messages, "decode"),
     (C_STORE_RQ, "message_to_primitive"),

@@ -44,6 +44,7 @@ from pynetdicom.presentation import PresentationContext
 from audit.models import AuditAction, Outcome
 from audit.trail import Target, record
 from imaging import blobs, policies
+from imaging.dicomfile import dataset_offset
 from imaging.models import Instance, Study
 
 from . import handlers, stored_send
@@ -180,7 +181,7 @@ def _open_stored(instance: Stored) -> stored_send.StoredDataset:
     source = blobs.open_blob(instance.blob_key)
     try:
         if instance.has_file_meta:
-            stored_send.dataset_offset(source)
+            source.seek(dataset_offset(source))
     except BaseException:
         source.close()
         raise

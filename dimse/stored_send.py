@@ -32,12 +32,11 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Iterator
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, Any, cast
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filereader import read_dataset, read_preamble
 from pydicom.uid import UID
-from pynetdicom import fsm
+from pynetdicom import evt, fsm
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
@@ -45,22 +44,15 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
 from .patching import originals, restore
+from .pdu_fast_codec import implicit_element, padded
 
 # Fragments read when the peer sets no maximum PDU length (0: unlimited).
 UNLIMITED_FRAGMENT = 1024 * 1024
 #: About this many bytes of PDUs go to the DUL (and the socket) at once.
 BATCH_BYTES = 1024 * 1024
 _PDU_HEADER = struct.Struct(">BBIIBB")  # type, reserved, PDU length, PDV length, id, control
-
-
-def dataset_offset(fp: IO[bytes]) -> int:
-    """Skip a Part 10 file's preamble and File Meta group (if any): the stream is left at
-    the first byte of the dataset, and that offset is returned."""
-    preamble = read_preamble(cast(BinaryIO, fp), True)  # None, and back at 0, for a bare dataset
-    if preamble is not None:
-        read_dataset(cast(BinaryIO, fp), is_implicit_VR=False, is_little_endian=True,
-                     stop_when=lambda tag, vr, length: tag.group != 2)
-    return fp.tell()
+_C_STORE_RQ_COMMAND = 0x0001
+_HAS_DATASET = 0x0001  # pynetdicom's value; anything but 0x0101 says so (PS3.7 E.1)
 
 
 class StoredDataset(Dataset):
@@ -175,28 +167,63 @@ class BatchedPData(P_DATA):
 
 
 def batches(source: IO[bytes], context_id: int, max_pdu_length: int,
-            batch_bytes: int = BATCH_BYTES) -> Iterator[BatchedPData]:
+            batch_bytes: int = BATCH_BYTES, head: bytes = b"") -> Iterator[BatchedPData]:
     """The dataset as P-DATA-TF PDUs of one PDV each, at most ``max_pdu_length`` long
     (PS3.8 9.3.5 and E.2: 6 bytes of the PDU's maximum go to the PDV header), the last one
-    flagged, gathered into batches of about ``batch_bytes``."""
+    flagged, gathered into batches of about ``batch_bytes``, ``head`` (encoded PDUs: the
+    command's) in front of the first.
+
+    The source is read a batch at a time and cut into fragments in memory: one read per
+    batch rather than one per PDU. Only an empty read ends it (a short one may not).
+    """
     size = max_pdu_length - 6 if max_pdu_length else UNLIMITED_FRAGMENT
-    chunk = source.read(size)
-    parts: list[bytes] = []
-    gathered = count = 0
+    block_size = size * max(1, batch_bytes // size)
+    block = source.read(block_size)
+    parts: list[bytes | memoryview] = [head] if head else []
+    count = 1 if head else 0
     while True:
-        following = source.read(size)
-        control = 0x00 if following else 0x02  # data set; 0x02 on the last fragment
-        parts.append(_PDU_HEADER.pack(0x04, 0, len(chunk) + 6, len(chunk) + 2, context_id,
-                                      control))
-        parts.append(chunk)
-        gathered += len(chunk) + 12
-        count += 1
-        if not following or gathered >= batch_bytes:
+        following = source.read(block_size) if block else b""
+        view = memoryview(block)
+        for start in range(0, len(view), size):
+            chunk = view[start:start + size]
+            last = not following and start + size >= len(view)
+            control = 0x02 if last else 0x00  # data set; 0x02 on the last fragment
+            parts.append(_PDU_HEADER.pack(0x04, 0, len(chunk) + 6, len(chunk) + 2,
+                                          context_id, control))
+            parts.append(chunk)
+            count += 1
+        if not block:  # an empty dataset: one empty last fragment
+            parts.append(_PDU_HEADER.pack(0x04, 0, 6, 2, context_id, 0x02))
+            count += 1
+        if parts:
             yield BatchedPData(b"".join(parts), count)
-            parts, gathered, count = [], 0, 0
         if not following:
             return
-        chunk = following
+        parts, count, block = [], 0, following
+
+
+def store_request_command(req: C_STORE) -> bytes:
+    """The command set of a C-STORE-RQ with a data set (PS3.7 9.3.1.1, Implicit VR Little
+    Endian) as pynetdicom encodes it from ``req``, written directly: pynetdicom builds and
+    encodes it through pydicom, element by element, a third of a sub-operation's time."""
+    body = implicit_element(0x00000002, padded(str(req.AffectedSOPClassUID)))
+    body += implicit_element(0x00000100, struct.pack("<H", _C_STORE_RQ_COMMAND))
+    body += implicit_element(0x00000110, struct.pack("<H", req.MessageID))
+    body += implicit_element(0x00000700, struct.pack("<H", req.Priority))
+    body += implicit_element(0x00000800, struct.pack("<H", _HAS_DATASET))
+    body += implicit_element(0x00001000, padded(str(req.AffectedSOPInstanceUID)))
+    if req.MoveOriginatorApplicationEntityTitle is not None:
+        body += implicit_element(0x00001030, padded(
+            str(req.MoveOriginatorApplicationEntityTitle), b" "))
+    if req.MoveOriginatorMessageID is not None:
+        body += implicit_element(0x00001031, struct.pack("<H", req.MoveOriginatorMessageID))
+    return implicit_element(0x00000000, struct.pack("<L", len(body))) + body
+
+
+def command_pdu(command: bytes, context_id: int) -> bytes:
+    """A command set as one P-DATA-TF PDU (message control header 0x03: command, last)."""
+    return _PDU_HEADER.pack(0x04, 0, len(command) + 6, len(command) + 2, context_id,
+                            0x03) + command
 
 
 def dt_1(dul: Any) -> str:
@@ -227,6 +254,19 @@ def _encode_msg(self: C_STORE_RQ, context_id: int, max_pdu_length: int) -> Itera
 
 
 _pynetdicom_send_c_store = Association.send_c_store
+
+
+def responses_only(handler: Any) -> Any:
+    """Mark an ``EVT_DIMSE_SENT`` handler that ignores requests (the listener's operation
+    counter): a stored object's C-STORE-RQ is then sent without building the pynetdicom
+    message it would be shown."""
+    handler.responses_only = True
+    return handler
+
+
+def _requests_watched(assoc: Association) -> bool:
+    handlers = cast(list[tuple[Any, Any]], assoc.get_handlers(evt.EVT_DIMSE_SENT))
+    return any(not getattr(handler, "responses_only", False) for handler, _ in handlers)
 
 
 def send_c_store(
@@ -261,11 +301,21 @@ def send_c_store(
         context = self._get_valid_context(dataset.SOPClassUID,
                                           dataset.file_meta.TransferSyntaxUID, "scu",
                                           allow_conversion=False)
-        req._dataset_path = _payload(dataset._portal_source)
+        context_id = cast(int, context.context_id)
+        max_pdu = self.dimse.maximum_pdu_size
+        command = store_request_command(req)
         # As pynetdicom does: pause the reactor, send, wait for the response.
         pause_reactor(self)
         try:
-            self.dimse.send_msg(req, cast(int, context.context_id))
+            if _requests_watched(self) or (max_pdu and len(command) + 6 > max_pdu):
+                # Someone looks at the requests sent (pynetdicom's debug log does), or the
+                # peer's PDUs are too small for the command: pynetdicom's message, in full.
+                req._dataset_path = _payload(dataset._portal_source)
+                self.dimse.send_msg(req, context_id)
+            else:
+                for batch in batches(dataset._portal_source, context_id, max_pdu,
+                                     head=command_pdu(command, context_id)):
+                    self.dul.send_pdu(batch)
             _, rsp = self.dimse.get_msg(block=True)
         finally:
             self._reactor_checkpoint.set()

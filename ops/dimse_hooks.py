@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from pynetdicom.status import code_to_category
 
+from dimse.stored_send import responses_only
+
 from . import metrics
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ _RESPONSES = {"C_ECHO_RSP": "C-ECHO", "C_STORE_RSP": "C-STORE", "C_FIND_RSP": "C
               "C_GET_RSP": "C-GET", "C_MOVE_RSP": "C-MOVE"}
 
 
+@responses_only
 def on_dimse_sent(event: Event) -> None:
     """EVT_DIMSE_SENT: count a response that ends an operation (not a pending one)."""
     message = event.message

@@ -5,13 +5,14 @@ pynetdicom and pydicom would write."""
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 from pynetdicom import utils
-from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP, DIMSEMessage
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_messages import C_GET_RSP, C_MOVE_RSP, C_STORE_RQ, C_STORE_RSP, DIMSEMessage
+from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import create_file_meta, decode, encode
 
 from dimse import pdu_fast_codec
@@ -32,10 +33,10 @@ def _response(status: int, *, comment: str | None = None, uids: bool = True) -> 
     return primitive
 
 
-def _encoded(primitive: C_STORE, max_pdu: int = 16382, *, fast: bool = True,
-             ) -> list[tuple[int, bytes]]:
-    """The PDVs of a C-STORE-RSP, encoded the listener's way or pynetdicom's own."""
-    message = C_STORE_RSP.__new__(C_STORE_RSP)
+def _encoded(primitive: Any, max_pdu: int = 16382, *, fast: bool = True,
+             message_class: type[DIMSEMessage] = C_STORE_RSP) -> list[tuple[int, bytes]]:
+    """The PDVs of a response, encoded the listener's way or pynetdicom's own."""
+    message = message_class.__new__(message_class)
     if fast:
         pdu_fast_codec._init(message)
         pdu_fast_codec._primitive_to_message(message, primitive)
@@ -57,7 +58,7 @@ def _pynetdicoms(primitive: C_STORE, max_pdu: int = 16382) -> list[tuple[int, by
 
 @pytest.mark.parametrize("status", [0x0000, 0xB000, 0xA700, 0xC000, 0x0111, 0x0124])
 def test_store_responses_are_encoded_as_pynetdicom_encodes_them(status: int):
-    assert pdu_fast_codec.store_response_command(_response(status)) is not None
+    assert pdu_fast_codec.response_command(_response(status)) is not None
     assert _fast(_response(status)) == _pynetdicoms(_response(status))
 
 
@@ -67,12 +68,64 @@ def test_a_response_without_uids_is_encoded_as_pynetdicom_encodes_it():
 
 def test_a_response_with_an_error_comment_is_left_to_pynetdicom():
     primitive = _response(0xC000, comment="cannot understand")
-    assert pdu_fast_codec.store_response_command(primitive) is None
+    assert pdu_fast_codec.response_command(primitive) is None
     assert _fast(primitive) == _pynetdicoms(primitive)
 
 
 def test_a_response_larger_than_the_peers_pdu_is_fragmented_by_pynetdicom():
     assert _fast(_response(0), max_pdu=64) == _pynetdicoms(_response(0), max_pdu=64)
+
+
+def _retrieve_response(primitive_class: type, status: int, *, counts: bool = True,
+                       identifier: bool = False, uids: bool = True) -> Any:
+    primitive = primitive_class()
+    primitive.MessageIDBeingRespondedTo = 3
+    if uids:
+        primitive.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.3"  # Study Root GET
+    primitive.Status = status
+    if counts:
+        primitive.NumberOfRemainingSuboperations = 197
+        primitive.NumberOfCompletedSuboperations = 2
+        primitive.NumberOfFailedSuboperations = 1
+        primitive.NumberOfWarningSuboperations = 0
+    if identifier:
+        primitive.Identifier = io.BytesIO(encode(_failed_list(), True, True) or b"")
+    return primitive
+
+
+def _failed_list() -> Any:
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.FailedSOPInstanceUIDList = [ODD_UID]
+    return ds
+
+
+RETRIEVES = [(C_GET, C_GET_RSP), (C_MOVE, C_MOVE_RSP)]
+
+
+@pytest.mark.parametrize(("primitive_class", "message_class"), RETRIEVES, ids=["get", "move"])
+@pytest.mark.parametrize(("status", "counts", "uids"), [
+    (0xFF00, True, True), (0x0000, True, True), (0x0000, False, True), (0xB000, True, False),
+    (0xA701, False, False)])
+def test_retrieve_responses_are_encoded_as_pynetdicom_encodes_them(
+        primitive_class, message_class, status, counts, uids):
+    def primitive() -> Any:
+        return _retrieve_response(primitive_class, status, counts=counts, uids=uids)
+    assert pdu_fast_codec.response_command(primitive()) is not None
+    assert _encoded(primitive(), message_class=message_class) == _encoded(
+        primitive(), message_class=message_class, fast=False)
+
+
+@pytest.mark.parametrize(("primitive_class", "message_class"), RETRIEVES, ids=["get", "move"])
+def test_a_retrieve_response_with_its_failed_list_is_left_to_pynetdicom(
+        primitive_class, message_class):
+    def primitive() -> Any:
+        return _retrieve_response(primitive_class, 0xB000, identifier=True)
+    assert pdu_fast_codec.response_command(primitive()) is None
+    fast = _encoded(primitive(), message_class=message_class)
+    assert fast == _encoded(primitive(), message_class=message_class, fast=False)
+    assert len(fast) == 2  # the command, then the identifier
 
 
 @pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.4.50",

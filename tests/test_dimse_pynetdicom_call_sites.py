@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 from pynetdicom import association, dimse_messages, dimse_primitives, dsutils, dul, fsm, utils
 from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP, DIMSEMessage
+from pynetdicom.dimse_messages import (
+    C_GET_RSP,
+    C_MOVE_RSP,
+    C_STORE_RQ,
+    C_STORE_RSP,
+    DIMSEMessage,
+)
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.transport import AssociationSocket
@@ -58,7 +64,7 @@ def test_importing_the_listener_patches_nothing():
     pynetdicom_patches.uninstall()
     importlib.reload(dimse.server)
     assert dul.time.sleep is __import__("time").sleep  # type: ignore[attr-defined]
-    assert "__init__" not in vars(C_STORE_RSP)
+    assert all("__init__" not in vars(rsp) for rsp in (C_STORE_RSP, C_GET_RSP, C_MOVE_RSP))
     assert AssociationSocket.recv is vars(AssociationSocket)["recv"]
     assert AssociationSocket.recv is not pdu_fast_codec._recv
     assert not pynetdicom_patches.installed()
@@ -69,7 +75,7 @@ def test_uninstalling_gives_pynetdicom_back_exactly_what_it_had():
         "dul.time": dul.time,  # type: ignore[attr-defined]
         "association.time": association.time,  # type: ignore[attr-defined]
         "DUL": dict(vars(DULServiceProvider)),
-        "RSP": dict(vars(C_STORE_RSP)),
+        "RSP": [dict(vars(response)) for response in (C_STORE_RSP, C_GET_RSP, C_MOVE_RSP)],
         "RQ": dict(vars(C_STORE_RQ)),
         "socket": dict(vars(AssociationSocket)),
         "messages": [_global(dimse_messages, name) for name in (
@@ -88,7 +94,7 @@ def test_uninstalling_gives_pynetdicom_back_exactly_what_it_had():
         "dul.time": dul.time,  # type: ignore[attr-defined]
         "association.time": association.time,  # type: ignore[attr-defined]
         "DUL": dict(vars(DULServiceProvider)),
-        "RSP": dict(vars(C_STORE_RSP)),
+        "RSP": [dict(vars(response)) for response in (C_STORE_RSP, C_GET_RSP, C_MOVE_RSP)],
         "RQ": dict(vars(C_STORE_RQ)),
         "socket": dict(vars(AssociationSocket)),
         "messages": [_global(dimse_messages, name) for name in (
@@ -171,8 +177,9 @@ def test_the_message_methods_replaced_have_the_expected_signatures():
     assert _parameters(DIMSEMessage.primitive_to_message) == ["self", "primitive"]
     assert _parameters(DIMSEMessage.encode_msg) == ["self", "context_id", "max_pdu_length"]
     assert _parameters(DIMSEMessage.message_to_primitive) == ["self"]
-    for name in ("__init__", "primitive_to_message", "encode_msg"):
-        assert name not in vars(C_STORE_RSP) or not pynetdicom_patches.installed()
+    for response in (C_STORE_RSP, C_GET_RSP, C_MOVE_RSP):
+        for name in ("__init__", "primitive_to_message", "encode_msg"):
+            assert name not in vars(response) or not pynetdicom_patches.installed()
     assert "message_to_primitive" not in vars(C_STORE_RQ) or pynetdicom_patches.installed()
 
 

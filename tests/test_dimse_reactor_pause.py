@@ -25,9 +25,10 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from dimse import pynetdicom_patches, stored_send
+from dimse import pynetdicom_patches
 from dimse.stored_send import ReactorCheckpoint, StoredDataset
 from dimse.testing import free_port, storescp
+from imaging.dicomfile import dataset_offset
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 STRETCH = 0.1  # the reactor's turn between its wait and its poll, stretched to this
@@ -89,7 +90,7 @@ def _ct() -> tuple[Path, Dataset]:
 
 def _as_stored(path: Path, ds: Dataset) -> StoredDataset:
     source = io.BytesIO(path.read_bytes())
-    stored_send.dataset_offset(source)
+    source.seek(dataset_offset(source))
     return StoredDataset(ds.SOPClassUID, ds.SOPInstanceUID, EXPLICIT, source)
 
 
