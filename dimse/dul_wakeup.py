@@ -128,6 +128,14 @@ def sleep(seconds: float) -> None:
     _time.sleep(seconds)
 
 
+def nudge(assoc: Any) -> None:
+    """End ``assoc``'s idle wait (in :func:`sleep`) now: its thread goes on to its next turn.
+    A waiter in ``queue.get`` woken too checks the queue again and waits on."""
+    messages = assoc.dimse.msg_queue
+    with messages.not_empty:
+        messages.not_empty.notify_all()
+
+
 class _Clock(ModuleType):
     """The ``time`` module as pynetdicom's loops see it: everything as is, but ``sleep``."""
 

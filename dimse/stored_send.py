@@ -43,6 +43,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
+from . import dul_wakeup
 from .patching import originals, restore
 from .pdu_fast_codec import implicit_element, padded
 
@@ -130,13 +131,21 @@ class ReactorCheckpoint:
             finally:
                 self._waiting -= 1
 
-    def park(self, running: Any, poll: float = 0.05) -> None:
+    def park(self, running: Any, nudge: Any = None, poll: float = 0.05) -> None:
         """Clear the event and return once a thread waits on it (while holding the lock,
         a waiter with the flag clear can only be blocked in the condition), or as soon as
-        ``running()`` is false (the reactor has stopped: nothing is left to pause)."""
+        ``running()`` is false (the reactor has stopped: nothing is left to pause).
+
+        ``nudge()`` cuts the reactor's idle wait short, so it comes to the checkpoint now
+        rather than at the end of its poll: a C-MOVE's sub-operations each wait for it."""
         with self._condition:
             self._flag = False
-            while not self._waiting and running():
+        while True:
+            if nudge is not None:
+                nudge()
+            with self._condition:
+                if self._waiting or not running():
+                    return
                 self._condition.wait(poll)
 
 
@@ -153,7 +162,8 @@ def pause_reactor(assoc: Association) -> None:
         # already past it ends at the next one, on this checkpoint.
         checkpoint = ReactorCheckpoint()
         assoc._reactor_checkpoint = checkpoint
-    checkpoint.park(lambda: assoc.is_alive() and not assoc._kill)
+    checkpoint.park(lambda: assoc.is_alive() and not assoc._kill,
+                    lambda: dul_wakeup.nudge(assoc))
 
 
 class BatchedPData(P_DATA):

@@ -174,3 +174,27 @@ def test_a_wake_up_after_its_pipe_is_closed_writes_nowhere():
     finally:
         os.close(reader)
         os.close(writer)
+
+
+def test_a_nudge_ends_the_reactors_idle_wait_and_a_readers_wait_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """A sender pausing the reactor (dimse.stored_send.pause_reactor) nudges it to its
+    checkpoint rather than waiting for its idle wait to end; a reader waiting for its
+    answer on the same queue is woken too and waits on (queue.get checks again)."""
+    monkeypatch.setattr(dul_wakeup, "IDLE_POLL", 30.0)
+    messages: queue.Queue[object] = queue.Queue()
+    reactor = FakeAssociation(messages)
+    reactor.start()
+    got: list[tuple[object, float]] = []
+    reader = threading.Thread(target=_read, args=(messages, got))
+    reader.start()
+    while _waiters(messages) < 2:
+        time.sleep(0)
+    dul_wakeup.nudge(SimpleNamespace(dimse=reactor.dimse))
+    reactor.join(5)
+    assert not reactor.is_alive()  # well before its 30 s
+    assert reader.is_alive() and not got
+    messages.put("the answer")
+    reader.join(5)
+    assert [message for message, _ in got] == ["the answer"]
