@@ -96,11 +96,11 @@ def server_class(sock: socket.socket, parent: int) -> type[SharedSocketServer]:
 
 
 def _worker(listener: Listener, sock: socket.socket, parent: int) -> None:
-    from .server import build_ae, event_handlers, hold_database_open, supported_contexts
+    from .server import build_ae, event_handlers, prepare_database, supported_contexts
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    hold_database_open()
+    prepare_database()
     ae = build_ae(listener)
     server = ae.make_server(
         sock.getsockname(), evt_handlers=event_handlers(listener),
