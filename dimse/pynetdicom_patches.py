@@ -51,11 +51,14 @@ def configure() -> None:
 
     C-STORE bodies are streamed to a temporary Part 10 file (``event.dataset_path``)
     instead of being decoded in memory; pynetdicom's own debug logging of every PDU and
-    DIMSE message (built even when DEBUG is off) is off: associations and operations are
-    on the audit trail and in the listener's log.
+    DIMSE message, and of every query's identifiers (decoded and printed line by line even
+    when its log level is off), is off: associations and operations are on the audit trail
+    and in the listener's log.
     """
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.LOG_HANDLER_LEVEL = "none"
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
 
 
 def install() -> None:

@@ -303,3 +303,17 @@ def test_the_listener_command_refuses_to_start_on_another_pynetdicom(
     with pytest.raises(CommandError, match=r"pynetdicom 3\.1\.0 is installed.*3\.0\.4"):
         call_command("dicom_listener", "--port", "0")
     assert not pynetdicom_patches.installed()
+
+
+def test_the_listener_turns_off_pynetdicoms_logging_by_its_documented_switches():
+    """Built even when nobody logs them: every PDU and message, every query's identifiers
+    (decoded and pretty-printed line by line before the log level is looked at)."""
+    from pynetdicom import _config, service_class
+
+    pynetdicom_patches.configure()
+    assert (_config.LOG_HANDLER_LEVEL, _config.LOG_REQUEST_IDENTIFIERS,
+            _config.LOG_RESPONSE_IDENTIFIERS, _config.STORE_RECV_CHUNKED_DATASET) == (
+        "none", False, False, True)
+    source = inspect.getsource(service_class)
+    assert "if _config.LOG_REQUEST_IDENTIFIERS:" in source
+    assert "if _config.LOG_RESPONSE_IDENTIFIERS:" in source
