@@ -13,8 +13,9 @@ measures, with DCMTK clients (``TCP_NODELAY=1``, one association unless said oth
     ``--parallel`` associations at once: ``--rounds`` times each, the servers taking turns,
     the median printed with the range (this kind of machine varies by a third from one
     minute to the next);
-  - C-FIND of the study by PatientID with ``findscu`` (median and p95 of ``--finds``, the
-    client's own start-up included, as a site's scripts see it);
+  - C-ECHO with ``echoscu`` (an association set up, one echo, released) and C-FIND of the
+    study by PatientID with ``findscu`` (median and p95 of ``--finds`` each, the client's
+    own start-up included, as a site's scripts see it);
   - C-GET of the study with ``getscu`` and C-MOVE to a ``storescp`` with ``movescu``.
 * with ``--replica REDIS_URL``, the portal on SQLite once more with a replica configured (a
   moto S3 server started here, an encryption key, the broker at ``REDIS_URL``): every object
@@ -202,6 +203,10 @@ def measure(target: Target, files: list[Path], study_uid: str, scratch: Path,
     def rate(seconds: float) -> str:
         return f"{len(files) / seconds:7.1f} inst/s {size_mb / seconds:7.1f} MB/s"
 
+    echoes = [run("echoscu", "-aet", CLIENT, "-aec", target.aet, "127.0.0.1", str(target.port))
+              for _ in range(args.finds)]
+    row["C-ECHO with association set-up"] = median_p95(echoes)
+
     finds = []
     for _ in range(args.finds):
         finds.append(run("findscu", "-aet", CLIENT, "-aec", target.aet, "-S",
@@ -310,7 +315,8 @@ def main() -> None:
                 files, parallel[name])
 
         columns = ["C-STORE, 1 association", f"C-STORE, {args.parallel} associations",
-                   "C-FIND study by PatientID", "C-GET study", "C-MOVE study"]
+                   "C-ECHO with association set-up", "C-FIND study by PatientID", "C-GET study",
+                   "C-MOVE study"]
         print()
         print("| what | " + " | ".join(results) + " |")
         print("|---|" + "---|" * len(results))
