@@ -16,7 +16,8 @@ measures, with DCMTK clients (``TCP_NODELAY=1``, one association unless said oth
   - C-ECHO with ``echoscu`` (an association set up, one echo, released) and C-FIND of the
     study by PatientID with ``findscu`` (median and p95 of ``--finds`` each, the client's
     own start-up included, as a site's scripts see it);
-  - C-GET of the study with ``getscu`` and C-MOVE to a ``storescp`` with ``movescu``.
+  - C-GET of the study with ``getscu`` (once, and by ``--parallel`` getscu at once: the
+    rate of them all) and C-MOVE to a ``storescp`` with ``movescu``.
 * with ``--replica REDIS_URL``, the portal on SQLite once more with a replica configured (a
   moto S3 server started here, an encryption key, the broker at ``REDIS_URL``): every object
   then also gets its copy row and its replication task, sent to the broker after commit
@@ -215,14 +216,24 @@ def measure(target: Target, files: list[Path], study_uid: str, scratch: Path,
                          "127.0.0.1", str(target.port)))
     row["C-FIND study by PatientID"] = median_p95(finds)
 
-    out = scratch / f"get-{target.aet}-{time.monotonic_ns()}"
-    out.mkdir()
-    seconds = run("getscu", "-aet", CLIENT, "-aec", target.aet, "-S", "-od", str(out),
-                  "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
-                  "127.0.0.1", str(target.port), cwd=out)
-    assert len(list(out.iterdir())) == len(files), "C-GET did not bring every object back"
-    row["C-GET study"] = rate(seconds)
-    shutil.rmtree(out)
+    def get(out: Path) -> float:
+        out.mkdir()
+        seconds = run("getscu", "-aet", CLIENT, "-aec", target.aet, "-S", "-od", str(out),
+                      "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+                      "127.0.0.1", str(target.port), cwd=out)
+        assert len(list(out.iterdir())) == len(files), "C-GET did not bring every object back"
+        shutil.rmtree(out)
+        return seconds
+
+    row["C-GET study"] = rate(get(scratch / f"get-{target.aet}-{time.monotonic_ns()}"))
+    # The same study to ``--parallel`` workstations at once: the MB/s of them all.
+    outs = [scratch / f"get-{target.aet}-{time.monotonic_ns()}-{i}"
+            for i in range(args.parallel)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(args.parallel) as pool:
+        list(pool.map(get, outs))
+    seconds = (time.perf_counter() - started) / args.parallel
+    row[f"C-GET study, {args.parallel} associations at once"] = rate(seconds)
 
     out = scratch / f"move-{target.aet}-{time.monotonic_ns()}"
     with storescp(out, DEST, dest_port):
@@ -316,7 +327,7 @@ def main() -> None:
 
         columns = ["C-STORE, 1 association", f"C-STORE, {args.parallel} associations",
                    "C-ECHO with association set-up", "C-FIND study by PatientID", "C-GET study",
-                   "C-MOVE study"]
+                   f"C-GET study, {args.parallel} associations at once", "C-MOVE study"]
         print()
         print("| what | " + " | ".join(results) + " |")
         print("|---|" + "---|" * len(results))

@@ -134,10 +134,12 @@ def prepare_database() -> None:
 
     Each association runs in a thread of its own, with a connection of its own that it
     closes when it ends. On PostgreSQL, opening it (a new server process, authentication)
-    cost every association about 10 ms, so they come from a pool instead
-    (``DICOM_DATABASE_POOL``): Django's own pooling, turned on here for this process only,
-    as a fork must not inherit a pool's threads and sockets and the web server keeps its
-    persistent connections. Closing a pooled connection gives it back.
+    cost every association about 10 ms, so with ``DICOM_DATABASE_POOL`` they come from a
+    pool instead: Django's own pooling, turned on here for this process only, as a fork
+    must not inherit a pool's threads and sockets and the web server keeps its persistent
+    connections. Closing a pooled connection gives it back; a pooled one is checked before
+    it is handed out (it may have died with a database restart), and an association waits
+    at most :data:`POOL_WAIT` for one (the database down: refused, as without the pool).
 
     And one connection stays open in this (the serving) thread: SQLite checkpoints and
     syncs its write-ahead log whenever the last connection to the database closes, which
@@ -146,6 +148,10 @@ def prepare_database() -> None:
     if settings.DICOM_DATABASE_POOL:
         pool_connections()
     connection.ensure_connection()
+
+
+#: Seconds an association waits for a pooled connection before it is refused.
+POOL_WAIT = 2.0
 
 
 def pool_connections(max_size: int = 2 * MAXIMUM_ASSOCIATIONS + 4) -> None:
@@ -158,9 +164,11 @@ def pool_connections(max_size: int = 2 * MAXIMUM_ASSOCIATIONS + 4) -> None:
         wrapper.close()
         # The settings every thread's connection is made from (one dict per alias).
         wrapper.settings_dict["CONN_MAX_AGE"] = 0
+        wrapper.settings_dict["CONN_HEALTH_CHECKS"] = True  # the pool checks each one
         wrapper.settings_dict["OPTIONS"] = {
             **wrapper.settings_dict["OPTIONS"],
-            "pool": {"min_size": 1, "max_size": max_size, "max_idle": 60.0, "timeout": 30.0},
+            "pool": {"min_size": 1, "max_size": max_size, "max_idle": 60.0,
+                     "timeout": POOL_WAIT},
         }
 
 

@@ -497,8 +497,10 @@ DICOM_LISTENER_PROCESSES = env.int("DICOM_LISTENER_PROCESSES",
 # it on pynetdicom as it is. Only pynetdicom 3.0.4 is patched; another refuses to start.
 DICOM_PYNETDICOM_PATCHES = env.bool("DICOM_PYNETDICOM_PATCHES", default=True)
 # On PostgreSQL, each listener process takes its associations' connections from a pool
-# (dimse.server.prepare_database) rather than opening one per association.
-DICOM_DATABASE_POOL = env.bool("DICOM_DATABASE_POOL", default=True)
+# (dimse.server.prepare_database) rather than opening one per association. Off by default:
+# while the database is down, or for seconds after it is back (the pool's reconnection
+# backs off), associations wait on the pool instead of being refused or served at once.
+DICOM_DATABASE_POOL = env.bool("DICOM_DATABASE_POOL", default=False)
 
 # --- HL7 v2 (orders in over MLLP, orders/) ---------------------------------------------------
 HL7_PORT = env.int("HL7_PORT", default=2575, minimum=1, maximum=65535)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -302,6 +304,18 @@ def browser() -> Iterator[object]:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+def close_and_settle(context: Any, seconds: float = 15.0) -> None:
+    """Close a browser context, then wait until the live server has finished the requests
+    it still had from it. OHIF keeps fetching in the background; a request still writing
+    (its audit entry) when the test's database is flushed deadlocked the flush once."""
+    context.close()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(
+            thread.name.endswith("(process_request_thread)") and thread.is_alive()
+            for thread in threading.enumerate()):
+        time.sleep(0.05)
 
 
 @pytest.fixture

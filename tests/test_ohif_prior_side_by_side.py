@@ -26,9 +26,9 @@ from imaging.models import Patient
 from imaging.synthetic import SeriesSpec, write_study
 from viewer.ohif import COMPARE_PROTOCOL, study_query
 
-from .conftest import PASSWORD, PAULA, story_clinic
+from .conftest import PAULA, story_clinic
 from .ohif_support import drawn_panes, showing
-from .test_ohif_viewer import DicomwebLog, ohif_dist  # noqa: F401  (fixture)
+from .test_ohif_viewer import DicomwebLog, ohif_dist, signed_in_viewer  # noqa: F401  (fixture)
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls are synchronous.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
@@ -74,16 +74,7 @@ def granted_dora(dora: User, studies) -> User:
 @pytest.fixture
 def doras_viewer(browser: Browser, live_server, granted_dora, ohif_dist):  # noqa: F811
     """dora signed in through the portal's login form, at OHIF's study list."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(f"{live_server.url}/viewer/")
-    page.fill("input[name=username]", "dora")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.card button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/viewer/")
-    yield page
-    context.close()
+    yield from signed_in_viewer(browser, live_server, username="dora")
 
 
 def test_the_compare_url_lists_the_current_study_first_and_names_the_protocol():

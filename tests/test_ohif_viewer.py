@@ -25,7 +25,7 @@ from playwright.sync_api import Browser, Page, Response
 from imaging.ingest import ingest
 from imaging.synthetic import SeriesSpec, write_study
 
-from .conftest import PASSWORD, PAULA
+from .conftest import PASSWORD, PAULA, close_and_settle
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls are synchronous.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
@@ -108,7 +108,7 @@ def signed_in_viewer(browser: Browser, live_server,
     page.click("form.card button[type=submit]")
     page.wait_for_url(f"{live_server.url}/viewer/")
     yield page
-    context.close()
+    close_and_settle(context)
 
 
 @pytest.fixture
