@@ -134,7 +134,7 @@ def prepare_database() -> None:
 
     Each association runs in a thread of its own, with a connection of its own that it
     closes when it ends. On PostgreSQL, opening it (a new server process, authentication)
-    cost every association about 10 ms, so with ``DICOM_DATABASE_POOL`` they come from a
+    cost every association about 10 ms, so (``DICOM_DATABASE_POOL``) they come from a
     pool instead: Django's own pooling, turned on here for this process only, as a fork
     must not inherit a pool's threads and sockets and the web server keeps its persistent
     connections. Closing a pooled connection gives it back; a pooled one is checked before
@@ -152,6 +152,8 @@ def prepare_database() -> None:
 
 #: Seconds an association waits for a pooled connection before it is refused.
 POOL_WAIT = 2.0
+#: Seconds the pool keeps retrying a connection that fails before it gives up.
+POOL_RECONNECT = 5.0
 
 
 def pool_connections(max_size: int = 2 * MAXIMUM_ASSOCIATIONS + 4) -> None:
@@ -167,8 +169,11 @@ def pool_connections(max_size: int = 2 * MAXIMUM_ASSOCIATIONS + 4) -> None:
         wrapper.settings_dict["CONN_HEALTH_CHECKS"] = True  # the pool checks each one
         wrapper.settings_dict["OPTIONS"] = {
             **wrapper.settings_dict["OPTIONS"],
+            # A reconnection that keeps failing gives up after POOL_RECONNECT seconds (its
+            # delays double from 1 s), and the next association starts a fresh one: once
+            # the database is back, associations are served again within seconds.
             "pool": {"min_size": 1, "max_size": max_size, "max_idle": 60.0,
-                     "timeout": POOL_WAIT},
+                     "timeout": POOL_WAIT, "reconnect_timeout": POOL_RECONNECT},
         }
 
 

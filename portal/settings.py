@@ -498,8 +498,8 @@ DICOM_LISTENER_PROCESSES = env.int("DICOM_LISTENER_PROCESSES",
 DICOM_PYNETDICOM_PATCHES = env.bool("DICOM_PYNETDICOM_PATCHES", default=True)
 # On PostgreSQL, each listener process takes its associations' connections from a pool
 # (dimse.server.prepare_database) rather than opening one per association. Off by default:
-# while the database is down, or for seconds after it is back (the pool's reconnection
-# backs off), associations wait on the pool instead of being refused or served at once.
+# right after a database restart a process's pool may still be reconnecting and refuse an
+# association that a new connection would have served (the cluster test caught it).
 DICOM_DATABASE_POOL = env.bool("DICOM_DATABASE_POOL", default=False)
 
 # --- HL7 v2 (orders in over MLLP, orders/) ---------------------------------------------------
