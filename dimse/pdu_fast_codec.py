@@ -176,7 +176,7 @@ _STORE_REQUEST = {
     0x00001031: ("MoveOriginatorMessageID", "US"),
 }
 _STORE_REQUEST_KEYWORDS = frozenset(keyword for keyword, _ in _STORE_REQUEST.values())
-_C_STORE_RQ_COMMAND = 0x0001
+C_STORE_RQ_COMMAND = 0x0001  # its Command Field (PS3.7 E.1)
 _pynetdicom_decode = dsutils.decode
 _pynetdicom_message_to_primitive = C_STORE_RQ.message_to_primitive
 
@@ -225,7 +225,7 @@ def store_request_command(raw: bytes) -> StoreRequestCommand | None:
                 return None  # several values: pydicom's conventions apply
             values[keyword] = (text.strip(" \x00") if vr == "AE"
                                else text.rstrip(" \x00"))
-    if values.get("CommandField") != _C_STORE_RQ_COMMAND:
+    if values.get("CommandField") != C_STORE_RQ_COMMAND:
         return None
     return StoreRequestCommand(values)
 

@@ -45,14 +45,13 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from . import dul_wakeup
 from .patching import originals, restore
-from .pdu_fast_codec import implicit_element, padded
+from .pdu_fast_codec import C_STORE_RQ_COMMAND, implicit_element, padded
 
 # Fragments read when the peer sets no maximum PDU length (0: unlimited).
 UNLIMITED_FRAGMENT = 1024 * 1024
 #: About this many bytes of PDUs go to the DUL (and the socket) at once.
 BATCH_BYTES = 1024 * 1024
 _PDU_HEADER = struct.Struct(">BBIIBB")  # type, reserved, PDU length, PDV length, id, control
-_C_STORE_RQ_COMMAND = 0x0001
 _HAS_DATASET = 0x0001  # pynetdicom's value; anything but 0x0101 says so (PS3.7 E.1)
 
 
@@ -217,7 +216,7 @@ def store_request_command(req: C_STORE) -> bytes:
     Endian) as pynetdicom encodes it from ``req``, written directly: pynetdicom builds and
     encodes it through pydicom, element by element, a third of a sub-operation's time."""
     body = implicit_element(0x00000002, padded(str(req.AffectedSOPClassUID)))
-    body += implicit_element(0x00000100, struct.pack("<H", _C_STORE_RQ_COMMAND))
+    body += implicit_element(0x00000100, struct.pack("<H", C_STORE_RQ_COMMAND))
     body += implicit_element(0x00000110, struct.pack("<H", req.MessageID))
     body += implicit_element(0x00000700, struct.pack("<H", req.Priority))
     body += implicit_element(0x00000800, struct.pack("<H", _HAS_DATASET))

@@ -5,6 +5,7 @@ Like pynetdicom's own tests: a real SCP on a real socket, driven by real DICOM c
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -14,10 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom import dcmread
 from pynetdicom.dsutils import split_dataset
 
 from .handlers import Listener
 from .server import start
+from .stored_send import StoredDataset
 
 LOOPBACK = "127.0.0.1"
 
@@ -113,3 +116,15 @@ def dataset_bytes(path: Path) -> bytes:
     with open(path, "rb") as fp:
         fp.seek(offset)
         return fp.read()
+
+
+def stored_dataset(path: Path) -> StoredDataset:
+    """A Part 10 file as the listener's retrieve sends it: its dataset bytes, undecoded
+    (from memory, positioned after the File Meta)."""
+    from imaging.dicomfile import dataset_offset
+
+    meta = dcmread(path, stop_before_pixels=True)
+    source = io.BytesIO(path.read_bytes())
+    source.seek(dataset_offset(source))
+    return StoredDataset(meta.SOPClassUID, meta.SOPInstanceUID,
+                         str(meta.file_meta.TransferSyntaxUID), source)

@@ -10,7 +10,6 @@ so that the race is lost every time it can be."""
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from collections.abc import Iterator
@@ -26,9 +25,8 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dimse import pynetdicom_patches
-from dimse.stored_send import ReactorCheckpoint, StoredDataset
-from dimse.testing import free_port, storescp
-from imaging.dicomfile import dataset_offset
+from dimse.stored_send import ReactorCheckpoint
+from dimse.testing import free_port, stored_dataset, storescp
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 STRETCH = 0.1  # the reactor's turn between its wait and its poll, stretched to this
@@ -88,12 +86,6 @@ def _ct() -> tuple[Path, Dataset]:
     return path, dcmread(path)
 
 
-def _as_stored(path: Path, ds: Dataset) -> StoredDataset:
-    source = io.BytesIO(path.read_bytes())
-    source.seek(dataset_offset(source))
-    return StoredDataset(ds.SOPClassUID, ds.SOPInstanceUID, EXPLICIT, source)
-
-
 def _statuses(assoc: Association, datasets: list[Dataset]) -> list[int | None]:
     try:
         return [getattr(assoc.send_c_store(ds), "Status", None) for ds in datasets]
@@ -115,15 +107,15 @@ def test_pynetdicoms_own_pause_lets_a_slow_reactor_take_the_response(destination
 def test_the_listeners_send_gets_every_response_from_a_slow_reactor(destination):
     path, ds = _ct()
     assoc = _associate(destination, _stretched(ReactorCheckpoint))
-    sent = [_as_stored(path, ds), ds, _as_stored(path, ds), ds]  # as stored, and converted
+    sent = [stored_dataset(path), ds, stored_dataset(path), ds]  # as stored, and converted
     assert _statuses(assoc, sent) == [0x0000] * 4
 
 
 @pytest.mark.usefixtures("patched_pynetdicom")
 def test_the_listeners_send_puts_pynetdicoms_event_aside_for_one_that_knows(destination):
-    path, ds = _ct()
+    path, _ = _ct()
     assoc = _associate(destination, _stretched(threading.Event))
-    assert _statuses(assoc, [_as_stored(path, ds)]) == [0x0000]
+    assert _statuses(assoc, [stored_dataset(path)]) == [0x0000]
     assert isinstance(assoc._reactor_checkpoint, ReactorCheckpoint)
 
 

@@ -19,8 +19,7 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dimse import stored_send
-from dimse.testing import dataset_bytes, free_port, storescp
-from imaging.dicomfile import dataset_offset
+from dimse.testing import dataset_bytes, free_port, stored_dataset, storescp
 
 pytestmark = pytest.mark.usefixtures("patched_pynetdicom")
 
@@ -117,10 +116,8 @@ def test_a_stored_object_arrives_as_its_stored_bytes_and_a_watcher_sees_the_requ
     ae.add_requested_context(CTImageStorage, EXPLICIT)
     assoc = ae.associate("127.0.0.1", port, ae_title="DEST", evt_handlers=handlers)
     assert assoc.is_established
-    source = io.BytesIO(path.read_bytes())
-    source.seek(dataset_offset(source))
-    status = assoc.send_c_store(stored_send.StoredDataset(ds.SOPClassUID, ds.SOPInstanceUID,
-                                                          EXPLICIT, source))
+    stored = stored_dataset(path)
+    status = assoc.send_c_store(stored)
     assoc.release()
     assert status.Status == 0x0000
     [received] = folder.iterdir()
@@ -130,4 +127,4 @@ def test_a_stored_object_arrives_as_its_stored_bytes_and_a_watcher_sees_the_requ
         assert [m.command_set.AffectedSOPInstanceUID for m in requests] == [ds.SOPInstanceUID]
     else:
         assert requests == []
-    assert source.closed
+    assert stored._portal_source.closed
