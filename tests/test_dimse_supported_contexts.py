@@ -12,6 +12,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
+from dimse import pynetdicom_patches
 from dimse.handlers import Listener
 from dimse.models import Peer
 from dimse.server import start, supported_contexts
@@ -34,6 +35,7 @@ def server(dicom_storage) -> Iterator[tuple[Any, int]]:
         yield running, port
     finally:
         running.shutdown()
+        pynetdicom_patches.uninstall()  # other tests see pynetdicom as it is
 
 
 def test_a_copy_of_a_supported_context_is_the_context_itself():
