@@ -21,7 +21,8 @@ Data: one patient, one CT study of one axial series (``--slices`` slices, 512x51
 
 * ``portal``: gunicorn as bin/portal starts it (``--preload``, 2 workers, 4 threads), the
   embedded SQLite, DEBUG off, audit on, a doctor's TOTP-verified session. Frames for
-  ``transfer-syntax=*`` come as JPEG-LS (``WADO_FRAMES_ANY_SYNTAX``, the default). Run
+  ``transfer-syntax=*`` come as JPEG-LS (``WADO_FRAMES_ANY_SYNTAX``, the default, the
+  client counted as a remote site: ``WADO_FRAMES_LAN_NETWORKS=none``). Run
   twice: ``cold`` (empty frame cache: every frame encoded as it is asked) and ``warm``
   (the cache of the first run: what a second viewer gets).
 * ``Orthanc``: Orthanc with its DICOMweb plugin (bench/orthanc.py, its defaults), loaded
@@ -300,7 +301,9 @@ class Portal:
         env = {k: v for k, v in os.environ.items() if k not in PORTAL_ENV_DROP}
         env.update(DATA_DIR=str(self.data_dir), DEBUG="0", LOG_LEVEL="WARNING",
                    ALLOWED_HOSTS=f"{SERVER_IP},127.0.0.1", PYTHONPATH=str(REPO),
-                   TASKS_IN_PROCESS="1")
+                   TASKS_IN_PROCESS="1",
+                   # The client's 10.233.0.2 is a remote site here, not the clinic's LAN.
+                   WADO_FRAMES_LAN_NETWORKS="none")
         return env
 
     def manage(self, *args: str) -> str:

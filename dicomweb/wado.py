@@ -16,9 +16,10 @@ Decisions worth knowing:
   naming its transfer syntax. ``transfer-syntax=*`` (dicomweb-client, OHIF) sends every
   object exactly as stored.
 - Frames stored uncompressed go out losslessly compressed when the client names JPEG-LS,
-  RLE or JPEG 2000 lossless, and for ``transfer-syntax=*`` (OHIF) as
-  ``WADO_FRAMES_ANY_SYNTAX`` (JPEG-LS): encoded once, then read from the frame cache
-  (:mod:`dicomweb.frame_codecs`). A frame no codec represents exactly goes uncompressed.
+  RLE or JPEG 2000 lossless, and for ``transfer-syntax=*`` (OHIF) from outside
+  ``WADO_FRAMES_LAN_NETWORKS`` as ``WADO_FRAMES_ANY_SYNTAX`` (JPEG-LS): encoded once, then
+  read from the frame cache (:mod:`dicomweb.frame_codecs`). A frame no codec represents
+  exactly goes uncompressed. On the LAN, ``*`` gets the frames as stored.
 - Bare datasets (received over DIMSE without File Meta Information) are sent with a
   generated Part 10 header in front of their stored bytes, because ``application/dicom``
   is the PS3.10 file format.
@@ -57,6 +58,7 @@ from audit.models import AuditAction
 from audit.trail import Actor
 from imaging import access, blobs, principals
 from imaging.models import Instance, Series, Study
+from portal.client_address import from_networks
 
 from . import auth, frame_codecs, rendering, resume
 from . import frames as pixels
@@ -429,10 +431,20 @@ def _encoded_mode(syntax: str, asked: bool) -> _FrameMode:
                       encode_to=syntax, asked=asked)
 
 
-def _frame_mode(choice: Choice, stored_syntax: str) -> _FrameMode:
+def any_syntax_for(request: HttpRequest) -> str:
+    """What native frames asked with ``transfer-syntax=*`` go out as for this client:
+    as stored to one on ``WADO_FRAMES_LAN_NETWORKS`` (a LAN, where sending the stored
+    frame costs less than the browser's decode of a compressed one), else
+    ``WADO_FRAMES_ANY_SYNTAX`` (compressed, for remote sites on slow links)."""
+    if from_networks(request, settings.WADO_FRAMES_LAN_NETWORKS):
+        return "stored"
+    return str(settings.WADO_FRAMES_ANY_SYNTAX)
+
+
+def _frame_mode(choice: Choice, stored_syntax: str, any_syntax: str) -> _FrameMode:
     """What the frames are sent as. Native frames are transcoded when the client names a
-    lossless compressed type, and for ``transfer-syntax=*`` (OHIF) to
-    ``WADO_FRAMES_ANY_SYNTAX``; compressed frames go as stored or decoded, as before."""
+    lossless compressed type, and for ``transfer-syntax=*`` (OHIF) to ``any_syntax``
+    (:func:`any_syntax_for`); compressed frames go as stored or decoded, as before."""
     bitstream_type = pixels.media_type_of(stored_syntax)
     wanted = choice.transfer_syntax
     native = _is_native(stored_syntax)
@@ -440,8 +452,8 @@ def _frame_mode(choice: Choice, stored_syntax: str) -> _FrameMode:
         if native:
             return _encoded_mode(_SYNTAX_OF_MEDIA[choice.media_type], True)
         return _FrameMode(True, f"{bitstream_type}; transfer-syntax={stored_syntax}")
-    if wanted == ANY_TRANSFER_SYNTAX and native and settings.WADO_FRAMES_ANY_SYNTAX != "stored":
-        return _encoded_mode(settings.WADO_FRAMES_ANY_SYNTAX, False)
+    if wanted == ANY_TRANSFER_SYNTAX and native and any_syntax != "stored":
+        return _encoded_mode(any_syntax, False)
     if wanted == ANY_TRANSFER_SYNTAX or (wanted == stored_syntax
                                           and wanted != ImplicitVRLittleEndian):
         return _FrameMode(True, f"{bitstream_type}; transfer-syntax={stored_syntax}")
@@ -484,7 +496,7 @@ def frames(request: HttpRequest, study: str, series: str, instance: str,
     stored_syntax = obj.transfer_syntax_uid
     choice = negotiate(request.headers.get("Accept"), _frame_offers(stored_syntax),
                        usable=_frame_usable(stored_syntax))
-    mode = _frame_mode(choice, stored_syntax)
+    mode = _frame_mode(choice, stored_syntax, any_syntax_for(request))
     fp = blobs.open_blob(obj.blob_key)
     try:
         header, location = pixels.read_header(fp)

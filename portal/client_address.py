@@ -46,3 +46,11 @@ def client_address(request: HttpRequest) -> str:
             return str(hop)
         peer = hop
     return str(peer)
+
+
+def from_networks(request: HttpRequest, networks: list[ipaddress.IPv4Network |
+                                                  ipaddress.IPv6Network]) -> bool:
+    """Whether the request's client (as :func:`client_address` finds it) is on one of
+    ``networks``."""
+    address = _parse(client_address(request))
+    return address is not None and any(address in network for network in networks)

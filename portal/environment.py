@@ -109,10 +109,11 @@ class Environment:
         value = self._raw(name)
         return Path(value) if value is not None else default
 
-    def networks(self, name: builtins.str) -> builtins.list[Network]:
+    def networks(self, name: builtins.str, default: builtins.list[builtins.str] | None = None
+                 ) -> builtins.list[Network]:
         """Comma-separated addresses or CIDR networks (``10.0.0.0/8,::1``)."""
         found = []
-        for item in self.list(name):
+        for item in self.list(name, default):
             try:
                 found.append(ipaddress.ip_network(item, strict=False))
             except ValueError:

@@ -466,6 +466,13 @@ if WADO_FRAMES_ANY_SYNTAX not in ("stored", "1.2.840.10008.1.2.4.80", "1.2.840.1
     raise ImproperlyConfigured("WADO_FRAMES_ANY_SYNTAX: stored, or a lossless UID "
                                "(1.2.840.10008.1.2.4.80, 1.2.840.10008.1.2.5, "
                                "1.2.840.10008.1.2.4.90)")
+# Clients on these networks (the clinic's LAN) get frames asked with transfer-syntax=* as
+# stored: on a LAN the transfer is cheaper than the browser's decode of a compressed frame.
+# Everyone else gets WADO_FRAMES_ANY_SYNTAX. Addresses or CIDR networks; "none": nobody.
+WADO_FRAMES_LAN_NETWORKS = ([] if env.str("WADO_FRAMES_LAN_NETWORKS") == "none" else
+                            env.networks("WADO_FRAMES_LAN_NETWORKS", default=[
+                                "127.0.0.0/8", "::1", "10.0.0.0/8", "172.16.0.0/12",
+                                "192.168.0.0/16", "169.254.0.0/16", "fc00::/7", "fe80::/10"]))
 WADO_FRAME_CACHE_DIR = env.path("WADO_FRAME_CACHE_DIR", default=DATA_DIR / "frame-cache")
 WADO_FRAME_CACHE_BYTES = env.int("WADO_FRAME_CACHE_BYTES", default=2 * 1024**3, minimum=0)
 

@@ -41,6 +41,7 @@ def page(browser: Browser, live_server, alice, ohif_dist) -> Iterator[Page]:  # 
 def test_ohif_draws_native_ct_served_as_jpeg_ls_frames(page: Page, live_server,
                                                        transactional_db, tmp_path: Path,
                                                        settings):
+    settings.WADO_FRAMES_LAN_NETWORKS = []  # Chromium on loopback stands for a remote site
     study_uid, paths = write_ct_study(tmp_path, PAULA, None, slices=3,
                                       description="Native CT")
     for path in paths:

@@ -25,11 +25,13 @@ PRODUCTION = {"PRODUCTION": "1", "SECRET_KEY": GOOD_KEY, "ALLOWED_HOSTS": "porta
               "TASKS_IN_PROCESS": "1"}
 
 
-def start(**variables: str) -> subprocess.CompletedProcess[str]:
-    """Load portal/settings.py in a fresh interpreter with only these variables set."""
+def start(code: str = "import portal.settings", **variables: str
+          ) -> subprocess.CompletedProcess[str]:
+    """Load portal/settings.py (or run ``code``) in a fresh interpreter with only these
+    variables set."""
     environment = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
                    **variables}
-    return subprocess.run([sys.executable, "-c", "import portal.settings"], cwd=REPO,
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO,
                           env=environment, capture_output=True, text=True, timeout=60)
 
 

@@ -91,6 +91,13 @@ KINDS: dict[str, dict[str, Any]] = {
 }
 
 
+@pytest.fixture(autouse=True)
+def remote_site(settings) -> None:
+    """The test client (127.0.0.1) counts as a remote site here: on the LAN, ``*`` gets
+    frames as stored (tests/test_wado_frames_per_link.py)."""
+    settings.WADO_FRAMES_LAN_NETWORKS = []
+
+
 @pytest.fixture(params=sorted(KINDS))
 def stored(request, tmp_path, client, alice) -> Dataset:
     """One native object of each kind, stored; alice signed in."""
