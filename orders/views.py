@@ -71,11 +71,12 @@ def new_order(request: HttpRequest) -> HttpResponse:
         try:
             handling.schedule_by_hand(
                 principal, Actor.from_request(request), data["clinic"].pk,
-                PatientFacts(data["patient_id"], data["patient_name"], None, ""),
+                PatientFacts(data["patient_id"], data["patient_name"],
+                             data["birth_date"], data["sex"]),
                 OrderFacts("NW", "", "", data["accession_number"], "",
                            data["description"], data["modality"], data["station"],
                            data["scheduled"].replace(tzinfo=None),
-                           "", data["priority"]))
+                           data["referring_physician"], data["priority"]))
         except Refused as exc:
             error = _("The order could not be scheduled: %(reason)s") % {"reason": exc.reason}
         else:
