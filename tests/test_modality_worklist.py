@@ -11,10 +11,10 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from accounts.models import Clinic
 from dimse.models import Peer
+from dimse.sop_classes import MODALITY_WORKLIST_FIND
 from dimse.statuses import Status
 from dimse.testing import dcmtk
 from imaging.models import Patient
@@ -136,11 +136,11 @@ def test_a_modality_querying_with_pynetdicom_gets_its_worklist(portal, modality,
                     "RequestedProcedurePriority"):
         setattr(query, keyword, "")
     ae = AE(ae_title="CT01")
-    ae.add_requested_context(ModalityWorklistInformationFind)
+    ae.add_requested_context(MODALITY_WORKLIST_FIND)
     assoc = ae.associate(portal.host, portal.port, ae_title=portal.ae_title)
     assert assoc.is_established
     try:
-        responses = list(assoc.send_c_find(query, ModalityWorklistInformationFind))
+        responses = list(assoc.send_c_find(query, MODALITY_WORKLIST_FIND))
     finally:
         assoc.release()
         portal.wait_idle()
@@ -148,6 +148,7 @@ def test_a_modality_querying_with_pynetdicom_gets_its_worklist(portal, modality,
     assert statuses == [Status.PENDING, Status.SUCCESS]
     [answer] = [identifier for status, identifier in responses
                 if int(status.Status) == Status.PENDING]
+    assert answer is not None
     assert (str(answer.PatientName), answer.PatientID, answer.PatientBirthDate,
             answer.PatientSex) == ("Souza^Maria", "SUL-1", "19800517", "F")
     assert (answer.AccessionNumber, answer.RequestedProcedureID,
