@@ -1,5 +1,10 @@
 """Orders, HL7 peers, the messages received and the results sent, in Django admin
-(messages read-only; a result that failed can be resent)."""
+(messages read-only; a result that failed can be resent).
+
+Within the clinics one belongs to (imaging.admin_scope), as every admin page: a clinic
+admin sees her clinic's orders and the messages its EHR sent; messages of no known sender
+and results sent are the platform superuser's.
+"""
 
 from typing import Any
 
@@ -11,6 +16,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from imaging.admin_scope import ClinicScopedAdmin
+
 from . import results
 from .models import (
     Hl7Message,
@@ -20,9 +27,12 @@ from .models import (
     ScheduledProcedure,
 )
 
+RAW_SHOWN = 300  # characters of a message in the list
+
 
 @admin.register(Hl7Peer)
-class Hl7PeerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class Hl7PeerAdmin(ClinicScopedAdmin):
+    clinic_path = "clinic"
     list_display = ("name", "sending_application", "sending_facility", "host", "clinic",
                     "enabled")
     list_filter = ("enabled", "clinic")
@@ -30,7 +40,8 @@ class Hl7PeerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(ScheduledProcedure)
-class ScheduledProcedureAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ScheduledProcedureAdmin(ClinicScopedAdmin):
+    clinic_path = "clinic"
     list_display = ("accession_number", "patient", "modality", "scheduled_station_ae_title",
                     "scheduled_date", "scheduled_time", "status", "study_link", "clinic")
     list_filter = ("status", "modality", "clinic")
@@ -50,8 +61,10 @@ class ScheduledProcedureAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(PerformedProcedureStep)
-class PerformedProcedureStepAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class PerformedProcedureStepAdmin(ClinicScopedAdmin):
     """What modalities reported (MPPS), read-only: the record of what they said."""
+
+    patient_path = "procedure__patient"  # unscheduled steps: the superuser's
 
     list_display = ("created", "accession_number", "patient_id", "modality",
                     "station_ae_title", "status", "started", "ended",
@@ -74,13 +87,30 @@ class PerformedProcedureStepAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(Hl7Message)
-class Hl7MessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class Hl7MessageAdmin(ClinicScopedAdmin):
+    """Every message as received, for review: read-only (the record of what was sent)."""
+
+    clinic_path = "peer__clinic"  # a refused unknown sender's: the superuser's
     list_display = ("received", "message_type", "control_id", "peer", "remote_address",
-                    "outcome", "reason")
-    list_filter = ("outcome", "message_type", "peer")
+                    "outcome", "reason", "raw_text")
+    list_filter = ("outcome", "message_type")
     search_fields = ("control_id", "raw")
     readonly_fields = ("peer", "remote_address", "control_id", "message_type", "raw",
                        "outcome", "reason", "received")
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        # The peers of every clinic are the superuser's to choose from, no one else's.
+        user = getattr(request, "user", None)
+        return (*self.list_filter, "peer") if user is not None and user.is_superuser \
+            else self.list_filter
+
+    @admin.display(description=_("message as received"))
+    def raw_text(self, obj: Hl7Message) -> str:
+        """The message's start, a segment a line, as the EHR sent it (the whole text is on
+        its page)."""
+        shown = obj.raw[:RAW_SHOWN]
+        return format_html('<pre class="hl7">{}{}</pre>', shown.replace("\r", "\n"),
+                           "…" if len(obj.raw) > RAW_SHOWN else "")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -93,7 +123,8 @@ class Hl7MessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(OutboundMessage)
-class OutboundMessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class OutboundMessageAdmin(ClinicScopedAdmin):
+    patient_path = "report__study__patient"
     list_display = ("created", "message_type", "control_id", "result_status", "study_uid",
                     "host", "port", "state", "attempts", "ack_code", "last_error")
     list_filter = ("state", "result_status", "ack_code", "host")

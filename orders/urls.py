@@ -3,4 +3,7 @@ from django.urls import path
 from . import views
 
 app_name = "orders"
-urlpatterns = [path("new/", views.new_order, name="new")]
+urlpatterns = [
+    path("", views.order_list, name="list"),
+    path("new/", views.new_order, name="new"),
+]

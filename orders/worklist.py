@@ -17,10 +17,10 @@ from django.db.models.functions import Upper
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from imaging import policies
 from imaging.principals import Principal
 from imaging.query import DicomWildcard
 
+from .listing import visible_procedures
 from .models import ScheduledProcedure
 
 
@@ -76,9 +76,8 @@ def matches(principal: Principal, identifier: Dataset) -> QuerySet[ScheduledProc
         & _text("modality", _value(step, "Modality"))
         & _dates(_value(step, "ScheduledProcedureStepStartDate"))
     )
-    return (ScheduledProcedure.objects.select_related("patient")
-            .filter(status=ScheduledProcedure.Status.SCHEDULED,
-                    patient__in=policies.visible_patients(principal).values("pk"))
+    return (visible_procedures(principal).select_related("patient")
+            .filter(status=ScheduledProcedure.Status.SCHEDULED)
             .filter(condition).order_by("scheduled_date", "scheduled_time", "pk"))
 
 

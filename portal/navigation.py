@@ -51,6 +51,10 @@ def links(request: HttpRequest) -> dict[str, Any]:
         "patient": patient,
         "studies": not patient and bool(policies.decide(principal, policies.Action.BROWSE)),
         "upload": not patient and bool(policies.decide(principal, policies.Action.STORE)),
+        # The order list for staff who browse; the order form for those who enter orders
+        # but do not browse (technicians), the list linking to it for the others.
+        "orders": not patient and bool(policies.decide(principal, policies.Action.BROWSE)),
+        "new_order": not patient and bool(policies.decide(principal, policies.Action.STORE)),
         "break_glass": bool(policies.decide(principal, policies.Action.BREAK_GLASS)),
         "sharing": bool(policies.decide(principal, policies.Action.BROWSE)),
         "tokens": bool(policies.decide(principal, policies.Action.MINT_TOKEN)),

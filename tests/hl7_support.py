@@ -101,8 +101,9 @@ def omi(control_id: str, patient_id: str, accession: str, *, modality: str = "MR
     ])
 
 
-def adt_a08(control_id: str, patient_id: str, name: str, birth: str, sex: str) -> str:
-    return "\r".join([msh("ADT^A08^ADT_A01", control_id), "EVN|A08|20260310083000",
+def adt_a08(control_id: str, patient_id: str, name: str, birth: str, sex: str,
+            **kwargs: str) -> str:
+    return "\r".join([msh("ADT^A08^ADT_A01", control_id, **kwargs), "EVN|A08|20260310083000",
                       pid(patient_id, name=name, birth=birth, sex=sex), "PV1|1|O"])
 
 

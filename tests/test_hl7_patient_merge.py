@@ -89,7 +89,29 @@ def test_a40_for_a_prior_patient_not_in_the_archive_is_answered_ae(two_records):
     assert Study.objects.filter(patient__patient_id="PAULA-001").count() == 1
 
 
-
+def test_a40_writes_one_audit_entry_for_the_merged_prior_record_and_one_per_study_moved(
+        two_records):
+    paulas, _ = two_records
+    prior = Patient.objects.get(patient_id="PAULA-001")
+    with hl7_listener() as server:
+        mllp = MllpClient(server.port)
+        try:
+            assert msa(mllp.send(adt_a40("MRG-3", "CHARLIE-002", "PAULA-001",
+                                         "Costa^Charlie")))[0] == "AA"
+        finally:
+            mllp.close()
+    merged = AuditEvent.objects.filter(action=AuditAction.STORE,
+                                       detail__event="patient_merge")
+    [record] = merged.filter(level="patient")
+    assert (record.patient_pk, record.object_uid, record.peer_ae) == (
+        prior.pk, "PAULA-001", "EHR")
+    assert (record.detail["prior_patient_id"], record.detail["surviving_patient_id"],
+            record.detail["studies_moved"], record.detail["control_id"]) == (
+        "PAULA-001", "CHARLIE-002", [paulas], "MRG-3")
+    assert record.reason == "patient records merged"
+    [study] = merged.filter(level="study")
+    assert (study.study_uid, study.patient_ref) == (paulas, "CHARLIE-002^DEMO")
+    assert merged.count() == 2
 
 
 def test_after_a40_fhir_the_pages_and_the_patients_own_account_follow_the_survivor(

@@ -1,5 +1,6 @@
-"""Modality Worklist: DCMTK's findscu -W, as a modality, finds the procedures scheduled for
-it, matched on station, modality, date range, patient and accession; only its clinic's."""
+"""Modality Worklist: DCMTK's findscu -W and pynetdicom, as a modality, find the procedures
+scheduled for it, matched on station, modality, date range, patient and accession; only its
+clinic's; each answer with the referring physician and the priority."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pynetdicom import AE
 
 from accounts.models import Clinic
 from dimse.models import Peer
+from dimse.sop_classes import MODALITY_WORKLIST_FIND
+from dimse.statuses import Status
 from dimse.testing import dcmtk
 from imaging.models import Patient
 from orders.models import ScheduledProcedure
@@ -42,7 +46,8 @@ def schedule(clinic):
             requested_procedure_id=f"RP{accession}", requested_procedure_description="TC",
             **extra)
 
-    order(maria, "A1", "CT", "CT01", 10)
+    order(maria, "A1", "CT", "CT01", 10, referring_physician="Ramos^Paulo",
+          priority=ScheduledProcedure.Priority.STAT)
     order(jorge, "A2", "MR", "MR01", 11)
     order(maria, "A3", "CT", "CT01", 12, status=ScheduledProcedure.Status.CANCELLED)
     order(rui, "N1", "CT", "CT01", 10)
@@ -100,3 +105,56 @@ def test_an_answer_carries_the_patient_and_the_scheduled_step(
     [step] = answer.ScheduledProcedureStepSequence
     assert (step.Modality, step.ScheduledStationAETitle,
             step.ScheduledProcedureStepStartDate) == ("CT", "CT01", "20260310")
+
+
+def test_an_answer_carries_the_referring_physician_and_the_priority(
+    portal, modality, schedule, tmp_path
+):
+    [answer] = findscu_w(portal, tmp_path, "AccessionNumber=A1", "ReferringPhysicianName",
+                         "RequestedProcedurePriority")
+    assert str(answer.ReferringPhysicianName) == "Ramos^Paulo"
+    assert answer.RequestedProcedurePriority == "STAT"
+    [routine] = findscu_w(portal, tmp_path, "AccessionNumber=A2",
+                          "RequestedProcedurePriority")
+    assert routine.RequestedProcedurePriority == "ROUTINE"
+
+
+def test_a_modality_querying_with_pynetdicom_gets_its_worklist(portal, modality, schedule):
+    """As a modality's own DICOM stack asks: its station and today's range, the keys it
+    fills its exam from, one Pending answer per procedure, then Success."""
+    step = Dataset()
+    step.ScheduledStationAETitle = "CT01"
+    step.ScheduledProcedureStepStartDate = "20260301-20260331"
+    step.Modality = "CT"
+    step.ScheduledProcedureStepStartTime = ""
+    step.ScheduledProcedureStepID = ""
+    query = Dataset()
+    query.ScheduledProcedureStepSequence = [step]
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                    "AccessionNumber", "RequestedProcedureID",
+                    "RequestedProcedureDescription", "ReferringPhysicianName",
+                    "RequestedProcedurePriority"):
+        setattr(query, keyword, "")
+    ae = AE(ae_title="CT01")
+    ae.add_requested_context(MODALITY_WORKLIST_FIND)
+    assoc = ae.associate(portal.host, portal.port, ae_title=portal.ae_title)
+    assert assoc.is_established
+    try:
+        responses = list(assoc.send_c_find(query, MODALITY_WORKLIST_FIND))
+    finally:
+        assoc.release()
+        portal.wait_idle()
+    statuses = [int(status.Status) for status, _ in responses]
+    assert statuses == [Status.PENDING, Status.SUCCESS]
+    [answer] = [identifier for status, identifier in responses
+                if int(status.Status) == Status.PENDING]
+    assert answer is not None
+    assert (str(answer.PatientName), answer.PatientID, answer.PatientBirthDate,
+            answer.PatientSex) == ("Souza^Maria", "SUL-1", "19800517", "F")
+    assert (answer.AccessionNumber, answer.RequestedProcedureID,
+            str(answer.ReferringPhysicianName), answer.RequestedProcedurePriority) == (
+        "A1", "RPA1", "Ramos^Paulo", "STAT")
+    [scheduled] = answer.ScheduledProcedureStepSequence
+    assert (scheduled.ScheduledStationAETitle, scheduled.Modality,
+            scheduled.ScheduledProcedureStepStartDate,
+            scheduled.ScheduledProcedureStepStartTime) == ("CT01", "CT", "20260310", "093000")
