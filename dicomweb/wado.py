@@ -16,7 +16,7 @@ Decisions worth knowing:
   naming its transfer syntax. ``transfer-syntax=*`` (dicomweb-client, OHIF) sends every
   object exactly as stored.
 - Frames stored uncompressed go out losslessly compressed when the client names JPEG-LS,
-  RLE or JPEG 2000 lossless, and for ``transfer-syntax=*`` (OHIF) as
+  RLE, JPEG 2000 lossless or HTJ2K lossless, and for ``transfer-syntax=*`` (OHIF) as
   ``WADO_FRAMES_ANY_SYNTAX`` (JPEG-LS): encoded once, then read from the frame cache
   (:mod:`dicomweb.frame_codecs`). A frame no codec represents exactly goes uncompressed.
 - Bare datasets (received over DIMSE without File Meta Information) are sent with a
@@ -416,8 +416,10 @@ class _FrameMode:
 
 
 _NATIVE_PART = f"{OCTET_STREAM}; transfer-syntax={ExplicitVRLittleEndian}"
-# The transfer syntax an encodable media type stands for (image/jls: JPEG-LS lossless).
-_SYNTAX_OF_MEDIA = {media: syntax for syntax, media in frame_codecs.ENCODABLE.items()}
+# The transfer syntax an encodable media type stands for when the client names none
+# (image/jls: JPEG-LS lossless; image/jphc: HTJ2K lossless, the first listed).
+_SYNTAX_OF_MEDIA = {media: syntax
+                    for syntax, media in reversed(frame_codecs.ENCODABLE.items())}
 
 
 def _is_native(stored_syntax: str) -> bool:
@@ -438,8 +440,13 @@ def _frame_mode(choice: Choice, stored_syntax: str) -> _FrameMode:
     native = _is_native(stored_syntax)
     if choice.media_type != OCTET_STREAM:
         if native:
-            return _encoded_mode(_SYNTAX_OF_MEDIA[choice.media_type], True)
+            return _encoded_mode(wanted if wanted in frame_codecs.ENCODABLE
+                                 else _SYNTAX_OF_MEDIA[choice.media_type], True)
         return _FrameMode(True, f"{bitstream_type}; transfer-syntax={stored_syntax}")
+    if native and wanted in frame_codecs.ENCODABLE:
+        # application/octet-stream naming a compressed syntax: given in that syntax (with
+        # its own media type), as an object stored so is given as stored.
+        return _encoded_mode(wanted, True)
     if wanted == ANY_TRANSFER_SYNTAX and native and settings.WADO_FRAMES_ANY_SYNTAX != "stored":
         return _encoded_mode(settings.WADO_FRAMES_ANY_SYNTAX, False)
     if wanted == ANY_TRANSFER_SYNTAX or (wanted == stored_syntax
@@ -451,7 +458,7 @@ def _frame_mode(choice: Choice, stored_syntax: str) -> _FrameMode:
 def _frame_offers(stored_syntax: str) -> list[Offer]:
     offers = [Offer(OCTET_STREAM, True)]
     if _is_native(stored_syntax):
-        offers += [Offer(media, True) for media in frame_codecs.ENCODABLE.values()]
+        offers += [Offer(media, True) for media in dict.fromkeys(frame_codecs.ENCODABLE.values())]
     elif pixels.media_type_of(stored_syntax) != OCTET_STREAM:
         offers.append(Offer(pixels.media_type_of(stored_syntax), True))
     return offers
@@ -459,11 +466,14 @@ def _frame_offers(stored_syntax: str) -> list[Offer]:
 
 def _frame_usable(stored_syntax: str) -> Callable[[Offer, str | None], bool]:
     def usable(offer: Offer, syntax: str | None) -> bool:
+        native = _is_native(stored_syntax)
         if offer.media_type == OCTET_STREAM:
-            return syntax in (None, ANY_TRANSFER_SYNTAX, ExplicitVRLittleEndian,
-                              ImplicitVRLittleEndian, stored_syntax)
-        if offer.media_type in _SYNTAX_OF_MEDIA and _is_native(stored_syntax):
-            return syntax in (None, ANY_TRANSFER_SYNTAX, _SYNTAX_OF_MEDIA[offer.media_type])
+            return (syntax in (None, ANY_TRANSFER_SYNTAX, ExplicitVRLittleEndian,
+                               ImplicitVRLittleEndian, stored_syntax)
+                    or (native and syntax in frame_codecs.ENCODABLE))
+        if offer.media_type in _SYNTAX_OF_MEDIA and native:
+            return (syntax in (None, ANY_TRANSFER_SYNTAX)
+                    or frame_codecs.ENCODABLE.get(syntax or "") == offer.media_type)
         return syntax in (None, ANY_TRANSFER_SYNTAX, stored_syntax)
 
     return usable
