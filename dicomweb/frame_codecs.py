@@ -1,5 +1,6 @@
 """Lossless compressed frames made from stored native pixel data, and the disk cache that
-keeps them so a second viewer gets a frame without a second encode.
+keeps them (and whole transcoded instances) so a second viewer gets a frame without a
+second encode.
 
 A viewer on a slow link waits for bytes, not for the server: a 512x512 16-bit CT frame is
 512 KiB native and about a third of that as JPEG-LS. The stored object is never touched;
@@ -23,7 +24,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from django.conf import settings
@@ -241,8 +242,62 @@ class FrameCache:
         if due:
             self.evict()
 
+    def object_path(self, sha256: str, syntax: str) -> Path:
+        """Where the whole object ``sha256`` transcoded to ``syntax`` is kept."""
+        return self.root / sha256[:2] / f"{sha256}-object-{syntax}"
+
+    def open_object(self, sha256: str, syntax: str) -> IO[bytes] | None:
+        """The cached transcoded object, open at its start; None on a miss."""
+        path = self.object_path(sha256, syntax)
+        try:
+            fp = path.open("rb")
+        except OSError:
+            return None
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+        return fp
+
+    def put_object(self, sha256: str, syntax: str,
+                   write: Callable[[IO[bytes]], None]) -> IO[bytes] | None:
+        """A new entry written by ``write`` straight to disk, then open at its start.
+
+        None when the cache is off or its directory cannot be written (the caller makes a
+        temporary copy instead). Whatever ``write`` raises is raised, with nothing kept.
+        An entry evicted while it is being read stays readable until it is closed.
+        """
+        if self.limit <= 0:
+            return None
+        path = self.object_path(sha256, syntax)
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            out = temporary.open("wb")
+        except OSError as exc:
+            log.warning("frame cache: cannot write %s: %s", path.name, exc)
+            return None
+        try:
+            with out:
+                write(out)
+            os.replace(temporary, path)
+            fp = path.open("rb")
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        # One object can be most of the limit: checked after each, not every 64th.
+        self.evict()
+        return fp
+
+    def _count_write(self) -> None:
+        with self._lock:
+            self._writes += 1
+            due = self._writes % _EVICT_EVERY == 1
+        if due:
+            self.evict()
+
     def forget(self, sha256: str) -> None:
-        """Every cached frame of the object ``sha256`` removed (the object was deleted)."""
+        """Every cached frame and copy of the object ``sha256`` removed (it was deleted)."""
         for path in (self.root / sha256[:2]).glob(f"{sha256}-*"):
             path.unlink(missing_ok=True)
 
@@ -309,3 +364,18 @@ def compressed_frame(sha256: str, frame: int, syntax: str, layout: Layout,
         return None
     store.put(sha256, frame, syntax, data)
     return data
+
+
+def transcoded_object(sha256: str, syntax: str,
+                      transcode: Callable[[IO[bytes]], None]) -> IO[bytes] | None:
+    """The object ``sha256`` in ``syntax``, open at its start: from the cache, else made by
+    ``transcode`` (which writes it to the file it is given) and kept.
+
+    None when the cache cannot keep it (off, or its disk refuses); what ``transcode``
+    raises is raised. The caller closes the file.
+    """
+    store = cache()
+    cached = store.open_object(sha256, syntax)
+    if cached is not None:
+        return cached
+    return store.put_object(sha256, syntax, transcode)

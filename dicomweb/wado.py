@@ -9,12 +9,13 @@ nothing holds a whole study in memory.
 
 Decisions worth knowing:
 
-- Without ``transfer-syntax``, instances come in Explicit VR Little Endian, the default
-  of PS3.18: objects stored otherwise (JPEG-LS, JPEG 2000, RLE, implicit VR) are
-  transcoded losslessly into a temporary copy that is streamed; the stored blob is never
-  changed. An object no installed codec can decode is then sent as stored, its part
-  naming its transfer syntax. ``transfer-syntax=*`` (dicomweb-client, OHIF) sends every
-  object exactly as stored.
+- Without ``transfer-syntax``, instances come in Explicit VR Little Endian, the default of
+  PS3.18: objects stored otherwise (JPEG-LS, JPEG 2000, RLE, implicit VR) are transcoded
+  losslessly into a copy that is streamed and kept in the frame cache (by the stored
+  object's SHA-256 and the target) for the next client, as is a copy in a syntax named
+  with ``transfer-syntax``; the stored blob is never changed. An object no installed codec
+  can decode is then sent as stored, its part naming its transfer syntax.
+  ``transfer-syntax=*`` (dicomweb-client, OHIF) sends every object exactly as stored.
 - Frames stored uncompressed go out losslessly compressed when the client names JPEG-LS,
   RLE, JPEG 2000 lossless or HTJ2K lossless, and for ``transfer-syntax=*`` (OHIF) as
   ``WADO_FRAMES_ANY_SYNTAX`` (JPEG-LS): encoded once, then read from the frame cache
@@ -208,12 +209,13 @@ class _Stored:
     has_file_meta: bool
     sop_class_uid: str
     sop_instance_uid: str
+    sha256: str
     target: str | None  # None: the stored bytes; else the transfer syntax to transcode to
     asked: bool  # the client named ``target``; else it is the PS3.18 default
 
 
 _STORED_FIELDS = ("blob_key", "size_bytes", "transfer_syntax_uid", "has_file_meta",
-                  "sop_class_uid", "sop_instance_uid")
+                  "sop_class_uid", "sop_instance_uid", "sha256")
 TRANSCODE_SPOOL_BYTES = 16 * 1024 * 1024  # a transcoded copy larger than this goes to disk
 
 
@@ -249,8 +251,9 @@ def retrieve(request: HttpRequest, study: str, series: str | None = None,
 
     choice = negotiate(accept, [Offer(DICOM, True)], usable=usable)
     plan = [
-        _Stored(key, size, ts, meta, sop_class, sop_uid, *_target(choice.transfer_syntax, ts))
-        for key, size, ts, meta, sop_class, sop_uid in rows
+        _Stored(key, size, ts, meta, sop_class, sop_uid, sha256,
+                *_target(choice.transfer_syntax, ts))
+        for key, size, ts, meta, sop_class, sop_uid, sha256 in rows
     ]
     boundary = _boundary()
     content_type = _multipart_type(DICOM, boundary)
@@ -282,25 +285,39 @@ def _segments(boundary: str, plan: list[_Stored]) -> list[resume.Segment]:
 
 
 def _transcoded(item: _Stored) -> IO[bytes] | None:
-    """A transcoded copy of the item in a spooled temporary file, at its start.
+    """A transcoded copy of the item, open at its start: from the frame cache's disk (kept
+    there for the next client, keyed by the stored object's SHA-256 and the target), or,
+    with the cache off, in a spooled temporary file.
 
     When the client named no transfer syntax and the object cannot be decompressed (a codec
     missing), None: the stored object is sent, its part saying its transfer syntax. When
     the client asked for ``item.target``, :class:`~dicomweb.frames.CannotTranscode`.
     """
-    assert item.target is not None
-    out = tempfile.SpooledTemporaryFile(max_size=TRANSCODE_SPOOL_BYTES)
-    try:
+    target = item.target
+    assert target is not None
+
+    def transcode(out: IO[bytes]) -> None:
         with blobs.open_blob(item.blob_key) as fp:
-            pixels.transcode(fp, item.target, cast(IO[bytes], out))
+            pixels.transcode(fp, target, out)
+
+    try:
+        copy = (frame_codecs.transcoded_object(item.sha256, target, transcode)
+                if item.sha256 else None)
+        if copy is None:
+            spooled = tempfile.SpooledTemporaryFile(max_size=TRANSCODE_SPOOL_BYTES)
+            try:
+                transcode(cast(IO[bytes], spooled))
+            except BaseException:
+                spooled.close()
+                raise
+            spooled.seek(0)
+            copy = cast(IO[bytes], spooled)
     except pixels.CannotTranscode as exc:
-        out.close()
         if item.asked:
             raise
         log.warning("WADO-RS: %s sent as stored: %s", item.sop_instance_uid, exc)
         return None
-    out.seek(0)
-    return cast(IO[bytes], out)
+    return copy
 
 
 def _prefix(item: _Stored) -> bytes:
