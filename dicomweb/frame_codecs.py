@@ -1,5 +1,6 @@
 """Lossless compressed frames made from stored native pixel data, and the disk cache that
-keeps them so a second viewer gets a frame without a second encode.
+keeps them (and whole transcoded instances) so a second viewer gets a frame without a
+second encode.
 
 A viewer on a slow link waits for bytes, not for the server: a 512x512 16-bit CT frame is
 512 KiB native and about a third of that as JPEG-LS. The stored object is never touched;
@@ -7,34 +8,49 @@ the encoded frame is a copy, keyed by the stored object's SHA-256, the frame num
 the transfer syntax, so a changed object can never be answered from a stale entry.
 
 Encoding goes through pydicom's encoders (pyjpegls for JPEG-LS, pydicom's own RLE,
-pylibjpeg-openjpeg for JPEG 2000), which check that the image can be represented: a frame
-they refuse (YBR_FULL_422, 1-bit, values outside Bits Stored) is served as it is today.
+pylibjpeg-openjpeg for JPEG 2000), which check that the image can be represented, and
+OpenJPH through imagecodecs for HTJ2K lossless, which pydicom cannot encode: a frame they
+refuse (YBR_FULL_422, 1-bit, values outside Bits Stored) is served as it is today.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import math
 import os
 import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 from django.conf import settings
 from pydicom.dataset import Dataset
 from pydicom.pixels.encoders.base import get_encoder
-from pydicom.uid import UID, JPEG2000Lossless, JPEGLSLossless, RLELossless
+from pydicom.uid import (
+    UID,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
 
 log = logging.getLogger(__name__)
 
-# What a frame may be transcoded to, all lossless, with its PS3.18 media type.
+# What a frame may be transcoded to, all lossless, with its PS3.18 media type (Table
+# 8.7.3-5). Both HTJ2K lossless syntaxes are image/jphc; the first is its default.
 ENCODABLE: dict[str, str] = {
     JPEGLSLossless: "image/jls",
     RLELossless: "image/dicom-rle",
     JPEG2000Lossless: "image/jp2",
+    HTJ2KLossless: "image/jphc",
+    HTJ2KLosslessRPCL: "image/jphc",
 }
+_HTJ2K = (HTJ2KLossless, HTJ2KLosslessRPCL)
 # An empty cache file says "this frame cannot be encoded so": no second attempt.
 _CANNOT = b""
 # Evict after this many writes by one process (a directory scan costs a few ms).
@@ -83,7 +99,8 @@ def check_encodable(layout: Layout, syntax: str) -> None:
     (known from the header alone, so a client that asked for it gets a 406 up front)."""
     if syntax not in ENCODABLE:
         raise CannotEncode(f"frames are not transcoded to {syntax}")
-    if not get_encoder(UID(syntax)).is_available:
+    if not (_openjph() is not None if syntax in _HTJ2K
+            else get_encoder(UID(syntax)).is_available):
         raise CannotEncode(f"no encoder for {syntax} is installed")
     if layout.bits_allocated not in (8, 16) or not layout.rows or not layout.columns:
         raise CannotEncode(f"{layout.bits_allocated}-bit pixels are not transcoded")
@@ -120,6 +137,8 @@ def encode(native: bytes, layout: Layout, syntax: str) -> bytes:
     """One native little endian frame as a ``syntax`` bitstream; :class:`CannotEncode`."""
     check_encodable(layout, syntax)
     check_values(native, layout)
+    if syntax in _HTJ2K:
+        return _htj2k(native, layout, rpcl=syntax == HTJ2KLosslessRPCL)
     try:
         return bytes(get_encoder(UID(syntax)).encode(
             native, rows=layout.rows, columns=layout.columns,
@@ -131,6 +150,46 @@ def encode(native: bytes, layout: Layout, syntax: str) -> bytes:
         ))
     except Exception as exc:  # the encoders raise ValueError, RuntimeError, ...
         raise CannotEncode(f"cannot encode the frame as {syntax}: {exc}") from exc
+
+
+def _openjph() -> Any:
+    """imagecodecs, imported on the first HTJ2K request (its import costs every process
+    about 0.13 s at start); None when it is missing or built without OpenJPH."""
+    try:
+        codecs = importlib.import_module("imagecodecs")
+    except ImportError:
+        return None
+    return codecs if codecs.HTJ2K.available else None
+
+
+def _htj2k(native: bytes, layout: Layout, *, rpcl: bool) -> bytes:
+    """HTJ2K with the reversible wavelet (and, for RGB, the reversible colour transform).
+
+    OpenJPH codes the whole sample width (16 bits for 12 stored), so every value that
+    passed :func:`check_values` survives. The bitstream is decoded again before it is
+    kept: OpenJPH is young, and a frame that did not come back is served native instead.
+    RPCL (PS3.5 10.18) also needs TLM markers and enough decompositions for the smallest
+    resolution to be at most 64 pixels on a side.
+    """
+    codecs = _openjph()
+    signed = layout.pixel_representation == 1
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{layout.bits_allocated // 8}")
+    shape: tuple[int, ...] = (layout.rows, layout.columns)
+    if layout.samples_per_pixel == 3:
+        shape += (3,)
+    options: dict[str, Any] = {}
+    if rpcl:
+        longest = max(layout.rows, layout.columns)
+        options = {"resolutions": max(5, math.ceil(math.log2(longest / 64))), "tlm": True}
+    try:
+        array = np.frombuffer(native, dtype=dtype).reshape(shape)
+        data = bytes(codecs.htj2k_encode(array, reversible=True, **options))
+        exact = np.array_equal(codecs.htj2k_decode(data), array)
+    except Exception as exc:  # imagecodecs raises its own error types
+        raise CannotEncode(f"cannot encode the frame as HTJ2K: {exc}") from exc
+    if not exact:
+        raise CannotEncode("the HTJ2K frame did not decode to the stored pixels")
+    return data
 
 
 class FrameCache:
@@ -183,8 +242,62 @@ class FrameCache:
         if due:
             self.evict()
 
+    def object_path(self, sha256: str, syntax: str) -> Path:
+        """Where the whole object ``sha256`` transcoded to ``syntax`` is kept."""
+        return self.root / sha256[:2] / f"{sha256}-object-{syntax}"
+
+    def open_object(self, sha256: str, syntax: str) -> IO[bytes] | None:
+        """The cached transcoded object, open at its start; None on a miss."""
+        path = self.object_path(sha256, syntax)
+        try:
+            fp = path.open("rb")
+        except OSError:
+            return None
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+        return fp
+
+    def put_object(self, sha256: str, syntax: str,
+                   write: Callable[[IO[bytes]], None]) -> IO[bytes] | None:
+        """A new entry written by ``write`` straight to disk, then open at its start.
+
+        None when the cache is off or its directory cannot be written (the caller makes a
+        temporary copy instead). Whatever ``write`` raises is raised, with nothing kept.
+        An entry evicted while it is being read stays readable until it is closed.
+        """
+        if self.limit <= 0:
+            return None
+        path = self.object_path(sha256, syntax)
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            out = temporary.open("wb")
+        except OSError as exc:
+            log.warning("frame cache: cannot write %s: %s", path.name, exc)
+            return None
+        try:
+            with out:
+                write(out)
+            os.replace(temporary, path)
+            fp = path.open("rb")
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        # One object can be most of the limit: checked after each, not every 64th.
+        self.evict()
+        return fp
+
+    def _count_write(self) -> None:
+        with self._lock:
+            self._writes += 1
+            due = self._writes % _EVICT_EVERY == 1
+        if due:
+            self.evict()
+
     def forget(self, sha256: str) -> None:
-        """Every cached frame of the object ``sha256`` removed (the object was deleted)."""
+        """Every cached frame and copy of the object ``sha256`` removed (it was deleted)."""
         for path in (self.root / sha256[:2]).glob(f"{sha256}-*"):
             path.unlink(missing_ok=True)
 
@@ -251,3 +364,18 @@ def compressed_frame(sha256: str, frame: int, syntax: str, layout: Layout,
         return None
     store.put(sha256, frame, syntax, data)
     return data
+
+
+def transcoded_object(sha256: str, syntax: str,
+                      transcode: Callable[[IO[bytes]], None]) -> IO[bytes] | None:
+    """The object ``sha256`` in ``syntax``, open at its start: from the cache, else made by
+    ``transcode`` (which writes it to the file it is given) and kept.
+
+    None when the cache cannot keep it (off, or its disk refuses); what ``transcode``
+    raises is raised. The caller closes the file.
+    """
+    store = cache()
+    cached = store.open_object(sha256, syntax)
+    if cached is not None:
+        return cached
+    return store.put_object(sha256, syntax, transcode)

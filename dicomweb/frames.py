@@ -296,8 +296,9 @@ def can_transcode(source: str, target: str) -> bool:
 def transcode(fp: IO[bytes], target: str, out: IO[bytes]) -> None:
     """The object read from ``fp`` re-encoded as a Part 10 file in ``target``, into ``out``.
 
-    ``out`` is a file the caller streams from afterwards (a spooled temporary file), so a
-    transcoded copy is never held as one more whole ``bytes`` next to the decoded pixels.
+    ``out`` is a file the caller streams from afterwards (a cache entry or a spooled
+    temporary file), so a transcoded copy is never held as one more whole ``bytes`` next
+    to the decoded pixels.
 
     Encapsulated pixel data is decoded with the installed plugins (pylibjpeg, pyjpegls)
     and re-encoded for compressed targets (RLE, JPEG-LS and JPEG 2000, lossless only).

@@ -9,17 +9,18 @@ nothing holds a whole study in memory.
 
 Decisions worth knowing:
 
-- Without ``transfer-syntax``, instances come in Explicit VR Little Endian, the default
-  of PS3.18: objects stored otherwise (JPEG-LS, JPEG 2000, RLE, implicit VR) are
-  transcoded losslessly into a temporary copy that is streamed; the stored blob is never
-  changed. An object no installed codec can decode is then sent as stored, its part
-  naming its transfer syntax. ``transfer-syntax=*`` (dicomweb-client, OHIF) sends every
-  object exactly as stored.
+- Without ``transfer-syntax``, instances come in Explicit VR Little Endian, the default of
+  PS3.18: objects stored otherwise (JPEG-LS, JPEG 2000, RLE, implicit VR) are transcoded
+  losslessly into a copy that is streamed and kept in the frame cache (by the stored
+  object's SHA-256 and the target) for the next client, as is a copy in a syntax named
+  with ``transfer-syntax``; the stored blob is never changed. An object no installed codec
+  can decode is then sent as stored, its part naming its transfer syntax.
+  ``transfer-syntax=*`` (dicomweb-client, OHIF) sends every object exactly as stored.
 - Frames stored uncompressed go out losslessly compressed when the client names JPEG-LS,
-  RLE or JPEG 2000 lossless, and for ``transfer-syntax=*`` (OHIF) from outside
-  ``WADO_FRAMES_LAN_NETWORKS`` as ``WADO_FRAMES_ANY_SYNTAX`` (JPEG-LS): encoded once, then
-  read from the frame cache (:mod:`dicomweb.frame_codecs`). A frame no codec represents
-  exactly goes uncompressed. On the LAN, ``*`` gets the frames as stored.
+  RLE, JPEG 2000 lossless or HTJ2K lossless, and for ``transfer-syntax=*`` (OHIF) from
+  outside ``WADO_FRAMES_LAN_NETWORKS`` as ``WADO_FRAMES_ANY_SYNTAX`` (JPEG-LS): encoded
+  once, then read from the frame cache (:mod:`dicomweb.frame_codecs`). A frame no codec
+  represents exactly goes uncompressed. On the LAN, ``*`` gets the frames as stored.
 - Bare datasets (received over DIMSE without File Meta Information) are sent with a
   generated Part 10 header in front of their stored bytes, because ``application/dicom``
   is the PS3.10 file format.
@@ -210,12 +211,13 @@ class _Stored:
     has_file_meta: bool
     sop_class_uid: str
     sop_instance_uid: str
+    sha256: str
     target: str | None  # None: the stored bytes; else the transfer syntax to transcode to
     asked: bool  # the client named ``target``; else it is the PS3.18 default
 
 
 _STORED_FIELDS = ("blob_key", "size_bytes", "transfer_syntax_uid", "has_file_meta",
-                  "sop_class_uid", "sop_instance_uid")
+                  "sop_class_uid", "sop_instance_uid", "sha256")
 TRANSCODE_SPOOL_BYTES = 16 * 1024 * 1024  # a transcoded copy larger than this goes to disk
 
 
@@ -251,8 +253,9 @@ def retrieve(request: HttpRequest, study: str, series: str | None = None,
 
     choice = negotiate(accept, [Offer(DICOM, True)], usable=usable)
     plan = [
-        _Stored(key, size, ts, meta, sop_class, sop_uid, *_target(choice.transfer_syntax, ts))
-        for key, size, ts, meta, sop_class, sop_uid in rows
+        _Stored(key, size, ts, meta, sop_class, sop_uid, sha256,
+                *_target(choice.transfer_syntax, ts))
+        for key, size, ts, meta, sop_class, sop_uid, sha256 in rows
     ]
     boundary = _boundary()
     content_type = _multipart_type(DICOM, boundary)
@@ -284,25 +287,39 @@ def _segments(boundary: str, plan: list[_Stored]) -> list[resume.Segment]:
 
 
 def _transcoded(item: _Stored) -> IO[bytes] | None:
-    """A transcoded copy of the item in a spooled temporary file, at its start.
+    """A transcoded copy of the item, open at its start: from the frame cache's disk (kept
+    there for the next client, keyed by the stored object's SHA-256 and the target), or,
+    with the cache off, in a spooled temporary file.
 
     When the client named no transfer syntax and the object cannot be decompressed (a codec
     missing), None: the stored object is sent, its part saying its transfer syntax. When
     the client asked for ``item.target``, :class:`~dicomweb.frames.CannotTranscode`.
     """
-    assert item.target is not None
-    out = tempfile.SpooledTemporaryFile(max_size=TRANSCODE_SPOOL_BYTES)
-    try:
+    target = item.target
+    assert target is not None
+
+    def transcode(out: IO[bytes]) -> None:
         with blobs.open_blob(item.blob_key) as fp:
-            pixels.transcode(fp, item.target, cast(IO[bytes], out))
+            pixels.transcode(fp, target, out)
+
+    try:
+        copy = (frame_codecs.transcoded_object(item.sha256, target, transcode)
+                if item.sha256 else None)
+        if copy is None:
+            spooled = tempfile.SpooledTemporaryFile(max_size=TRANSCODE_SPOOL_BYTES)
+            try:
+                transcode(cast(IO[bytes], spooled))
+            except BaseException:
+                spooled.close()
+                raise
+            spooled.seek(0)
+            copy = cast(IO[bytes], spooled)
     except pixels.CannotTranscode as exc:
-        out.close()
         if item.asked:
             raise
         log.warning("WADO-RS: %s sent as stored: %s", item.sop_instance_uid, exc)
         return None
-    out.seek(0)
-    return cast(IO[bytes], out)
+    return copy
 
 
 def _prefix(item: _Stored) -> bytes:
@@ -418,8 +435,10 @@ class _FrameMode:
 
 
 _NATIVE_PART = f"{OCTET_STREAM}; transfer-syntax={ExplicitVRLittleEndian}"
-# The transfer syntax an encodable media type stands for (image/jls: JPEG-LS lossless).
-_SYNTAX_OF_MEDIA = {media: syntax for syntax, media in frame_codecs.ENCODABLE.items()}
+# The transfer syntax an encodable media type stands for when the client names none
+# (image/jls: JPEG-LS lossless; image/jphc: HTJ2K lossless, the first listed).
+_SYNTAX_OF_MEDIA = {media: syntax
+                    for syntax, media in reversed(frame_codecs.ENCODABLE.items())}
 
 
 def _is_native(stored_syntax: str) -> bool:
@@ -450,8 +469,13 @@ def _frame_mode(choice: Choice, stored_syntax: str, any_syntax: str) -> _FrameMo
     native = _is_native(stored_syntax)
     if choice.media_type != OCTET_STREAM:
         if native:
-            return _encoded_mode(_SYNTAX_OF_MEDIA[choice.media_type], True)
+            return _encoded_mode(wanted if wanted in frame_codecs.ENCODABLE
+                                 else _SYNTAX_OF_MEDIA[choice.media_type], True)
         return _FrameMode(True, f"{bitstream_type}; transfer-syntax={stored_syntax}")
+    if native and wanted in frame_codecs.ENCODABLE:
+        # application/octet-stream naming a compressed syntax: given in that syntax (with
+        # its own media type), as an object stored so is given as stored.
+        return _encoded_mode(wanted, True)
     if wanted == ANY_TRANSFER_SYNTAX and native and any_syntax != "stored":
         return _encoded_mode(any_syntax, False)
     if wanted == ANY_TRANSFER_SYNTAX or (wanted == stored_syntax
@@ -463,7 +487,7 @@ def _frame_mode(choice: Choice, stored_syntax: str, any_syntax: str) -> _FrameMo
 def _frame_offers(stored_syntax: str) -> list[Offer]:
     offers = [Offer(OCTET_STREAM, True)]
     if _is_native(stored_syntax):
-        offers += [Offer(media, True) for media in frame_codecs.ENCODABLE.values()]
+        offers += [Offer(media, True) for media in dict.fromkeys(frame_codecs.ENCODABLE.values())]
     elif pixels.media_type_of(stored_syntax) != OCTET_STREAM:
         offers.append(Offer(pixels.media_type_of(stored_syntax), True))
     return offers
@@ -471,11 +495,14 @@ def _frame_offers(stored_syntax: str) -> list[Offer]:
 
 def _frame_usable(stored_syntax: str) -> Callable[[Offer, str | None], bool]:
     def usable(offer: Offer, syntax: str | None) -> bool:
+        native = _is_native(stored_syntax)
         if offer.media_type == OCTET_STREAM:
-            return syntax in (None, ANY_TRANSFER_SYNTAX, ExplicitVRLittleEndian,
-                              ImplicitVRLittleEndian, stored_syntax)
-        if offer.media_type in _SYNTAX_OF_MEDIA and _is_native(stored_syntax):
-            return syntax in (None, ANY_TRANSFER_SYNTAX, _SYNTAX_OF_MEDIA[offer.media_type])
+            return (syntax in (None, ANY_TRANSFER_SYNTAX, ExplicitVRLittleEndian,
+                               ImplicitVRLittleEndian, stored_syntax)
+                    or (native and syntax in frame_codecs.ENCODABLE))
+        if offer.media_type in _SYNTAX_OF_MEDIA and native:
+            return (syntax in (None, ANY_TRANSFER_SYNTAX)
+                    or frame_codecs.ENCODABLE.get(syntax or "") == offer.media_type)
         return syntax in (None, ANY_TRANSFER_SYNTAX, stored_syntax)
 
     return usable

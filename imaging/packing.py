@@ -538,8 +538,11 @@ def unpack(source: IO[bytes] | BinaryIO, out: IO[bytes], codec: Codec = JPEG_LS)
     """Write the original bytes of the packed object in ``source`` to ``out``; its SHA-256.
     Raises :class:`CorruptPacked` for a damaged object."""
     reader = Unpacker(source, codec)
-    while chunk := reader.read(CHUNK):
-        out.write(chunk)
+    # One buffer, filled again and again: read(CHUNK) would make two new 4 MiB copies a turn.
+    buffer = bytearray(CHUNK)
+    with memoryview(buffer) as view:
+        while count := reader.readinto(view):
+            out.write(view[:count])
     return reader.plaintext_sha256
 
 

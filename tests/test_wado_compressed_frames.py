@@ -1,8 +1,9 @@
 """Compressed frames for viewers on slow links (issue 13).
 
 Frames stored uncompressed are given losslessly compressed to a client that asks: JPEG-LS
-(``image/jls``), RLE (``image/dicom-rle``) or JPEG 2000 lossless (``image/jp2``) by name,
-and JPEG-LS for ``transfer-syntax=*`` (what OHIF sends for every frame). Each compressed
+(``image/jls``), RLE (``image/dicom-rle``), JPEG 2000 lossless (``image/jp2``) or HTJ2K
+lossless (``image/jphc``, plain or RPCL) by name, and JPEG-LS for ``transfer-syntax=*``
+(what OHIF sends for every frame). Each compressed
 frame decodes, with pydicom's own decoders, to exactly the stored pixels; the stored object
 is never changed; an encoded frame is kept on disk so the next viewer gets it without an
 encode; a frame the codec cannot represent is sent uncompressed, as before.
@@ -24,6 +25,8 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import (
     UID,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     JPEG2000Lossless,
     JPEGLSLossless,
     RLELossless,
@@ -41,7 +44,8 @@ pytestmark = pytest.mark.django_db
 OHIF_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 NATIVE_ACCEPT = 'multipart/related; type="application/octet-stream"'
 MEDIA = {JPEGLSLossless: "image/jls", RLELossless: "image/dicom-rle",
-         JPEG2000Lossless: "image/jp2"}
+         JPEG2000Lossless: "image/jp2", HTJ2KLossless: "image/jphc",
+         HTJ2KLosslessRPCL: "image/jphc"}
 PATIENT = PatientSpec("SLOW-001", "Lenta^Lia", datetime.date(1970, 3, 4), "F")
 SIZE = 64
 
@@ -146,7 +150,7 @@ def _stored_frames(ds: Dataset) -> np.ndarray:
     return arr.reshape(frames, *arr.shape[-3:] if ds.SamplesPerPixel == 3 else arr.shape[-2:])
 
 
-@pytest.mark.parametrize("syntax", [JPEGLSLossless, RLELossless, JPEG2000Lossless])
+@pytest.mark.parametrize("syntax", sorted(MEDIA))
 def test_each_lossless_syntax_asked_by_name_decodes_to_the_stored_pixels(client, stored,
                                                                         syntax):
     frames = _stored_frames(stored)
@@ -204,7 +208,9 @@ def test_any_syntax_can_be_set_to_send_frames_as_stored(client, mr, settings):
     'multipart/related; type="image/jpeg"',  # lossy: never made from a diagnostic image
     f'multipart/related; type="image/jls"; transfer-syntax={UID("1.2.840.10008.1.2.4.81")}',
     f'multipart/related; type="image/jls"; transfer-syntax={RLELossless}',  # type mismatch
-    'multipart/related; type="image/jphc"',  # HTJ2K: no encoder installed
+    # HTJ2K that may be lossy: the archive makes the lossless syntaxes only
+    'multipart/related; type="image/jphc"; transfer-syntax=1.2.840.10008.1.2.4.203',
+    f'multipart/related; type="image/jp2"; transfer-syntax={HTJ2KLossless}',  # mismatch
 ])
 def test_a_syntax_that_is_not_offered_is_406(client, mr, accept):
     response = client.get(_url(mr), HTTP_ACCEPT=accept)
@@ -250,7 +256,8 @@ def test_a_frame_the_codec_cannot_represent_is_sent_as_before(client, alice, tmp
     ds.save_as(path, enforce_file_format=True)
     store([path])
     client.force_login(alice)
-    for accept in (OHIF_ACCEPT, 'multipart/related; type="image/jls"'):
+    for accept in (OHIF_ACCEPT, 'multipart/related; type="image/jls"',
+                   'multipart/related; type="image/jphc"'):
         [(headers, frame)] = _get(client, ds, accept)
         assert headers["content-type"] == (
             f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}")
@@ -298,3 +305,56 @@ def test_an_image_no_frame_of_which_can_be_transcoded_is_406_when_asked_by_name(
     assert headers["content-type"] == (
         f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}")
     assert frame == ds.PixelData
+
+
+def test_htj2k_by_media_type_alone_is_htj2k_lossless(client, mr):
+    """image/jphc stands for three syntaxes; without ``transfer-syntax`` it is HTJ2K
+    lossless, the one PS3.18 Table 8.7.3-5 makes the default."""
+    [(headers, bitstream)] = _get(client, mr, 'multipart/related; type="image/jphc"')
+    assert headers["content-type"] == f"image/jphc; transfer-syntax={HTJ2KLossless}"
+    assert np.array_equal(_decoded(mr, HTJ2KLossless, bitstream), mr.pixel_array)
+    assert len(bitstream) < len(mr.PixelData) * 0.7
+
+
+def test_htj2k_named_with_octet_stream_is_given_as_htj2k(client, mr):
+    """A client that names the syntax but not its media type gets the syntax, with the
+    media type the part really has (as an object stored compressed is given as stored)."""
+    accept = f'multipart/related; type="application/octet-stream"; transfer-syntax={HTJ2KLossless}'
+    [(headers, bitstream)] = _get(client, mr, accept)
+    assert headers["content-type"] == f"image/jphc; transfer-syntax={HTJ2KLossless}"
+    assert np.array_equal(_decoded(mr, HTJ2KLossless, bitstream), mr.pixel_array)
+
+
+def _main_header_markers(codestream: bytes) -> dict[int, bytes]:
+    """The JPEG 2000 main header's marker segments (up to the first tile), by marker."""
+    markers: dict[int, bytes] = {}
+    position = 2  # after SOC
+    while (marker := int.from_bytes(codestream[position:position + 2], "big")) != 0xFF90:
+        length = int.from_bytes(codestream[position + 2:position + 4], "big")
+        markers[marker] = codestream[position + 4:position + 2 + length]
+        position += 2 + length
+    return markers
+
+
+def test_htj2k_rpcl_frames_are_what_ps3_5_asks_of_that_syntax(client, alice, tmp_path):
+    """RPCL progression, tile-part length markers, and enough decompositions that the
+    smallest resolution of a 300 x 700 frame is at most 64 pixels on a side."""
+    [ds] = series_datasets(PATIENT, SeriesSpec("CT", 1, size=300),
+                           study_uid="1.2.826.0.1.13.99", study_date=datetime.date(2026, 2, 1),
+                           accession="SL99", study_description="rpcl", series_number=1)
+    values = np.random.default_rng(99).integers(0, 1023, (300, 700), endpoint=True)
+    ds.Columns, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 700, 10, 9, 0
+    ds.PixelData = values.astype("<u2").tobytes()
+    path = tmp_path / "rpcl.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    store([path])
+    client.force_login(alice)
+    accept = f'multipart/related; type="image/jphc"; transfer-syntax={HTJ2KLosslessRPCL}'
+    [(headers, bitstream)] = _get(client, ds, accept)
+    assert headers["content-type"] == f"image/jphc; transfer-syntax={HTJ2KLosslessRPCL}"
+    markers = _main_header_markers(bitstream)
+    coding_style = markers[0xFF52]  # COD: Scod, progression order, layers, MCT, levels
+    assert coding_style[1] == 2  # RPCL
+    assert 700 / 2 ** coding_style[5] <= 64
+    assert 0xFF55 in markers  # TLM
+    assert np.array_equal(_decoded(ds, HTJ2KLosslessRPCL, bitstream), values)

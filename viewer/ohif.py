@@ -155,11 +155,12 @@ def app_config(*, dicomweb_root: str, router_basename: str,
                shared_array_buffer: bool) -> str:
     """``window.config`` for OHIF: one DICOMweb data source, this archive.
 
-    Nothing here asks for compressed frames: cornerstone's WADO-RS loader asks every frame
-    with ``transfer-syntax=*`` whatever the data source's ``acceptHeader`` (that one is
-    for whole instances), and the archive answers native frames with lossless JPEG-LS
-    (``WADO_FRAMES_ANY_SYNTAX``), which OHIF decodes. HTJ2K, which OHIF would have to name,
-    is not served.
+    Nothing here asks for compressed frames: with no ``acceptHeader`` in the data source,
+    cornerstone's WADO-RS loader asks every frame with ``transfer-syntax=*``, and the
+    archive answers native frames with lossless JPEG-LS (``WADO_FRAMES_ANY_SYNTAX``), which
+    OHIF decodes. HTJ2K lossless is served only when named, which OHIF does only if the
+    data source's ``acceptHeader`` asks for ``image/jphc`` (its
+    ``requestTransferSyntaxUID`` knows no HTJ2K UID); that is not set here.
 
     ``useSharedArrayBuffer`` is ``'FALSE'`` unless the viewer page is cross-origin isolated
     (COOP ``same-origin`` and COEP ``require-corp``); without it OHIF's volume viewports
