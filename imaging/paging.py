@@ -16,6 +16,30 @@ MAX_QUERY_NUMBER = 2**31 - 1  # PostgreSQL's integer; well inside bigint and SQL
 _DIGITS = re.compile(r"[0-9]+")
 
 
+#: Rows a listing page shows (the study list, the order list).
+PAGE_SIZE = 50
+
+
+def page_count(count: int) -> int:
+    """Pages of ``count`` rows (at least one)."""
+    return max(1, -(-count // PAGE_SIZE))
+
+
+class PageNumbers:
+    """``has_previous`` and ``pages`` for a page dataclass with ``number`` and ``count``."""
+
+    number: int
+    count: int
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def pages(self) -> int:
+        return page_count(self.count)
+
+
 class BadNumber(ValueError):
     """A numeric query parameter that cannot be used; the message names it and says why."""
 

@@ -31,11 +31,10 @@ from accounts.models import Clinic
 
 from . import policies
 from .models import ReportStatus, Study
-from .paging import BadNumber, whole_number
+from .paging import PAGE_SIZE, BadNumber, PageNumbers, page_count, whole_number
 from .principals import Principal
 from .search_text import searchable
 
-PAGE_SIZE = 50
 #: Matches counted at most; past it the page says "more than".
 COUNT_CAP = 1000
 #: Patients a name or ID may find and still be handed to the study query as a list.
@@ -274,7 +273,7 @@ def matching(principal: Principal, query: WorklistQuery) -> QuerySet[Study]:
 
 
 @dataclass(frozen=True)
-class WorklistPage:
+class WorklistPage(PageNumbers):
     """One page of a search: its studies and where it stands among all matches."""
 
     studies: list[Study]
@@ -284,22 +283,13 @@ class WorklistPage:
     count: int
     capped: bool
 
-    @property
-    def has_previous(self) -> bool:
-        return self.number > 1
-
-    @property
-    def pages(self) -> int:
-        """Pages of the counted matches (at least one)."""
-        return max(1, -(-self.count // PAGE_SIZE))
-
 
 def search(principal: Principal, query: WorklistQuery) -> WorklistPage:
     """The page of matches ``query`` asks for. A page past the last shows the last."""
     studies = matching(principal, query)
     count = _capped_count(studies)
     number = query.page
-    last = max(1, -(-count // PAGE_SIZE))
+    last = page_count(count)
     if number > last and count < COUNT_CAP:
         number = last
     start = (number - 1) * PAGE_SIZE

@@ -21,12 +21,11 @@ from django.utils.translation import gettext as _
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, Target, record
 from imaging import policies
-from imaging.paging import BadNumber, whole_number
+from imaging.paging import PAGE_SIZE, BadNumber, PageNumbers, page_count, whole_number
 from imaging.principals import Principal
 
 from .models import ScheduledProcedure
 
-PAGE_SIZE = 50
 _CODE = re.compile(r"[A-Z0-9_]{1,16}")  # a modality (DICOM CS)
 
 
@@ -102,19 +101,11 @@ def _date(params: Mapping[str, str], key: str) -> datetime.date | None:
 
 
 @dataclass(frozen=True)
-class OrderPage:
+class OrderPage(PageNumbers):
     orders: list[ScheduledProcedure]
     number: int
     has_next: bool
     count: int
-
-    @property
-    def has_previous(self) -> bool:
-        return self.number > 1
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.count // PAGE_SIZE))
 
 
 def search(principal: Principal, query: OrderQuery) -> OrderPage:
@@ -132,7 +123,7 @@ def search(principal: Principal, query: OrderQuery) -> OrderPage:
     orders = orders.order_by(F("scheduled_date").desc(),
                              F("scheduled_time").desc(nulls_last=True), F("pk").desc())
     count = orders.count()
-    number = min(query.page, max(1, -(-count // PAGE_SIZE)))
+    number = min(query.page, page_count(count))
     start = (number - 1) * PAGE_SIZE
     rows = list(orders[start:start + PAGE_SIZE + 1])
     return OrderPage(orders=rows[:PAGE_SIZE], number=number,
