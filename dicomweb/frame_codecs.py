@@ -15,6 +15,7 @@ refuse (YBR_FULL_422, 1-bit, values outside Bits Stored) is served as it is toda
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import math
@@ -51,6 +52,8 @@ ENCODABLE: dict[str, str] = {
     HTJ2KLosslessRPCL: "image/jphc",
 }
 _HTJ2K = (HTJ2KLossless, HTJ2KLosslessRPCL)
+# Errors of the cache's own disk: the copy is made in a temporary file instead.
+_CACHE_DISK_REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 # An empty cache file says "this frame cannot be encoded so": no second attempt.
 _CANNOT = b""
 # Evict after this many writes by one process (a directory scan costs a few ms).
@@ -263,8 +266,9 @@ class FrameCache:
                    write: Callable[[IO[bytes]], None]) -> IO[bytes] | None:
         """A new entry written by ``write`` straight to disk, then open at its start.
 
-        None when the cache is off or its directory cannot be written (the caller makes a
-        temporary copy instead). Whatever ``write`` raises is raised, with nothing kept.
+        None when the cache is off or its disk refuses the entry (cannot be written, full,
+        read-only: the caller makes a temporary copy instead). Whatever else ``write``
+        raises is raised, with nothing kept.
         An entry evicted while it is being read stays readable until it is closed.
         """
         if self.limit <= 0:
@@ -282,6 +286,13 @@ class FrameCache:
                 write(out)
             os.replace(temporary, path)
             fp = path.open("rb")
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            if exc.errno not in _CACHE_DISK_REFUSED:
+                raise
+            # The cache's disk is full (or read-only): a temporary copy serves this one.
+            log.warning("frame cache: cannot keep %s: %s", path.name, exc)
+            return None
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise

@@ -9,6 +9,7 @@ against the cache's one size limit.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -141,3 +142,19 @@ def test_with_the_cache_off_an_instance_is_still_transcoded(client, mr, settings
     part = _retrieve(client, mr, JPEGLSLossless)
     assert dcmread(io.BytesIO(part)).file_meta.TransferSyntaxUID == JPEGLSLossless
     assert not list(settings.WADO_FRAME_CACHE_DIR.rglob("*-object-*"))
+
+
+def test_a_full_cache_disk_still_answers_from_a_temporary_copy(client, mr, settings,
+                                                               monkeypatch):
+    real = pixels.transcode
+    cache_dir = str(settings.WADO_FRAME_CACHE_DIR)
+
+    def disk_full_in_the_cache(fp, target, out):
+        if str(getattr(out, "name", "") or "").startswith(cache_dir):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fp, target, out)
+
+    monkeypatch.setattr(pixels, "transcode", disk_full_in_the_cache)
+    part = _retrieve(client, mr, JPEGLSLossless)
+    assert dcmread(io.BytesIO(part)).file_meta.TransferSyntaxUID == JPEGLSLossless
+    assert not [p for p in settings.WADO_FRAME_CACHE_DIR.rglob("*") if p.is_file()]
