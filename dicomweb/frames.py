@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import get_frame
+from pydicom.encaps import encapsulate, get_frame
 from pydicom.filewriter import write_file_meta_info
 from pydicom.pixels.utils import pixel_array
 from pydicom.uid import (
@@ -29,6 +29,8 @@ from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
@@ -71,7 +73,10 @@ HEADER_DEFER_BYTES = 1024 * 1024
 # purpose: the archive does not degrade diagnostic images on a client's request.
 NATIVE_TARGETS = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian,
                             DeflatedExplicitVRLittleEndian})
-COMPRESSED_TARGETS = frozenset({RLELossless, JPEGLSLossless, JPEG2000Lossless})
+# HTJ2K lossless objects are made frame by frame with the frames' encoder
+# (dicomweb.frame_codecs: OpenJPH), which pydicom's compress() does not have.
+HTJ2K_TARGETS = frozenset({HTJ2KLossless, HTJ2KLosslessRPCL})
+COMPRESSED_TARGETS = frozenset({RLELossless, JPEGLSLossless, JPEG2000Lossless}) | HTJ2K_TARGETS
 TRANSCODE_TARGETS = NATIVE_TARGETS | COMPRESSED_TARGETS
 
 
@@ -328,7 +333,10 @@ def transcode(fp: IO[bytes], target: str, out: IO[bytes]) -> None:
         if target_uid.is_compressed and source != target_uid:
             if not has_pixels:
                 raise CannotTranscode("an object without pixel data cannot be compressed")
-            ds.compress(target_uid, generate_instance_uid=False)
+            if target_uid in HTJ2K_TARGETS:
+                _compress_htj2k(ds, target_uid)
+            else:
+                ds.compress(target_uid, generate_instance_uid=False)
         ds.file_meta.TransferSyntaxUID = target_uid
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -338,3 +346,27 @@ def transcode(fp: IO[bytes], target: str, out: IO[bytes]) -> None:
         raise
     except Exception as exc:  # plugins raise many types on unsupported images
         raise CannotTranscode(f"cannot transcode to {target}: {exc}") from exc
+
+
+def _compress_htj2k(ds: Dataset, target: UID) -> None:
+    """``ds``'s native pixel data (little endian) encapsulated as HTJ2K lossless frames.
+
+    Monochrome only: a colour image coded with the reversible colour transform would also
+    change its Photometric Interpretation (YBR_RCT), which is not done here.
+    """
+    from .frame_codecs import CannotEncode, Layout, encode
+
+    layout = Layout.of(ds)
+    if layout.samples_per_pixel != 1:
+        raise CannotTranscode("HTJ2K objects are made from monochrome images only")
+    size = layout.rows * layout.columns * (layout.bits_allocated // 8)
+    count = int(ds.get("NumberOfFrames") or 1)
+    data = ds.PixelData
+    try:
+        frames = [encode(bytes(data[n * size:(n + 1) * size]), layout, target)
+                  for n in range(count)]
+    except CannotEncode as exc:
+        raise CannotTranscode(str(exc)) from exc
+    ds.PixelData = encapsulate(frames)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True

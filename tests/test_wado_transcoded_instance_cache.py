@@ -19,6 +19,8 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import (
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
     JPEGLSLossless,
     RLELossless,
@@ -158,3 +160,22 @@ def test_a_full_cache_disk_still_answers_from_a_temporary_copy(client, mr, setti
     part = _retrieve(client, mr, JPEGLSLossless)
     assert dcmread(io.BytesIO(part)).file_meta.TransferSyntaxUID == JPEGLSLossless
     assert not [p for p in settings.WADO_FRAME_CACHE_DIR.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("syntax", [HTJ2KLossless, HTJ2KLosslessRPCL])
+def test_an_instance_asked_in_htj2k_lossless_decodes_to_the_stored_pixels(client, mr, syntax):
+    part = _retrieve(client, mr, syntax)
+    copy = dcmread(io.BytesIO(part))
+    assert copy.file_meta.TransferSyntaxUID == syntax
+    assert copy.SOPInstanceUID == mr.sop_instance_uid
+    assert (copy.pixel_array == dcmread(pydicom_file("MR_small.dcm")).pixel_array).all()
+    assert frame_codecs.cache().object_path(mr.sha256, syntax).read_bytes() == part
+
+
+def test_a_colour_instance_is_not_made_htj2k(client, alice):
+    store([pydicom_file("SC_rgb_small_odd.dcm")])
+    client.force_login(alice)
+    response = client.get(_url(Instance.objects.get()),
+                          HTTP_ACCEPT=f"{DICOM_PARTS}; transfer-syntax={HTJ2KLossless}")
+    assert response.status_code == 406
+    assert "monochrome" in response.json()["error"]
