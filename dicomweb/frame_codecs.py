@@ -136,12 +136,19 @@ def check_values(native: bytes, layout: Layout) -> None:
         raise CannotEncode(f"values outside the {layout.bits_stored} bits stored")
 
 
-def encode(native: bytes, layout: Layout, syntax: str) -> bytes:
-    """One native little endian frame as a ``syntax`` bitstream; :class:`CannotEncode`."""
+def encode(native: bytes, layout: Layout, syntax: str, *, colour_transform: bool = True
+           ) -> bytes:
+    """One native little endian frame as a ``syntax`` bitstream; :class:`CannotEncode`.
+
+    ``colour_transform=False``: an HTJ2K colour frame is coded without the reversible
+    colour transform, so an object made of such frames keeps Photometric Interpretation
+    RGB (with it, the object would have to say YBR_RCT).
+    """
     check_encodable(layout, syntax)
     check_values(native, layout)
     if syntax in _HTJ2K:
-        return _htj2k(native, layout, rpcl=syntax == HTJ2KLosslessRPCL)
+        return _htj2k(native, layout, rpcl=syntax == HTJ2KLosslessRPCL,
+                      colour_transform=colour_transform)
     try:
         return bytes(get_encoder(UID(syntax)).encode(
             native, rows=layout.rows, columns=layout.columns,
@@ -165,7 +172,8 @@ def _openjph() -> Any:
     return codecs if codecs.HTJ2K.available else None
 
 
-def _htj2k(native: bytes, layout: Layout, *, rpcl: bool) -> bytes:
+def _htj2k(native: bytes, layout: Layout, *, rpcl: bool, colour_transform: bool = True
+           ) -> bytes:
     """HTJ2K with the reversible wavelet (and, for RGB, the reversible colour transform).
 
     OpenJPH codes the whole sample width (16 bits for 12 stored), so every value that
@@ -181,13 +189,18 @@ def _htj2k(native: bytes, layout: Layout, *, rpcl: bool) -> bytes:
     if layout.samples_per_pixel == 3:
         shape += (3,)
     options: dict[str, Any] = {}
+    if layout.samples_per_pixel == 3 and not colour_transform:
+        options["rgb"] = False
     if rpcl:
         longest = max(layout.rows, layout.columns)
-        options = {"resolutions": max(5, math.ceil(math.log2(longest / 64))), "tlm": True}
+        options.update(resolutions=max(5, math.ceil(math.log2(longest / 64))), tlm=True)
     try:
         array = np.frombuffer(native, dtype=dtype).reshape(shape)
         data = bytes(codecs.htj2k_encode(array, reversible=True, **options))
-        exact = np.array_equal(codecs.htj2k_decode(data), array)
+        decoded = codecs.htj2k_decode(data)
+        if options.get("rgb") is False:
+            decoded = np.moveaxis(decoded, 0, -1)  # without the colour transform: planar
+        exact = np.array_equal(decoded, array)
     except Exception as exc:  # imagecodecs raises its own error types
         raise CannotEncode(f"cannot encode the frame as HTJ2K: {exc}") from exc
     if not exact:

@@ -351,20 +351,19 @@ def transcode(fp: IO[bytes], target: str, out: IO[bytes]) -> None:
 def _compress_htj2k(ds: Dataset, target: UID) -> None:
     """``ds``'s native pixel data (little endian) encapsulated as HTJ2K lossless frames.
 
-    Monochrome only: a colour image coded with the reversible colour transform would also
-    change its Photometric Interpretation (YBR_RCT), which is not done here.
+    Colour frames are coded without the colour transform, so Photometric Interpretation
+    stays as it is (RGB); planar colour data is refused by the encoder.
     """
     from .frame_codecs import CannotEncode, Layout, encode
 
     layout = Layout.of(ds)
-    if layout.samples_per_pixel != 1:
-        raise CannotTranscode("HTJ2K objects are made from monochrome images only")
-    size = layout.rows * layout.columns * (layout.bits_allocated // 8)
+    size = (layout.rows * layout.columns * layout.samples_per_pixel
+            * (layout.bits_allocated // 8))
     count = int(ds.get("NumberOfFrames") or 1)
     data = ds.PixelData
     try:
-        frames = [encode(bytes(data[n * size:(n + 1) * size]), layout, target)
-                  for n in range(count)]
+        frames = [encode(bytes(data[n * size:(n + 1) * size]), layout, target,
+                         colour_transform=False) for n in range(count)]
     except CannotEncode as exc:
         raise CannotTranscode(str(exc)) from exc
     ds.PixelData = encapsulate(frames)

@@ -172,10 +172,12 @@ def test_an_instance_asked_in_htj2k_lossless_decodes_to_the_stored_pixels(client
     assert frame_codecs.cache().object_path(mr.sha256, syntax).read_bytes() == part
 
 
-def test_a_colour_instance_is_not_made_htj2k(client, alice):
-    store([pydicom_file("SC_rgb_small_odd.dcm")])
+def test_a_colour_instance_in_htj2k_lossless_stays_rgb_and_decodes_to_its_pixels(client,
+                                                                                 alice):
+    path = pydicom_file("SC_rgb_small_odd.dcm")
+    store([path])
     client.force_login(alice)
-    response = client.get(_url(Instance.objects.get()),
-                          HTTP_ACCEPT=f"{DICOM_PARTS}; transfer-syntax={HTJ2KLossless}")
-    assert response.status_code == 406
-    assert "monochrome" in response.json()["error"]
+    copy = dcmread(io.BytesIO(_retrieve(client, Instance.objects.get(), HTJ2KLossless)))
+    assert copy.file_meta.TransferSyntaxUID == HTJ2KLossless
+    assert copy.PhotometricInterpretation == "RGB"
+    assert (copy.pixel_array == dcmread(path).pixel_array).all()
