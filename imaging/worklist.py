@@ -147,8 +147,8 @@ def parse(params: Mapping[str, str], *, clinics: Mapping[int, str]) -> WorklistQ
             raise BadQuery(_("%(name)s is too long (at most %(max)d characters)")
                            % {"name": key, "max": MAX_TEXT})
         values[key] = text
-    values["date_from"] = _date(params, "date_from")
-    values["date_to"] = _date(params, "date_to")
+    values["date_from"] = date_param(params, "date_from")
+    values["date_to"] = date_param(params, "date_to")
     if values["date_from"] and values["date_to"] and values["date_from"] > values["date_to"]:
         raise BadQuery(_("date_from must not be after date_to"))
     values["modality"] = _code(params, "modality")
@@ -176,7 +176,9 @@ def parse(params: Mapping[str, str], *, clinics: Mapping[int, str]) -> WorklistQ
     return WorklistQuery(**values)
 
 
-def _date(params: Mapping[str, str], key: str) -> datetime.date | None:
+def date_param(params: Mapping[str, str], key: str) -> datetime.date | None:
+    """The date ``params[key]`` gives as YYYY-MM-DD (None when empty); :class:`BadQuery`
+    naming ``key`` otherwise. The order list (:mod:`orders.listing`) reads its dates so too."""
     text = str(params.get(key, "")).strip()
     if not text:
         return None

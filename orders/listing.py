@@ -23,6 +23,7 @@ from audit.trail import Actor, Target, record
 from imaging import policies
 from imaging.paging import PAGE_SIZE, BadNumber, PageNumbers, page_count, whole_number
 from imaging.principals import Principal
+from imaging.worklist import BadQuery, date_param
 
 from .models import ScheduledProcedure
 
@@ -34,10 +35,6 @@ def visible_procedures(principal: Principal) -> QuerySet[ScheduledProcedure]:
     the one scoping of orders, for this page and the DICOM worklist."""
     return ScheduledProcedure.objects.filter(
         patient__in=policies.visible_patients(principal).values("pk"))
-
-
-class BadQuery(ValueError):
-    """A parameter that cannot be used; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +69,7 @@ def parse(params: Mapping[str, str]) -> OrderQuery:
         raise BadQuery(_("status must be one of %(choices)s, not %(value)r")
                        % {"choices": ", ".join(ScheduledProcedure.Status.values),
                           "value": status[:20]})
-    date_from, date_to = _date(params, "date_from"), _date(params, "date_to")
+    date_from, date_to = date_param(params, "date_from"), date_param(params, "date_to")
     if date_from and date_to and date_from > date_to:
         raise BadQuery(_("date_from must not be after date_to"))
     modality = str(params.get("modality", "")).strip().upper()
@@ -85,19 +82,6 @@ def parse(params: Mapping[str, str]) -> OrderQuery:
         raise BadQuery(str(exc)) from exc
     return OrderQuery(status=status, date_from=date_from, date_to=date_to,
                       modality=modality, page=page)
-
-
-def _date(params: Mapping[str, str], key: str) -> datetime.date | None:
-    text = str(params.get(key, "")).strip()
-    if not text:
-        return None
-    try:
-        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
-            raise ValueError(text)
-        return datetime.date.fromisoformat(text)
-    except ValueError:
-        raise BadQuery(_("%(name)s must be a date as YYYY-MM-DD, not %(value)r")
-                       % {"name": key, "value": text[:20]}) from None
 
 
 @dataclass(frozen=True)

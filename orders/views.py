@@ -16,7 +16,7 @@ from audit.trail import Actor
 from imaging import policies
 from imaging.policies import Action
 from imaging.principals import of_request
-from imaging.worklist import MODALITIES
+from imaging.worklist import MODALITIES, BadQuery
 from portal.navigation import staff_page
 
 from . import handling, listing
@@ -39,7 +39,7 @@ def order_list(request: HttpRequest) -> HttpResponse:
         raise Http404
     try:
         query = listing.parse(request.GET)
-    except listing.BadQuery as exc:
+    except BadQuery as exc:
         return HttpResponse(str(exc), status=HTTPStatus.BAD_REQUEST,
                             content_type="text/plain; charset=utf-8")
     page = listing.search(principal, query)
