@@ -208,6 +208,14 @@ def _htj2k(native: bytes, layout: Layout, *, rpcl: bool, colour_transform: bool 
     return data
 
 
+def _touch(path: Path) -> None:
+    """Mark a cache entry as just read (eviction takes the least recently read first)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
 class FrameCache:
     """Encoded frames on disk, bounded by size, shared by every process on the host.
 
@@ -233,10 +241,7 @@ class FrameCache:
             data = path.read_bytes()
         except OSError:
             return None
-        try:
-            os.utime(path)
-        except OSError:
-            pass
+        _touch(path)
         return data
 
     def put(self, sha256: str, frame: int, syntax: str, data: bytes) -> None:
@@ -252,11 +257,7 @@ class FrameCache:
             log.warning("frame cache: cannot write %s: %s", path.name, exc)
             temporary.unlink(missing_ok=True)
             return
-        with self._lock:
-            self._writes += 1
-            due = self._writes % _EVICT_EVERY == 1
-        if due:
-            self.evict()
+        self._count_write()
 
     def object_path(self, sha256: str, syntax: str) -> Path:
         """Where the whole object ``sha256`` transcoded to ``syntax`` is kept."""
@@ -269,10 +270,7 @@ class FrameCache:
             fp = path.open("rb")
         except OSError:
             return None
-        try:
-            os.utime(path)
-        except OSError:
-            pass
+        _touch(path)
         return fp
 
     def put_object(self, sha256: str, syntax: str,
