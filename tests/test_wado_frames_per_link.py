@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the imported mr fixture is a parameter here)
 """Which syntax OHIF's ``transfer-syntax=*`` frames come in depends on where the viewer is.
 
 On the clinic's LAN (``WADO_FRAMES_LAN_NETWORKS``: loopback and the private ranges by
@@ -14,27 +15,20 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 
 from tests.http_bodies import body
 from tests.test_settings import start
-from tests.wado_support import parse_multipart, pydicom_file, store
+from tests.wado_support import parse_multipart
+
+from .test_wado_compressed_frames import mr  # noqa: F401  (fixture: MR_small stored)
 
 pytestmark = pytest.mark.django_db
 
 OHIF_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 STORED_PART = f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}"
 JPEG_LS_PART = f"image/jls; transfer-syntax={JPEGLSLossless}"
-
-
-@pytest.fixture
-def mr(client, alice) -> Dataset:
-    path = pydicom_file("MR_small.dcm")
-    store([path])
-    client.force_login(alice)
-    return dcmread(path)
 
 
 def _frame(client, ds: Dataset, accept: str = OHIF_ACCEPT, **meta: str) -> tuple[str, bytes]:
