@@ -21,32 +21,22 @@ def default_expiry() -> datetime.datetime:
     return timezone.now() + DEFAULT_LIFETIME
 
 
-class DownloadLink(models.Model):
-    """A signed, random, expiring, revocable link to download a set of studies as a ZIP."""
+class IssuedLink(models.Model):
+    """What a download link and a share have alike: a token known by its hash, a lifetime,
+    revocation, the language it was made in and what it rests on."""
 
     token_hash = models.CharField(_("token hash (SHA-256)"), max_length=64, unique=True,
                                   editable=False)
-    studies = models.ManyToManyField("imaging.Study", related_name="download_links",
-                                     verbose_name=_("studies"))
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True,
-                                   on_delete=models.SET_NULL, related_name="download_links",
-                                   verbose_name=_("created by"))
     created = models.DateTimeField(_("created"), auto_now_add=True)
     expires = models.DateTimeField(_("expires"), default=default_expiry, db_index=True)
-    pin_hash = models.CharField(_("PIN hash"), max_length=128, blank=True, editable=False)
-    max_uses = models.PositiveIntegerField(_("maximum downloads"), default=5)
-    uses = models.PositiveIntegerField(_("downloads"), default=0)
     last_used = models.DateTimeField(_("last used"), null=True, blank=True)
     revoked = models.DateTimeField(_("revoked"), null=True, blank=True)
     revoked_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                    on_delete=models.SET_NULL, related_name="+",
                                    verbose_name=_("revoked by"))
-    recipient_email = models.EmailField(_("sent to"), blank=True)
-    # The language of the README and index page in the ZIP, fixed so every download of a
-    # link is byte for byte the same (resumable).
+    # The language of what the recipient reads (for a download link, the README and index
+    # page in the ZIP: fixed, so every download of a link is byte for byte the same).
     language = models.CharField(_("language"), max_length=16, blank=True)
-    # Sent to someone outside the care team (not the patient's own address).
-    outside = models.BooleanField(_("outside the care team"), default=False)
     # What the share rests on: "consent" (checked again at every use), a legal basis
     # chosen by staff (imaging.policies.LEGAL_BASES) with its reason, or "" when it goes
     # to the patient only.
@@ -57,6 +47,33 @@ class DownloadLink(models.Model):
     access_code = models.ForeignKey("patients.AccessCode", null=True, blank=True,
                                     on_delete=models.SET_NULL, related_name="+",
                                     verbose_name=_("made with access code"))
+
+    class Meta:
+        abstract = True
+
+    def _lapsed(self) -> str | None:
+        """``"revoked"`` or ``"expired"``, else None."""
+        if self.revoked is not None:
+            return "revoked"
+        if self.expires <= timezone.now():
+            return "expired"
+        return None
+
+
+class DownloadLink(IssuedLink):
+    """A signed, random, expiring, revocable link to download a set of studies as a ZIP."""
+
+    studies = models.ManyToManyField("imaging.Study", related_name="download_links",
+                                     verbose_name=_("studies"))
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True,
+                                   on_delete=models.SET_NULL, related_name="download_links",
+                                   verbose_name=_("created by"))
+    pin_hash = models.CharField(_("PIN hash"), max_length=128, blank=True, editable=False)
+    max_uses = models.PositiveIntegerField(_("maximum downloads"), default=5)
+    uses = models.PositiveIntegerField(_("downloads"), default=0)
+    recipient_email = models.EmailField(_("sent to"), blank=True)
+    # Sent to someone outside the care team (not the patient's own address).
+    outside = models.BooleanField(_("outside the care team"), default=False)
 
     class Meta:
         verbose_name = _("download link")
@@ -72,20 +89,12 @@ class DownloadLink(models.Model):
 
     @property
     def state(self) -> str:
-        if self.revoked is not None:
-            return "revoked"
-        if self.expires <= timezone.now():
-            return "expired"
-        if self.uses >= self.max_uses:
-            return "used_up"
-        return "active"
+        return self._lapsed() or ("used_up" if self.uses >= self.max_uses else "active")
 
 
-class Share(models.Model):
+class Share(IssuedLink):
     """A view-only link to one study for a professional outside the clinic."""
 
-    token_hash = models.CharField(_("token hash (SHA-256)"), max_length=64, unique=True,
-                                  editable=False)
     study = models.ForeignKey("imaging.Study", on_delete=models.CASCADE,
                               related_name="shares", verbose_name=_("study"))
     recipient_name = models.CharField(_("recipient"), max_length=200, blank=True)
@@ -95,25 +104,7 @@ class Share(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True,
                                    on_delete=models.SET_NULL, related_name="shares",
                                    verbose_name=_("shared by"))
-    created = models.DateTimeField(_("created"), auto_now_add=True)
-    expires = models.DateTimeField(_("expires"), default=default_expiry, db_index=True)
-    last_used = models.DateTimeField(_("last used"), null=True, blank=True)
     views = models.PositiveIntegerField(_("views"), default=0)
-    revoked = models.DateTimeField(_("revoked"), null=True, blank=True)
-    revoked_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                   on_delete=models.SET_NULL, related_name="+",
-                                   verbose_name=_("revoked by"))
-    language = models.CharField(_("language"), max_length=16, blank=True)
-    # What the share rests on: "consent" (checked again at every use), a legal basis
-    # chosen by staff (imaging.policies.LEGAL_BASES) with its reason, or "" when it goes
-    # to the patient only.
-    basis = models.CharField(_("basis"), max_length=32, blank=True)
-    basis_reason = models.TextField(_("reason for the legal basis"), blank=True)
-    # Made in a receipt-code session: the link lasts no longer than the code and is
-    # revoked with it.
-    access_code = models.ForeignKey("patients.AccessCode", null=True, blank=True,
-                                    on_delete=models.SET_NULL, related_name="+",
-                                    verbose_name=_("made with access code"))
 
     class Meta:
         verbose_name = _("share with a professional")
@@ -125,11 +116,7 @@ class Share(models.Model):
 
     @property
     def state(self) -> str:
-        if self.revoked is not None:
-            return "revoked"
-        if self.expires <= timezone.now():
-            return "expired"
-        return "active"
+        return self._lapsed() or "active"
 
 
 class MemberChecksum(models.Model):
