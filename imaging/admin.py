@@ -14,22 +14,13 @@ from audit.admin_reads import AuditedReadsMixin
 from audit.trail import Actor
 
 from . import policies, rejection
-from .admin_scope import ClinicScopedAdmin, admin_principal
+from .admin_scope import ClinicScopedAdmin, ViewOnlyAdmin, admin_principal
 from .models import Instance, Patient, PatientConflict, Rejection, Series, Study
 
 
-class ReadOnlyAdmin(AuditedReadsMixin, ClinicScopedAdmin):
+class ReadOnlyAdmin(AuditedReadsMixin, ViewOnlyAdmin, ClinicScopedAdmin):
     """Archive rows are written only by the ingest path; admins look, they do not edit.
     Every look is on the audit trail."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class StudyInline(admin.TabularInline):  # type: ignore[type-arg]

@@ -73,3 +73,17 @@ class ClinicScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         elif related is Clinic and principal.clinic_ids is not None:
             kwargs["queryset"] = Clinic.objects.filter(pk__in=sorted(principal.clinic_ids))
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class ViewOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Rows written by the archive itself (ingest, replication, fixity, drills): admins
+    look, they never add, edit or delete."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

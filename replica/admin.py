@@ -16,7 +16,7 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from imaging.admin_scope import ClinicScopedAdmin
+from imaging.admin_scope import ClinicScopedAdmin, ViewOnlyAdmin
 
 from . import copies
 from .models import Copy, DrillReport, IntegrityAlert
@@ -33,22 +33,13 @@ def lag_text(lag: datetime.timedelta | None) -> str:
 
 
 @admin.register(Copy)
-class CopyAdmin(ClinicScopedAdmin):
+class CopyAdmin(ViewOnlyAdmin, ClinicScopedAdmin):
     patient_path = "instance__series__study__patient"
     list_display = ("instance_id", "tier", "state", "key", "attempts", "written_at",
                     "verified_at", "last_error")
     list_filter = ("tier", "state")
     search_fields = ("key",)
     show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def changelist_view(self, request: HttpRequest,
                         extra_context: dict[str, Any] | None = None) -> HttpResponse:
@@ -72,7 +63,7 @@ class RepairedFilter(admin.SimpleListFilter):
 
 
 @admin.register(IntegrityAlert)
-class IntegrityAlertAdmin(ClinicScopedAdmin):
+class IntegrityAlertAdmin(ViewOnlyAdmin, ClinicScopedAdmin):
     """Read-only: alerts are raised and closed by fixity and repair, never by hand."""
 
     patient_path = "instance__series__study__patient"
@@ -82,15 +73,6 @@ class IntegrityAlertAdmin(ClinicScopedAdmin):
                        "repaired_from")
     fields = readonly_fields
     date_hierarchy = "found_at"
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def open_alerts(request: HttpRequest) -> int | None:
@@ -117,7 +99,7 @@ def study_replica_text(summary: copies.Summary | None) -> str:
 
 
 @admin.register(DrillReport)
-class DrillReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class DrillReportAdmin(ViewOnlyAdmin):
     """Read-only: reports are written by the drills (``manage.py restore_drill`` and the
     beat task). Failures list instance ids and object keys, never patient data."""
 
@@ -128,12 +110,3 @@ class DrillReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     fields = ("started", "finished", "ok", "studies", "objects_checked", "bytes_checked",
               "seconds", "failure_count", "failures")
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
