@@ -28,6 +28,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from peak_rss import peak_rss_kib
+
 ORTHANC_BINARY = os.environ.get("ORTHANC_BINARY", "/usr/sbin/Orthanc")
 PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc")
 
@@ -227,11 +229,7 @@ class OrthancServer:
     def peak_rss_kb(self) -> int:
         """Orthanc's peak resident memory so far (VmHWM), in KiB."""
         assert self.process is not None
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        return 0
+        return peak_rss_kib(self.process.pid)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
