@@ -21,10 +21,9 @@ into a fresh Orthanc 1.10 (``storescu``). Then, each retrieval on its own:
 The portal's serving processes are started fresh for each case, as they run in production:
 ``manage.py dicom_listener`` (its parent and the workers it forks) for the DIMSE cases,
 gunicorn as ``bin/portal`` starts it (``--preload --workers 2 --threads 4``) for WADO-RS.
-Peak RSS is each process's VmHWM right after the case (and when idle, before it). Orthanc
-runs once for all its cases; its VmHWM is printed before and after each (a high-water mark:
-it never goes down). Everything started is stopped, and every folder and database removed,
-at the end or on error.
+Orthanc is restarted on its storage before each of its cases. Peak RSS is each process's
+VmHWM right after the case, and when idle, before it. Everything started is stopped, and
+every folder and database removed, at the end or on error.
 """
 
 from __future__ import annotations
@@ -281,7 +280,9 @@ def run_cases(args: argparse.Namespace, scratch: Path) -> list[Row]:
     rows: list[Row] = []
 
     def case(path: str, server: str, pids: Callable[[], list[int]],
-             go: Callable[[Path], float], check: Callable[[Path], str]) -> None:
+             go: Callable[[Path], float], check: Callable[[Path], str],
+             fresh: Callable[[], None] = lambda: None) -> None:
+        fresh()
         out = scratch / f"out-{time.monotonic_ns()}"
         idle = peaks(pids())
         log(f"{server}: {path} ...")
@@ -345,10 +346,10 @@ def run_cases(args: argparse.Namespace, scratch: Path) -> list[Row]:
 
         case("C-GET (getscu)", "Orthanc 1.10", orthanc_pids,
              lambda out: c_get(orthanc.aet, orthanc.port, study_uid, out),
-             lambda out: check_received(out, originals))
+             lambda out: check_received(out, originals), server.restart)
         case("C-MOVE (storescp)", "Orthanc 1.10", orthanc_pids,
              lambda out: c_move(orthanc.aet, orthanc.port, study_uid, out, dest_port),
-             lambda out: check_received(out, originals))
+             lambda out: check_received(out, originals), server.restart)
         if study_bytes <= args.orthanc_wado_max_gb * 1e9:
             checked: list[str] = []
 
@@ -359,7 +360,7 @@ def run_cases(args: argparse.Namespace, scratch: Path) -> list[Row]:
                 return seconds
 
             case("WADO-RS study", "Orthanc 1.10", orthanc_pids, orthanc_wado,
-                 lambda out: checked[-1])
+                 lambda out: checked[-1], server.restart)
         else:
             log(f"Orthanc: WADO-RS skipped above {args.orthanc_wado_max_gb} GB "
                 "(it builds the answer in memory)")
@@ -389,7 +390,7 @@ def main() -> None:
     print(f"\n{datetime.date.today()}, load average {os.getloadavg()[0]:.1f} at the end, "
           f"{os.cpu_count()} cores, {time.monotonic() - started:.0f} s in all. Peak RSS in "
           "MiB (VmHWM) of each serving process: the portal's listener parent/workers or "
-          "gunicorn master/workers, fresh for the case; Orthanc's one process, cumulative.")
+          "gunicorn master/workers; Orthanc's one process; each fresh for the case.")
     print(f"{'size':8} {'path':18} {'server':13} {'s':>6} {'MB/s':>6} {'RSS idle':>12} "
           f"{'RSS after':>12}  check")
     for row in rows:
