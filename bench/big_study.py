@@ -1,7 +1,6 @@
 """Memory and speed of retrieving one big study: C-GET, C-MOVE and WADO-RS, beside Orthanc.
 
-    .venv/bin/python bench/big_study.py [--gb 5] [--large-mib 256] [--sqlite]
-                                        [--orthanc-wado-max-gb 1] [--no-orthanc]
+    .venv/bin/python bench/big_study.py [--gb 5] [--large-mib 256] [--sqlite] [--no-orthanc]
 
 Writes one CT study of about ``--gb`` GB (decimal) to a temporary folder, one file at a
 time: half of it 512x512 16-bit slices (~0.5 MB each, imaging.synthetic), half multi-frame
@@ -15,8 +14,7 @@ into a fresh Orthanc 1.10 (``storescu``). Then, each retrieval on its own:
 * C-MOVE of the study to a DCMTK ``storescp`` (the same checks);
 * WADO-RS study retrieve, ``multipart/related; type="application/dicom"``, read by
   ``requests`` in 1 MiB chunks into a SHA-256 and a streaming part counter (nothing kept):
-  parts counted and their bytes summed. Orthanc's DICOMweb plugin builds the whole answer
-  in memory, so it is asked only for studies up to ``--orthanc-wado-max-gb``.
+  parts counted and their bytes summed.
 
 The portal's serving processes are started fresh for each case, as they run in production:
 ``manage.py dicom_listener`` (its parent and the workers it forks) for the DIMSE cases,
@@ -350,20 +348,16 @@ def run_cases(args: argparse.Namespace, scratch: Path) -> list[Row]:
         case("C-MOVE (storescp)", "Orthanc 1.10", orthanc_pids,
              lambda out: c_move(orthanc.aet, orthanc.port, study_uid, out, dest_port),
              lambda out: check_received(out, originals), server.restart)
-        if study_bytes <= args.orthanc_wado_max_gb * 1e9:
-            checked: list[str] = []
+        orthanc_checked: list[str] = []
 
-            def orthanc_wado(out: Path) -> float:
-                seconds, _, check = wado_study(server.dicomweb_url.rstrip("/"), study_uid, {})
-                checked.append(check)
-                assert f"{len(files)} parts" in check, check
-                return seconds
+        def orthanc_wado(out: Path) -> float:
+            seconds, _, check = wado_study(server.dicomweb_url.rstrip("/"), study_uid, {})
+            orthanc_checked.append(check)
+            assert f"{len(files)} parts" in check, check
+            return seconds
 
-            case("WADO-RS study", "Orthanc 1.10", orthanc_pids, orthanc_wado,
-                 lambda out: checked[-1], server.restart)
-        else:
-            log(f"Orthanc: WADO-RS skipped above {args.orthanc_wado_max_gb} GB "
-                "(it builds the answer in memory)")
+        case("WADO-RS study", "Orthanc 1.10", orthanc_pids, orthanc_wado,
+             lambda out: orthanc_checked[-1], server.restart)
     return rows
 
 
@@ -374,7 +368,6 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true", help="the portal on SQLite")
     parser.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--no-orthanc", action="store_true")
-    parser.add_argument("--orthanc-wado-max-gb", type=float, default=1.0)
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-big-"))
