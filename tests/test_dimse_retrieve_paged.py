@@ -9,8 +9,8 @@ import pytest
 from pydicom.dataset import Dataset
 
 from dimse import retrieve
-from imaging.ingest import ingest
 from imaging.models import Instance
+from tests.conftest import ingest_paths
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -19,11 +19,8 @@ STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
 
 @pytest.fixture
 def study(transactional_db, ct_study):
-    study_uid, paths = ct_study
-    for path in paths:
-        with open(path, "rb") as fp:
-            assert ingest(fp).accepted
-    return study_uid
+    ingest_paths(ct_study[1])
+    return ct_study[0]
 
 
 @pytest.fixture
