@@ -101,6 +101,22 @@ def wait_for_echo(called: str, port: int, timeout: float = 60) -> None:
     raise TimeoutError(f"no C-ECHO answer from {called} on port {port}")
 
 
+def start_listener(environ: dict[str, str], port: int,
+                   log_path: Path) -> subprocess.Popen[bytes]:
+    """The portal's ``manage.py dicom_listener`` on loopback, answering C-ECHO (AE title
+    PORTAL, to the peer CLIENT) by the time this returns."""
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [PYTHON, "manage.py", "dicom_listener", "--host", "127.0.0.1", "--port",
+             str(port)], cwd=REPO, env=environ, stdout=log, stderr=log)
+    try:
+        wait_for_echo("PORTAL", port)
+    except BaseException:
+        stop_process(process)
+        raise
+    return process
+
+
 class Target:
     """Something with a DICOM port to store into, query and retrieve from."""
 
@@ -144,11 +160,7 @@ class Portal(Target):
         self._manage("dicom_peers", "add", CLIENT, "127.0.0.1", "--store", "--query",
                      "--retrieve")
         self._manage("dicom_peers", "add", DEST, "127.0.0.1", str(self.dest_port))
-        log = open(self.data_dir / "listener.log", "wb")
-        self.process = subprocess.Popen(
-            [PYTHON, "manage.py", "dicom_listener", "--host", "127.0.0.1", "--port",
-             str(self.port)], cwd=REPO, env=self.environ, stdout=log, stderr=log)
-        wait_for_echo(self.aet, self.port)
+        self.process = start_listener(self.environ, self.port, self.data_dir / "listener.log")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -160,11 +172,11 @@ class Portal(Target):
 
 
 class Orthanc(Target):
-    def __init__(self, dest_port: int) -> None:
+    def __init__(self, dest_port: int, dicomweb: bool = False) -> None:
         self.name = "Orthanc 1.10"
         # The benchmark's client is a known modality with every right, as it is a known
         # peer with every permission on the portal.
-        self.server = OrthancServer(dicomweb=False, extra_config={
+        self.server = OrthancServer(dicomweb=dicomweb, extra_config={
             "DicomModalities": {DEST: [DEST, "127.0.0.1", dest_port],
                                 CLIENT: [CLIENT, "127.0.0.1", free_port()]},
             "DicomAlwaysAllowGet": True,

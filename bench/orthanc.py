@@ -28,6 +28,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from peak_rss import peak_rss_kib
+
 ORTHANC_BINARY = os.environ.get("ORTHANC_BINARY", "/usr/sbin/Orthanc")
 PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc")
 
@@ -180,20 +182,35 @@ class OrthancServer:
             self.storage_dir.mkdir()
             config_path = self.workdir / "orthanc.json"
             config_path.write_text(json.dumps(self.config(), indent=2))
-            shim = build_bind_shim(self.workdir)
-            env = dict(os.environ, TCP_NODELAY="1")
-            env["LD_PRELOAD"] = " ".join(filter(None, [str(shim), env.get("LD_PRELOAD", "")]))
-            with open(self.log_path, "wb") as log:
-                self.process = subprocess.Popen(
-                    [ORTHANC_BINARY, str(config_path)],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env=env, cwd=self.workdir,
-                )
-            self._wait_ready()
+            build_bind_shim(self.workdir)
+            self._launch()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _launch(self) -> None:
+        assert self.workdir is not None
+        env = dict(os.environ, TCP_NODELAY="1")
+        shim = self.workdir / "bind_loopback.so"
+        env["LD_PRELOAD"] = " ".join(filter(None, [str(shim), env.get("LD_PRELOAD", "")]))
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [ORTHANC_BINARY, str(self.workdir / "orthanc.json")],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=self.workdir,
+            )
+        self._wait_ready()
+
+    def restart(self) -> None:
+        """The same server on the same storage, in a fresh process: its peak RSS from now."""
+        assert self.process is not None
+        stop_process(self.process)
+        try:
+            self._launch()
+        except BaseException:
+            self.stop()
+            raise
 
     def _wait_ready(self) -> None:
         assert self.process is not None
@@ -227,11 +244,7 @@ class OrthancServer:
     def peak_rss_kb(self) -> int:
         """Orthanc's peak resident memory so far (VmHWM), in KiB."""
         assert self.process is not None
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        return 0
+        return peak_rss_kib(self.process.pid)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import statistics
 import sys
 import tempfile
@@ -40,16 +39,14 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
+import by_path  # noqa: E402
 from orthanc import OrthancServer  # noqa: E402
 
 from imaging.synthetic import PatientSpec, SeriesSpec, write_study  # noqa: E402
 from tests.s3_support import CREDENTIALS, REGION, MotoServer  # noqa: E402
 
 # bench/dicomweb.py by its path: the name "dicomweb" is the portal's DICOMweb app.
-_spec = importlib.util.spec_from_file_location("bench_dicomweb", BENCH / "dicomweb.py")
-assert _spec is not None and _spec.loader is not None
-bench_dicomweb = sys.modules["bench_dicomweb"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_dicomweb)
+bench_dicomweb = by_path.load("dicomweb")
 Portal, load_orthanc, log = bench_dicomweb.Portal, bench_dicomweb.load_orthanc, bench_dicomweb.log
 
 PATIENT = PatientSpec("BENCH-RECALL", "Recall^Rita", datetime.date(1968, 7, 1), "F")

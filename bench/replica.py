@@ -68,6 +68,7 @@ def django_setup() -> None:
 def write_large(folder: Path, mib: int) -> Path:
     """One multi-frame CT object of about ``mib`` MiB, its pixel data written in chunks."""
     import pydicom
+    from large_objects import write_multiframe
 
     from imaging.synthetic import PatientSpec, SeriesSpec, write_study
 
@@ -76,21 +77,8 @@ def write_large(folder: Path, mib: int) -> Path:
                              study_date=datetime.date(2026, 1, 1), accession="BL",
                              description="large")
     ds = pydicom.dcmread(seed)
-    frames = max(1, (mib << 20) // (4096 * 4096 * 2))
     ds.Rows = ds.Columns = 4096
-    ds.NumberOfFrames = frames
-    del ds.PixelData
-    path = folder / "large.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    length = frames * 4096 * 4096 * 2
-    with path.open("ab") as out:  # (7FE0,0010) OW, explicit VR little endian
-        out.write(b"\xe0\x7f\x10\x00OW\x00\x00" + length.to_bytes(4, "little"))
-        block = os.urandom(8 << 20)
-        left = length
-        while left:
-            out.write(block[:min(left, len(block))])
-            left -= min(left, len(block))
-    return path
+    return write_multiframe(ds, folder / "large.dcm", max(1, (mib << 20) // (4096 * 4096 * 2)))
 
 
 def plain_upload(client: object, bucket: str, paths: list[Path], read_back: bool) -> float:
@@ -149,10 +137,9 @@ def child(argv: list[str]) -> None:
             for target in todo:
                 checked = drill.check(target, ring, Path(scratch))
                 assert not checked.error, checked.error
-    # VmHWM, not ru_maxrss: the latter keeps the parent's high-water mark across exec.
-    (hwm,) = [t for t in Path("/proc/self/status").read_text().splitlines()
-              if t.startswith("VmHWM:")]
-    print(f"peak-rss-kib {hwm.split()[1]}")
+    from peak_rss import peak_rss_kib
+
+    print(f"peak-rss-kib {peak_rss_kib()}")
 
 
 def peak_rss_mib(*argv: str) -> float:

@@ -48,25 +48,13 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
+import by_path  # noqa: E402
 from orthanc import OrthancServer, free_port, stop_process  # noqa: E402
 
 from imaging.synthetic import SeriesSpec, write_study  # noqa: E402
 
-
-def _bench_dicomweb() -> Any:
-    """bench/dicomweb.py, loaded under another name: as ``dicomweb`` it would hide the
-    portal's own ``dicomweb`` package."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_dicomweb", BENCH / "dicomweb.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_dicomweb"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_dw = _bench_dicomweb()
+# bench/dicomweb.py by its path: as ``dicomweb`` it would hide the portal's own package.
+_dw = by_path.load("dicomweb")
 FRAME_ACCEPT, PATIENT, Portal = _dw.FRAME_ACCEPT, _dw.PATIENT, _dw.Portal
 load_orthanc, write_filler = _dw.load_orthanc, _dw.write_filler
 

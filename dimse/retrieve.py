@@ -23,6 +23,7 @@ ones.
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -129,11 +130,41 @@ class Stored:
     study_instance_uid: str
 
 
-def stored(instances: QuerySet[Instance]) -> list[Stored]:
-    return [Stored(*row) for row in instances.values_list(
-        "sop_class_uid", "sop_instance_uid", "transfer_syntax_uid", "blob_key", "has_file_meta",
-        "series__study__study_instance_uid",
-    )]
+_STORED_FIELDS = ("sop_class_uid", "sop_instance_uid", "transfer_syntax_uid", "blob_key",
+                  "has_file_meta", "series__study__study_instance_uid")
+#: Instances whose fields are read at once, as the sub-operations reach them.
+PAGE_SIZE = 500
+
+
+class Matches:
+    """The instances to send, in the retrieve's order: their primary keys only (8 bytes an
+    instance) until the sub-operations reach them, then their :class:`Stored` fields a page
+    of :data:`PAGE_SIZE` at a time. A record per instance held for the whole retrieve was
+    about a kilobyte each: 100 MB for a study of 100,000 objects. An instance removed once
+    matched (rejected, erased) is not sent, as its blob could not be read anyway.
+    """
+
+    def __init__(self, instances: QuerySet[Instance]) -> None:
+        self._pks = array("q", instances.values_list("pk", flat=True).iterator(
+            chunk_size=10 * PAGE_SIZE))
+
+    def __len__(self) -> int:
+        return len(self._pks)
+
+    def __iter__(self) -> Iterator[Stored]:
+        for start in range(0, len(self._pks), PAGE_SIZE):
+            page = self._pks[start:start + PAGE_SIZE]
+            rows = {pk: Stored(*fields) for pk, *fields in Instance.objects.filter(
+                pk__in=list(page)).values_list("pk", *_STORED_FIELDS)}
+            for pk in page:
+                if pk in rows:
+                    yield rows[pk]
+                else:
+                    log.warning("instance %d went before it was sent", pk)
+
+
+def stored(instances: QuerySet[Instance]) -> Matches:
+    return Matches(instances)
 
 
 def _read(instance: Stored) -> Dataset:
@@ -268,7 +299,7 @@ def _remember(event: Event, outgoing: Outgoing) -> None:
 
 
 def _sub_operations(
-    event: Event, session: Session, operation: str, instances: list[Stored],
+    event: Event, session: Session, operation: str, instances: Matches,
     outgoing: Outgoing,
 ) -> Iterator[tuple[int, Dataset | None]]:
     failed: dict[str, dict[str, str]] = {}  # study -> SOP Instance UID -> cause

@@ -18,6 +18,10 @@ socket call, which capped a retrieve near 90 MB/s. The stored bytes therefore go
 as :class:`BatchedPData`: about :data:`BATCH_BYTES` of ready-encoded P-DATA-TF PDUs, each
 within the peer's limit, that the DUL's DT-1 action (replaced by :func:`dt_1`) writes to the
 socket in one call. The wire carries the same PDUs (PS3.8 9.3.5) in the same order.
+At most :data:`BATCHES_IN_FLIGHT` batches wait for the DUL (:func:`windowed`): the DUL's
+queue has no bound, and a peer reading slower than the blob reads (a workstation writing to
+its disk) had most of a large object queued in memory at once, half of a 256 MiB one in
+bench/big_study.py.
 
 It relies on pynetdicom 3.0.4's call sites (tests/test_dimse_pynetdicom_call_sites.py):
 ``send_c_store``'s parameters and its pause, send and wait sequence, which is followed
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any, cast
 
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -51,6 +55,8 @@ from .pdu_fast_codec import C_STORE_RQ_COMMAND, implicit_element, padded
 UNLIMITED_FRAGMENT = 1024 * 1024
 #: About this many bytes of PDUs go to the DUL (and the socket) at once.
 BATCH_BYTES = 1024 * 1024
+#: At most this many batches are handed to the DUL and not yet written to the socket.
+BATCHES_IN_FLIGHT = 4
 _PDU_HEADER = struct.Struct(">BBIIBB")  # type, reserved, PDU length, PDV length, id, control
 _HAS_DATASET = 0x0001  # pynetdicom's value; anything but 0x0101 says so (PS3.7 E.1)
 
@@ -82,11 +88,13 @@ class _StoredPayload(tuple):  # type: ignore[type-arg]
     pynetdicom needs to mark the command as having a data set, and never a path."""
 
     source: IO[bytes]
+    running: Callable[[], bool]
 
 
-def _payload(source: IO[bytes]) -> _StoredPayload:
+def _payload(source: IO[bytes], running: Callable[[], bool]) -> _StoredPayload:
     payload = _StoredPayload(("<stored object>", 0))
     payload.source = source
+    payload.running = running
     return payload
 
 
@@ -173,6 +181,26 @@ class BatchedPData(P_DATA):
         super().__init__()
         self.wire = wire
         self.count = count
+        self.sent: Callable[[], None] | None = None  # called by dt_1 once written
+
+
+def windowed(batches: Iterator[BatchedPData], running: Callable[[], bool],
+             window: int = BATCHES_IN_FLIGHT) -> Iterator[BatchedPData]:
+    """``batches``, each one only once fewer than ``window`` given before it are still
+    unsent, so the DUL's queue (unbounded) holds at most ``window`` batches of an object.
+    Ends early when ``running()`` turns false: a DUL that stopped sends nothing more."""
+    slots = threading.Semaphore(window)
+    for batch in batches:
+        while not slots.acquire(timeout=0.1):
+            if not running():
+                return
+        batch.sent = slots.release
+        yield batch
+
+
+def _dul_running(assoc: Association) -> Callable[[], bool]:
+    dul: Any = assoc.dul
+    return lambda: bool(dul.is_alive() and not dul._kill_thread)
 
 
 def batches(source: IO[bytes], context_id: int, max_pdu_length: int,
@@ -242,8 +270,12 @@ def dt_1(dul: Any) -> str:
     if not isinstance(primitive, BatchedPData):
         dul._send(P_DATA_TF(primitive))
         return "Sta6"
-    if dul.socket is not None:
-        dul.socket.send(primitive.wire)
+    try:
+        if dul.socket is not None:
+            dul.socket.send(primitive.wire)
+    finally:
+        if primitive.sent is not None:
+            primitive.sent()
     return "Sta6"
 
 
@@ -259,7 +291,7 @@ def _encode_msg(self: C_STORE_RQ, context_id: int, max_pdu_length: int) -> Itera
         yield from DIMSEMessage.encode_msg(self, context_id, max_pdu_length)
     finally:
         self._data_set_path = payload
-    yield from batches(payload.source, context_id, max_pdu_length)
+    yield from windowed(batches(payload.source, context_id, max_pdu_length), payload.running)
 
 
 _pynetdicom_send_c_store = Association.send_c_store
@@ -319,11 +351,12 @@ def send_c_store(
             if _requests_watched(self) or (max_pdu and len(command) + 6 > max_pdu):
                 # Someone looks at the requests sent (pynetdicom's debug log does), or the
                 # peer's PDUs are too small for the command: pynetdicom's message, in full.
-                req._dataset_path = _payload(dataset._portal_source)
+                req._dataset_path = _payload(dataset._portal_source, _dul_running(self))
                 self.dimse.send_msg(req, context_id)
             else:
-                for batch in batches(dataset._portal_source, context_id, max_pdu,
-                                     head=command_pdu(command, context_id)):
+                for batch in windowed(batches(dataset._portal_source, context_id, max_pdu,
+                                              head=command_pdu(command, context_id)),
+                                      _dul_running(self)):
                     self.dul.send_pdu(batch)
             _, rsp = self.dimse.get_msg(block=True)
         finally:
