@@ -50,8 +50,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shaped_link import Link
@@ -224,7 +226,20 @@ def main() -> None:
         server.stop()
 
 
-def run(work: Path, endpoint: str, bucket: str, args: argparse.Namespace) -> None:
+@dataclass
+class Stored:
+    """The benchmark's objects, stored with no replica, then enrolled for one."""
+
+    client: Any  # plain boto3, to the same endpoint
+    small: list[Path]
+    large: Path
+    small_copies: list[int]
+    large_copy: int
+    ids: list[int]
+
+
+def store_objects(work: Path, endpoint: str, bucket: str, small_count: int,
+                  write_large_object: Callable[[], Path]) -> Stored:
     import boto3
 
     django_setup()
@@ -233,29 +248,40 @@ def run(work: Path, endpoint: str, bucket: str, args: argparse.Namespace) -> Non
 
     from imaging.ingest import Outcome, ingest
     from imaging.synthetic import PatientSpec, SeriesSpec, write_study
-    from replica import copies, drill, replicate
+    from replica import copies
     from replica.models import Copy
 
     call_command("migrate", verbosity=0)
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **CREDENTIALS)
     client.create_bucket(Bucket=bucket)
-
     _, small = write_study(work / "small", PatientSpec("BENCH-S", "Bench^Small",
-                           datetime.date(1980, 1, 1), "F"), [SeriesSpec("CT", args.small)],
+                           datetime.date(1980, 1, 1), "F"), [SeriesSpec("CT", small_count)],
                            study_date=datetime.date(2026, 1, 2), accession="BS",
                            description="small")
-    large = write_large(work, args.large_mib)
+    large = write_large_object()
     for path in [*small, large]:
         with path.open("rb") as fp:
             assert ingest(fp, source="bench").outcome == Outcome.STORED
-    small_bytes = sum(p.stat().st_size for p in small)
-    large_bytes = large.stat().st_size
-
     settings.REPLICA_URL = endpoint
     ids = copies.enrol_existing()
     by_size = dict(Copy.objects.filter(pk__in=ids).values_list("pk", "instance__size_bytes"))
     large_copy = max(by_size, key=lambda pk: by_size[pk])
-    small_copies = [pk for pk in ids if pk != large_copy]
+    return Stored(client, small, large, [pk for pk in ids if pk != large_copy], large_copy,
+                  ids)
+
+
+def run(work: Path, endpoint: str, bucket: str, args: argparse.Namespace) -> None:
+    stored = store_objects(work, endpoint, bucket, args.small,
+                           lambda: write_large(work, args.large_mib))
+    from django.conf import settings
+
+    from replica import drill, replicate
+    from replica.models import Copy
+
+    client, small, large = stored.client, stored.small, stored.large
+    small_copies, large_copy, ids = stored.small_copies, stored.large_copy, stored.ids
+    small_bytes = sum(p.stat().st_size for p in small)
+    large_bytes = large.stat().st_size
 
     rows: list[tuple[str, str, float, int, int]] = []  # (case, side, seconds, objects, bytes)
     seconds = plain_upload(client, bucket, small, read_back=False)
@@ -441,36 +467,22 @@ def over_link(args: argparse.Namespace) -> None:
 
 def link_run(work: Path, endpoint: str, bucket: str, args: argparse.Namespace,
              link: Link) -> None:
-    import boto3
     from shaped_link import interface_bytes
 
-    django_setup()
-    from django.conf import settings
-    from django.core.management import call_command
-
-    from imaging.ingest import Outcome, ingest
-    from imaging.synthetic import PatientSpec, SeriesSpec, write_study
-    from replica import copies, replicate
-    from replica.models import Copy
     from tests.test_packing_memory import write_multiframe_ct
 
-    call_command("migrate", verbosity=0)
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **CREDENTIALS)
-    client.create_bucket(Bucket=bucket)
-    _, small = write_study(work / "small", PatientSpec("BENCH-S", "Bench^Small",
-                           datetime.date(1980, 1, 1), "F"), [SeriesSpec("CT", args.small)],
-                           study_date=datetime.date(2026, 1, 2), accession="BS",
-                           description="small")
-    large = work / "large.dcm"
-    write_multiframe_ct(large, frames=max(1, args.large_mib * 2))  # 512 KiB frames
-    for path in [*small, large]:
-        with path.open("rb") as fp:
-            assert ingest(fp, source="bench").outcome == Outcome.STORED
-    settings.REPLICA_URL = endpoint
-    ids = copies.enrol_existing()
-    by_size = dict(Copy.objects.filter(pk__in=ids).values_list("pk", "instance__size_bytes"))
-    large_copy = max(by_size, key=lambda pk: by_size[pk])
-    small_copies = [pk for pk in ids if pk != large_copy]
+    def write_phantom() -> Path:
+        write_multiframe_ct(work / "large.dcm", frames=max(1, args.large_mib * 2))  # 512 KiB
+        return work / "large.dcm"
+
+    stored = store_objects(work, endpoint, bucket, args.small, write_phantom)
+    from django.conf import settings
+
+    from replica import replicate
+    from replica.models import Copy
+
+    client, small, large = stored.client, stored.small, stored.large
+    small_copies, large_copy = stored.small_copies, stored.large_copy
     width = settings.REPLICA_CONCURRENCY
 
     def portal(pks: list[int], packing: bool, at_once: bool) -> None:
