@@ -23,7 +23,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from imaging.ingest import Outcome, ingest
-from replica import copies, payload, replicate, store, tasks
+from replica import copies, payload, reconcile, replicate, store, tasks
 from replica.crypto import Envelope, ciphertext_size
 from replica.keys import KeyRing
 from replica.models import Copy
@@ -160,6 +160,9 @@ def test_a_failed_read_back_leaves_its_object_to_the_next_attempt_which_deletes_
     copy = Copy.objects.get(pk=pk)
     (left,) = [o.key for o in replica.objects.all()]
     assert copy.state == Copy.State.FAILED and copy.key == "" and copy.attempt_key == left
+    # Still the copy's: reconcile does not call it an orphan, however old.
+    found = reconcile.reconcile([reconcile.Tier.REPLICA], reconcile.Options(min_age=0))
+    assert [p for p in found.problems if p.key == left] == []
     monkeypatch.undo()
     Copy.objects.filter(pk=pk).update(claimed_until=None)  # its backoff has passed
 
