@@ -20,6 +20,20 @@ in a temp dir, tasks in-process), ingests ``--small`` CT slices (~0.53 MB each) 
 Apart from the "at once" rows, everything runs one object at a time in one process, for
 both sides, so the ratio compares the code, not the parallelism; the "at once" rows give
 both sides the same width. MB are 10^6 bytes.
+
+Over an emulated internet link (root only)::
+
+    .venv/bin/python bench/replica.py --link 20/100/20 --small 20 --large-mib 32
+
+``--link UP/DOWN/DELAY``: the moto server in a network namespace of its own reached over
+a link of UP Mbit/s from the portal to it, DOWN Mbit/s back and DELAY ms each way
+(``bench/shaped_link.py``: namespaces ``prl-server`` and ``prl-client``, removed on exit,
+on an error and at start), moto kept-alive as a cloud endpoint is (``MotoServer``'s
+``keep_alive``). Printed side by side for ``--small`` CT slices and one multi-frame CT of
+``--large-mib`` MiB (512x512 phantom frames, which pack as real CT does): plain boto3
+upload, plain upload + read back, the portal's replication with packing off and on, one
+at a time and ``REPLICA_CONCURRENCY`` at once, with the bytes each sent and received on
+the link. The whole run is bounded by ``--time-limit`` seconds.
 """
 
 from __future__ import annotations
@@ -31,16 +45,26 @@ import datetime
 import hashlib
 import os
 import pstats
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shaped_link import Link
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+LINK_PREFIX = "prl-"
+SERVER_IP, CLIENT_IP = "10.234.0.1", "10.234.0.2"
 
 
 def configure(work: Path, endpoint: str, bucket: str) -> None:
@@ -160,15 +184,24 @@ def main() -> None:
                         help="slices ingested with replication off and on (0: skip)")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""),
                         help="broker for the 'replication on, queued' ingest row")
+    parser.add_argument("--keep-alive", action="store_true",
+                        help="moto under gunicorn, connections kept alive (--link: always)")
+    parser.add_argument("--link", metavar="UP/DOWN/DELAY",
+                        help="Mbit/s up, Mbit/s down, ms each way: moto over a shaped link")
+    parser.add_argument("--time-limit", type=int, default=1800, metavar="S",
+                        help="--link: give up (and clean up) after this many seconds")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child)
         return
+    if args.link:
+        over_link(args)
+        return
 
     from tests.s3_support import MotoServer
 
-    server = MotoServer().start()
+    server = MotoServer(keep_alive=args.keep_alive).start()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-replica-") as tmp:
             work = Path(tmp)
@@ -180,7 +213,20 @@ def main() -> None:
         server.stop()
 
 
-def run(work: Path, endpoint: str, bucket: str, args: argparse.Namespace) -> None:
+@dataclass
+class Stored:
+    """The benchmark's objects, stored with no replica, then enrolled for one."""
+
+    client: Any  # plain boto3, to the same endpoint
+    small: list[Path]
+    large: Path
+    small_copies: list[int]
+    large_copy: int
+    ids: list[int]
+
+
+def store_objects(work: Path, endpoint: str, bucket: str, small_count: int,
+                  write_large_object: Callable[[], Path]) -> Stored:
     import boto3
 
     django_setup()
@@ -189,29 +235,40 @@ def run(work: Path, endpoint: str, bucket: str, args: argparse.Namespace) -> Non
 
     from imaging.ingest import Outcome, ingest
     from imaging.synthetic import PatientSpec, SeriesSpec, write_study
-    from replica import copies, drill, replicate
+    from replica import copies
     from replica.models import Copy
 
     call_command("migrate", verbosity=0)
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **CREDENTIALS)
     client.create_bucket(Bucket=bucket)
-
     _, small = write_study(work / "small", PatientSpec("BENCH-S", "Bench^Small",
-                           datetime.date(1980, 1, 1), "F"), [SeriesSpec("CT", args.small)],
+                           datetime.date(1980, 1, 1), "F"), [SeriesSpec("CT", small_count)],
                            study_date=datetime.date(2026, 1, 2), accession="BS",
                            description="small")
-    large = write_large(work, args.large_mib)
+    large = write_large_object()
     for path in [*small, large]:
         with path.open("rb") as fp:
             assert ingest(fp, source="bench").outcome == Outcome.STORED
-    small_bytes = sum(p.stat().st_size for p in small)
-    large_bytes = large.stat().st_size
-
     settings.REPLICA_URL = endpoint
     ids = copies.enrol_existing()
     by_size = dict(Copy.objects.filter(pk__in=ids).values_list("pk", "instance__size_bytes"))
     large_copy = max(by_size, key=lambda pk: by_size[pk])
-    small_copies = [pk for pk in ids if pk != large_copy]
+    return Stored(client, small, large, [pk for pk in ids if pk != large_copy], large_copy,
+                  ids)
+
+
+def run(work: Path, endpoint: str, bucket: str, args: argparse.Namespace) -> None:
+    stored = store_objects(work, endpoint, bucket, args.small,
+                           lambda: write_large(work, args.large_mib))
+    from django.conf import settings
+
+    from replica import drill, replicate
+    from replica.models import Copy
+
+    client, small, large = stored.client, stored.small, stored.large
+    small_copies, large_copy, ids = stored.small_copies, stored.large_copy, stored.ids
+    small_bytes = sum(p.stat().st_size for p in small)
+    large_bytes = large.stat().st_size
 
     rows: list[tuple[str, str, float, int, int]] = []  # (case, side, seconds, objects, bytes)
     seconds = plain_upload(client, bucket, small, read_back=False)
@@ -349,6 +406,127 @@ def ingest_rows(work: Path, endpoint: str, count: int, redis_url: str) -> None:
     for name, seconds, size in results:
         print(f"  {name:28} {count / seconds:7.1f} inst/s {size / seconds / 1e6:7.1f} MB/s "
               f"{base / seconds:6.2f}x of off")
+
+
+class OutOfTime(Exception):
+    pass
+
+
+def _out_of_time(signum: int, frame: object) -> None:
+    raise OutOfTime("--time-limit reached")
+
+
+def over_link(args: argparse.Namespace) -> None:
+    """The run over an emulated link: namespaces made, used and removed, whatever happens
+    (an error, SIGTERM, the time limit)."""
+    if os.geteuid() != 0:
+        sys.exit("bench/replica.py --link needs root (ip netns, TUN devices)")
+    up, down, delay = (float(part) for part in args.link.split("/"))
+    from shaped_link import Link, inside, remove_namespaces
+
+    from tests.s3_support import MotoServer, free_port
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGALRM, _out_of_time)
+    signal.alarm(args.time_limit)
+    remove_namespaces(LINK_PREFIX)
+    link: Link | None = None
+    server: MotoServer | None = None
+    try:
+        link = Link(LINK_PREFIX, SERVER_IP, CLIENT_IP, up_bps=up * 1e6, down_bps=down * 1e6,
+                    delay_s=delay / 1000)
+        with inside(link.server):
+            server = MotoServer(port=free_port(), host=SERVER_IP, keep_alive=True).start()
+        with inside(link.client), \
+                tempfile.TemporaryDirectory(prefix="bench-replica-link-") as tmp:
+            work = Path(tmp)
+            configure(work, server.url, "bench-replica")
+            (work / "data" / "dicom").mkdir(parents=True)
+            link_run(work, server.url, "bench-replica", args, link)
+    finally:
+        signal.alarm(0)
+        if server is not None:
+            server.stop()
+        if link is not None:
+            link.stop()
+        remove_namespaces(LINK_PREFIX)
+
+
+def link_run(work: Path, endpoint: str, bucket: str, args: argparse.Namespace,
+             link: Link) -> None:
+    from shaped_link import interface_bytes
+
+    from tests.test_packing_memory import write_multiframe_ct
+
+    def write_phantom() -> Path:
+        write_multiframe_ct(work / "large.dcm", frames=max(1, args.large_mib * 2))  # 512 KiB
+        return work / "large.dcm"
+
+    stored = store_objects(work, endpoint, bucket, args.small, write_phantom)
+    from django.conf import settings
+
+    from replica import replicate
+    from replica.models import Copy
+
+    client, small, large = stored.client, stored.small, stored.large
+    small_copies, large_copy = stored.small_copies, stored.large_copy
+    width = settings.REPLICA_CONCURRENCY
+
+    def portal(pks: list[int], packing: bool, at_once: bool) -> None:
+        settings.REPLICA_PACKING = packing
+        Copy.objects.filter(pk__in=pks).update(state=Copy.State.PENDING, key="",
+                                                attempt_key="", claimed_until=None,
+                                                attempts=0)
+        if at_once:
+            for at in range(0, len(pks), settings.REPLICA_DISPATCH_BATCH):
+                batch = pks[at:at + settings.REPLICA_DISPATCH_BATCH]
+                assert {a.outcome for _, a in replicate.replicate_many(batch)} == {
+                    replicate.Outcome.VERIFIED}
+        else:
+            for pk in pks:
+                assert replicate.replicate_copy(pk).outcome == replicate.Outcome.VERIFIED
+
+    def run_side(side: str, paths: list[Path], pks: list[int]) -> None:
+        if side == "plain boto3 upload":
+            plain_upload(client, bucket, paths, False)
+        elif side == "plain upload + read back":
+            plain_upload(client, bucket, paths, True)
+        elif side.startswith("plain upload, "):
+            plain_upload_parallel(client, bucket, paths, width)
+        else:
+            portal(pks, "packing on" in side, "at once" in side)
+
+    cases = [("small", small, small_copies), ("large", [large], [large_copy])]
+    rows: list[tuple[str, str, float, int, int, int]] = []
+    for case, paths, pks in cases:
+        size = sum(p.stat().st_size for p in paths)
+        sides = ["plain boto3 upload", "plain upload + read back", "portal, packing off",
+                 "portal, packing on"]
+        if len(paths) > 1:
+            sides += [f"plain upload, {width} at once", f"portal, packing off, {width} at once",
+                      f"portal, packing on, {width} at once"]
+        for side in sides:
+            rx, tx = interface_bytes(link.client)
+            started = time.perf_counter()
+            run_side(side, paths, pks)
+            seconds = time.perf_counter() - started
+            rx2, tx2 = interface_bytes(link.client)
+            rows.append((case, side, seconds, size, tx2 - tx, rx2 - rx))
+            print(f"  {case} {side}: {seconds:.2f} s", file=sys.stderr, flush=True)
+    print(f"link {args.link} (Mbit/s up / Mbit/s down / ms each way); moto kept alive; "
+          f"{len(small)} x {sum(p.stat().st_size for p in small) / len(small) / 1e6:.2f} MB "
+          f"and 1 x {large.stat().st_size / 2**20:.0f} MiB (phantom CT frames); "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("| case | side | s | MB/s | MB up | MB down | /plain up | /plain up+rb |")
+    print("|---|---|---|---|---|---|---|---|")
+    base = {(c, s): sec for c, s, sec, *_ in rows}
+    for case, side, sec, size, sent, received in rows:
+        plain = base[(case, "plain boto3 upload")]
+        if "at once" in side:
+            plain = base.get((case, f"plain upload, {width} at once"), plain)
+        print(f"| {case} | {side} | {sec:.2f} | {size / sec / 1e6:.2f} | {sent / 1e6:.1f} | "
+              f"{received / 1e6:.1f} | {plain / sec:.2f}x | "
+              f"{base[(case, 'plain upload + read back')] / sec:.2f}x |")
 
 
 def _rss_replicate(copy_id: int) -> float:

@@ -7,14 +7,14 @@ The link is emulated with network namespaces: the servers in one (``psl-server``
 client in another (``psl-client``), joined by a point-to-point link with netem's model in
 both directions (20 ms each way, so a 40 ms round trip, and the rate: 10 Mbit/s, then
 2 Mbit/s; a queue that never drops). This machine's kernel has no ``sch_netem``, so the
-link is a TUN device in each namespace with this process carrying the packets between
-them, each delayed as netem would (:class:`Link`); the packets and TCP are the kernels'
-own. Both servers sit behind the same nginx in the server namespace (one listener each,
-keep-alive to the upstream, no buffering), so they cross the same link in the same way.
-Root only; the namespaces are removed on exit (also after an error or Ctrl-C), and any
-left by a killed run are removed at start. deploy/cluster/network.py makes the cluster
-harness's namespaces the same way, with its own prefix (``pcl-``): neither removes the
-other's.
+link is a TUN device in each namespace with a carrier process per direction moving the
+packets between them, each delayed as netem would (``bench/shaped_link.py``); the packets
+and TCP are the kernels' own. Both servers sit behind the same nginx in the server
+namespace (one listener each, keep-alive to the upstream, no buffering), so they cross
+the same link in the same way. Root only; the namespaces are removed on exit (also after
+an error or Ctrl-C), and any left by a killed run are removed at start.
+deploy/cluster/network.py makes the cluster harness's namespaces the same way, with its own
+prefix (``pcl-``); bench/replica.py ``--link`` uses ``prl-``: none removes the others'.
 
 Data: one patient, one CT study of one axial series (``--slices`` slices, 512x512, 16-bit,
 ``imaging.synthetic``), stored uncompressed in both servers.
@@ -49,25 +49,17 @@ process (median of 20), and the frames' compression ratio.
 from __future__ import annotations
 
 import argparse
-import collections
-import ctypes
 import datetime
-import fcntl
 import http.client
-import json
 import os
-import select
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +70,7 @@ sys.path.insert(0, str(BENCH))
 
 from ohif_first_image import SESSION_SCRIPT, wait_http  # noqa: E402
 from orthanc import OrthancServer, free_port, stop_process  # noqa: E402
+from shaped_link import Link, inside, interface_bytes, remove_namespaces  # noqa: E402
 
 from imaging.synthetic import PatientSpec, SeriesSpec, write_study  # noqa: E402
 
@@ -96,7 +89,6 @@ GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PORTAL_ENV_DROP = ("DATABASE_URL", "DICOM_STORAGE_DIR", "S3_BUCKET", "CELERY_BROKER_URL",
                    "REDIS_URL", "CACHE_URL", "DEBUG", "REQUIRE_2FA")
-CLONE_NEWNET = 0x40000000
 
 LINK_SCRIPT = """
 from accounts.models import Role, User
@@ -116,117 +108,6 @@ print(token)
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# --- Namespaces ---------------------------------------------------------------------------
-
-
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
-def remove_namespaces() -> None:
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                            check=False, timeout=10).stdout
-    for line in listed.splitlines():
-        name = line.split()[0] if line.strip() else ""
-        if name.startswith(PREFIX):
-            for pid in subprocess.run(["ip", "netns", "pids", name], capture_output=True,
-                                      text=True, check=False, timeout=10).stdout.split():
-                subprocess.run(["kill", "-KILL", pid], check=False, capture_output=True)
-            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True,
-                           timeout=10)
-
-
-TUNSETIFF = 0x400454CA
-IFF_TUN, IFF_NO_PI = 0x0001, 0x1000
-
-
-def _tun(name: str) -> int:
-    fd = os.open("/dev/net/tun", os.O_RDWR)
-    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
-    return fd
-
-
-class Link:
-    """A point-to-point link with netem's model: a packet waits for the link to be free,
-    takes its size over the rate to send, then the one-way delay to arrive; the queue never
-    drops. One TUN device in each namespace (``eth0``), this process carrying between them.
-
-    This machine's kernel has no ``sch_netem`` (nor ``fq``, for a BPF departure-time
-    delay), so ``tc netem`` cannot shape a veth here: only the shaping is in user space;
-    the packets are the kernels' own, and TCP sees the rate and the delay."""
-
-    def __init__(self) -> None:
-        self.rate_bps = 10e6
-        self.delay_s = ONE_WAY_DELAY_MS / 1000
-        self.stopping = False
-        self.fds: dict[str, int] = {}
-        for ns, address, peer in ((SERVER, SERVER_IP, CLIENT_IP),
-                                  (CLIENT, CLIENT_IP, SERVER_IP)):
-            ip("netns", "add", ns)
-            ip("-n", ns, "link", "set", "lo", "up")
-            device = f"{PREFIX}{len(self.fds)}"
-            self.fds[ns] = _tun(device)
-            ip("link", "set", device, "netns", ns)
-            ip("-n", ns, "link", "set", device, "name", "eth0")
-            ip("-n", ns, "addr", "add", address, "peer", peer, "dev", "eth0")
-            ip("-n", ns, "link", "set", "eth0", "up")
-        self.threads = [threading.Thread(target=self._carry, args=(a, b), daemon=True)
-                        for a, b in ((SERVER, CLIENT), (CLIENT, SERVER))]
-        for thread in self.threads:
-            thread.start()
-
-    def _carry(self, source: str, target: str) -> None:
-        queue: collections.deque[tuple[float, bytes]] = collections.deque()
-        free_at = 0.0
-        read_fd, write_fd = self.fds[source], self.fds[target]
-        while not self.stopping:
-            wait = max(0.0, queue[0][0] - time.monotonic()) if queue else 0.05
-            ready, _, _ = select.select([read_fd], [], [], wait)
-            now = time.monotonic()
-            if ready:
-                packet = os.read(read_fd, 65536)
-                free_at = max(now, free_at) + len(packet) * 8 / self.rate_bps
-                queue.append((free_at + self.delay_s, packet))
-            while queue and queue[0][0] <= now:
-                try:
-                    os.write(write_fd, queue.popleft()[1])
-                except OSError:
-                    pass  # the far end is going down
-
-    def stop(self) -> None:
-        self.stopping = True
-        for thread in self.threads:
-            thread.join(timeout=2)
-        for fd in self.fds.values():
-            os.close(fd)
-
-
-def received_bytes(ns: str = CLIENT) -> int:
-    out = subprocess.run(["ip", "-n", ns, "-s", "-j", "link", "show", "dev", "eth0"],
-                         capture_output=True, text=True, check=True, timeout=10).stdout
-    return int(json.loads(out)[0]["stats64"]["rx"]["bytes"])
-
-
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
-
-
-@contextmanager
-def inside(ns: str | None) -> Iterator[None]:
-    """This thread (and what it starts: processes, threads) in namespace ``ns``; back to
-    the machine's own afterwards. None: the machine's own."""
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/var/run/netns/{ns}", os.O_RDONLY) if ns else None
-    try:
-        if target is not None and _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns({ns})")
-        yield
-    finally:
-        _libc.setns(home, CLONE_NEWNET)
-        os.close(home)
-        if target is not None:
-            os.close(target)
 
 
 # --- Servers --------------------------------------------------------------------------------
@@ -399,7 +280,7 @@ def view_series(client: Client, root: str, study: Study,
                 accept: str = OHIF_FRAME_ACCEPT) -> Run:
     """OHIF's requests for one series: metadata, the first frame, then the rest six by six."""
     base = f"{root}/studies/{study.study_uid}/series/{study.series_uid}"
-    before = received_bytes()
+    before = interface_bytes(CLIENT)[0]
     start = time.perf_counter()
     _, metadata = client.get(f"{base}/metadata", "application/dicom+json")
     total = len(metadata)
@@ -415,7 +296,7 @@ def view_series(client: Client, root: str, study: Study,
     with ThreadPoolExecutor(PARALLEL) as pool:
         total += sum(pool.map(frame, study.instances[1:]))
     series = time.perf_counter() - start
-    return Run(first, series, received_bytes() - before, total, kinds)
+    return Run(first, series, interface_bytes(CLIENT)[0] - before, total, kinds)
 
 
 def download(client: Client, path: str) -> tuple[float, int]:
@@ -466,7 +347,7 @@ def main() -> None:
     django.setup()
     scratch = Path(tempfile.mkdtemp(prefix="bench-slow-"))
     scratch.chmod(0o755)
-    remove_namespaces()
+    remove_namespaces(PREFIX)
     portal = Portal(scratch)
     orthanc = OrthancServer()
     nginx: subprocess.Popen[bytes] | None = None
@@ -476,7 +357,8 @@ def main() -> None:
         study = make_study(scratch / "data", args.slices)
         log("loading the portal")
         portal.load(study)
-        link = Link()
+        link = Link(PREFIX, SERVER_IP, CLIENT_IP, up_bps=10e6,
+                    delay_s=ONE_WAY_DELAY_MS / 1000)
         with inside(SERVER):
             portal.start()
             orthanc.start()
@@ -504,11 +386,11 @@ def main() -> None:
                 # Once each, over a fast link and not timed: every gunicorn thread and
                 # Orthanc have answered, both servers' files are in the OS cache. The portal's
                 # pass asks for native frames, so its frame cache stays empty for "cold".
-                link.rate_bps = 1e9
+                link.set_rates(1e9)
                 view_series(ours, "/dicomweb", study, NATIVE_FRAME_ACCEPT)
                 view_series(theirs, "/dicom-web", study)
                 shutil.rmtree(cache, ignore_errors=True)
-                link.rate_bps = mbit * 1e6
+                link.set_rates(mbit * 1e6)
                 results: dict[str, Run] = {}
                 for name, client, root in (("portal cold", ours, "/dicomweb"),
                                            ("portal warm", ours, "/dicomweb"),
@@ -544,7 +426,7 @@ def main() -> None:
         orthanc.stop()
         if link is not None:
             link.stop()
-        remove_namespaces()
+        remove_namespaces(PREFIX)
         shutil.rmtree(scratch, ignore_errors=True)
 
 

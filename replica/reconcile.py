@@ -248,9 +248,10 @@ def _replica(report: ReconcileReport, options: Options, ring: KeyRing) -> None:
         c.key: c for c in Copy.objects.filter(
             tier=Copy.Tier.REPLICA, state__in=(Copy.State.WRITTEN, Copy.State.VERIFIED))
         .exclude(key="").iterator()}
-    # A failed attempt's object is still the copy's (its next attempt deletes it).
-    referenced = set(Copy.objects.filter(tier=Copy.Tier.REPLICA).exclude(key="")
-                     .values_list("key", flat=True).iterator())
+    # A failed attempt's object (its attempt_key) is still the copy's: its next attempt
+    # deletes it.
+    referenced = {key for pair in Copy.objects.filter(tier=Copy.Tier.REPLICA)
+                  .values_list("key", "attempt_key").iterator() for key in pair if key}
     listed: set[str] = set()
     now = timezone.now()
     for obj in listing.replica_objects():

@@ -9,6 +9,10 @@ workers never upload the same copy at once; a worker that dies leaves the lease 
 and the backlog drain to retry. A failure is recorded on the row (``last_error``) with the
 earliest next attempt in ``claimed_until`` (exponential backoff), so a replica outage
 leaves a backlog, never a gap. Running it again on a verified copy does nothing.
+
+An attempt writes the row twice: the claim (with the key of the object it is about to
+write) and the result, once the object has been read back. ``replicate_many`` keeps a few
+attempts of a batch in flight at once: for small objects the time is the network's.
 """
 
 from __future__ import annotations
@@ -59,16 +63,27 @@ class Mismatch(Exception):
     """What was written or read back is not the instance's bytes."""
 
 
-def claim(copy_id: int, now: datetime.datetime | None = None) -> datetime.datetime | None:
+def claim(copy_id: int, now: datetime.datetime | None = None, *, attempt_key: str = "",
+          seen_attempts: int | None = None) -> datetime.datetime | None:
     """Take the copy for one attempt, unless it is verified or another worker holds it:
     the lease (the attempt's token: every write of the attempt is conditional on it), or
-    None."""
+    None.
+
+    ``attempt_key`` is recorded in the same UPDATE (the object the attempt will write, on
+    the row before its first byte is sent). With ``seen_attempts`` (the count read with the
+    row) it is taken only if nobody claimed it since that read, so what was read is what
+    the attempt holds: every claim counts one more attempt.
+    """
     now = now or timezone.now()
     lease = now + datetime.timedelta(seconds=settings.REPLICA_LEASE_SECONDS)
-    taken = (Copy.objects.filter(pk=copy_id, tier=Copy.Tier.REPLICA, state__in=CLAIMABLE)
-             .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
-             .update(claimed_until=lease, attempts=F("attempts") + 1))
-    return lease if taken == 1 else None
+    free = (Copy.objects.filter(pk=copy_id, tier=Copy.Tier.REPLICA, state__in=CLAIMABLE)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now)))
+    if seen_attempts is not None:
+        free = free.filter(attempts=seen_attempts)
+    fields: dict[str, object] = {"claimed_until": lease, "attempts": F("attempts") + 1}
+    if attempt_key:
+        fields["attempt_key"] = attempt_key
+    return lease if free.update(**fields) == 1 else None
 
 
 def backoff(attempts: int) -> float:
@@ -82,21 +97,27 @@ class LeaseLost(Exception):
 
 
 def replicate_copy(copy_id: int, ring: KeyRing | None = None) -> Attempt:
-    """One attempt at making replica copy ``copy_id`` verified."""
-    lease = claim(copy_id)
+    """One attempt at making replica copy ``copy_id`` verified.
+
+    Three queries whatever the outcome of the transfer: the row read, the claim (which
+    records the attempt's object key too) and the result (verified, or failed with its
+    backoff). The row is written only once the object has been read back: a failure
+    leaves its object under ``attempt_key``, which the next attempt deletes.
+    """
+    copy = Copy.objects.select_related("instance").filter(pk=copy_id).first()
+    if copy is None:
+        return Attempt(Outcome.GONE)
+    if copy.state == Copy.State.VERIFIED:
+        return Attempt(Outcome.ALREADY)
+    key = store.object_key(uuid.uuid4().hex)
+    lease = claim(copy_id, attempt_key=key, seen_attempts=copy.attempts)
     if lease is None:
-        state = Copy.objects.filter(pk=copy_id).values_list("state", flat=True).first()
-        if state is None:
-            return Attempt(Outcome.GONE)
-        return Attempt(Outcome.ALREADY if state == Copy.State.VERIFIED else Outcome.BUSY)
-    copy = Copy.objects.select_related("instance").get(pk=copy_id)
+        return Attempt(Outcome.BUSY)
+    copy.attempts += 1
+    if copy.attempt_key and copy.attempt_key != copy.key:  # a dead attempt's object, if any
+        _delete_quietly(copy.attempt_key)
     try:
-        ring = ring or KeyRing.from_settings()
-        key, envelope, sent = upload(copy, ring, lease)
-        _read_back(copy, key, ring, envelope, sent)
-        if not _ours(copy, lease).update(state=Copy.State.VERIFIED, verified_at=timezone.now(),
-                                         claimed_until=None, last_error=""):
-            raise LeaseLost(f"copy {copy.pk} was taken over before it was verified")
+        attempt(copy, ring or KeyRing.from_settings(), lease, key)
     except LeaseLost as exc:
         log.warning("%s", exc)
         return Attempt(Outcome.BUSY, error=str(exc))
@@ -129,24 +150,43 @@ class Sent:
     size: int
 
 
-def upload(copy: Copy, ring: KeyRing, lease: datetime.datetime
-           ) -> tuple[str, Envelope, Sent]:
-    """Stream the local blob through encryption to a fresh object key of this attempt, and
-    record it on the copy while the lease is ours: (key, envelope, what was encrypted).
+def attempt(copy: Copy, ring: KeyRing, lease: datetime.datetime, key: str) -> None:
+    """Upload the copy to ``key`` (the claim recorded it as the attempt's), read it back,
+    and record it verified, all under ``lease``.
 
-    A fresh key per attempt means an attempt that outlived its lease never overwrites the
-    object of the worker that took over; its own object is deleted instead. The key is on
-    the row before the upload starts, so an object a killed worker uploaded but never
-    recorded is deleted by the attempt that takes over, not left for reconciliation. The
-    plaintext must hash to the instance's SHA-256: a damaged local file is not replicated
-    as if it were good.
+    An attempt that outlived its lease never overwrites the object of the worker that took
+    over (each attempt has its own key): it deletes its own object and raises
+    :class:`LeaseLost`; so does one whose copy row was deleted meanwhile.
+    """
+    if timezone.now() >= lease:  # the lease is the row's: no query needed to know it ran out
+        raise LeaseLost(f"copy {copy.pk}'s lease ran out before its upload began")
+    envelope, sent = upload(copy, ring, key)
+    _read_back(copy, key, ring, envelope, sent)
+    verified = timezone.now()
+    recorded = _ours(copy, lease).update(
+        key=key, attempt_key="", state=Copy.State.VERIFIED,
+        sha256=copy.instance.sha256,  # the original's: a packed form stands for it
+        size=ciphertext_size(sent.size, envelope.segment_size),
+        key_id=envelope.key_id, wrapped_key=envelope.wrapped_key,
+        nonce_prefix=envelope.nonce_prefix, segment_size=envelope.segment_size,
+        packing=envelope.packing, written_at=verified, verified_at=verified,
+        claimed_until=None, last_error="")
+    if not recorded:
+        store.delete(key)
+        raise LeaseLost(f"copy {copy.pk} was taken over while it was uploaded and read "
+                        f"back; this attempt's object is deleted")
+    if copy.key and copy.key != key:  # an earlier object of the copy, never verified
+        _delete_quietly(copy.key)
+
+
+def upload(copy: Copy, ring: KeyRing, key: str) -> tuple[Envelope, Sent]:
+    """Stream the local blob through encryption to object ``key``: (envelope, what was
+    encrypted). Writes no row.
+
+    The plaintext must hash to the instance's SHA-256: a damaged local file is not
+    replicated as if it were good (its object is deleted).
     """
     instance = copy.instance
-    key = store.object_key(uuid.uuid4().hex)
-    if not _ours(copy, lease).update(attempt_key=key):
-        raise LeaseLost(f"copy {copy.pk} was taken over before its upload began")
-    if copy.attempt_key and copy.attempt_key != copy.key:  # a dead attempt's object, if any
-        _delete_quietly(copy.attempt_key)
     envelope, dek = new_envelope(ring)
     with blobs.open_blob(instance.blob_key) as fp, \
             payload.for_upload(fp, instance.sha256) as plain:
@@ -169,21 +209,7 @@ def upload(copy: Copy, ring: KeyRing, lease: datetime.datetime
         what = "packed form" if plain.packing else "local file"
         raise Mismatch(f"the {what} of instance {instance.pk} does not match its "
                        f"SHA-256 ({sent.sha256} read, {expected} expected)")
-    # The copy row records the original's hash: a packed form stands for it.
-    written, size = instance.sha256, sent.size
-    recorded = _ours(copy, lease).update(
-        key=key, attempt_key="", state=Copy.State.WRITTEN, sha256=written,
-        size=ciphertext_size(size, envelope.segment_size),
-        key_id=envelope.key_id, wrapped_key=envelope.wrapped_key,
-        nonce_prefix=envelope.nonce_prefix, segment_size=envelope.segment_size,
-        packing=envelope.packing, written_at=timezone.now())
-    if not recorded:
-        store.delete(key)
-        raise LeaseLost(f"copy {copy.pk} was taken over while it was uploaded; "
-                        f"this attempt's object is deleted")
-    if copy.key and copy.key != key:  # an earlier attempt's object, never verified
-        _delete_quietly(copy.key)
-    return key, envelope, sent
+    return envelope, sent
 
 
 def _delete_quietly(key: str) -> None:

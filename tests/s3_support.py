@@ -28,23 +28,36 @@ def free_port() -> int:
 
 class MotoServer:
     """One ``moto_server`` process at a time on ``port`` (it keeps buckets in memory: a
-    restarted server is empty)."""
+    restarted server is empty).
 
-    def __init__(self, port: int | None = None) -> None:
+    ``keep_alive``: moto's application under gunicorn (one process, threads) instead,
+    which keeps connections open between requests as a cloud endpoint does; moto_server
+    opens a connection per request, a round trip more each over a slow link.
+    """
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1",
+                 keep_alive: bool = False) -> None:
+        self.host = host
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
+        self.keep_alive = keep_alive
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> MotoServer:
-        moto_server = Path(sys.executable).with_name("moto_server")
-        self._process = subprocess.Popen(
-            [str(moto_server), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        bin_dir = Path(sys.executable).parent
+        if self.keep_alive:
+            argv = [str(bin_dir / "gunicorn"), "tests.moto_wsgi", "--bind",
+                    f"{self.host}:{self.port}", "--workers", "1", "--worker-class", "gthread",
+                    "--threads", "16", "--keep-alive", "75", "--timeout", "600",
+                    "--chdir", str(Path(__file__).resolve().parent.parent)]
+        else:
+            argv = [str(bin_dir / "moto_server"), "-H", self.host, "-p", str(self.port)]
+        self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection((self.host, self.port), timeout=1).close()
                 return self
             except OSError:
                 if time.monotonic() > deadline or self._process.poll() is not None:

@@ -330,7 +330,8 @@ def test_an_attempt_that_outlived_its_lease_leaves_the_new_holders_copy_alone(
 
     assert replicate.replicate_copy(pk).outcome == replicate.Outcome.VERIFIED
     with pytest.raises(replicate.LeaseLost):  # the stalled worker wakes up and uploads
-        replicate.upload(stalled, KeyRing.from_settings(), stale)
+        replicate.attempt(stalled, KeyRing.from_settings(), stale,
+                          store.object_key("stalled-attempt"))
 
     copy = Copy.objects.select_related("instance").get(pk=pk)
     assert copy.state == Copy.State.VERIFIED
