@@ -722,6 +722,21 @@ def stow_report(found: dict[str, list[Result]]) -> str:
     return "\n".join(lines)
 
 
+def clean_up(portal: Portal, scratch: Path, args: argparse.Namespace) -> None:
+    """The portal's database dropped, the broker's queue emptied, the scratch removed."""
+    portal.drop()
+    if args.replica:
+        subprocess.run(["redis-cli", "-u", args.replica, "flushdb"], check=False,
+                       capture_output=True)
+    if not args.keep:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def machine_line(load_before: str, started: float) -> str:
+    return (f"machine: {os.cpu_count()} CPUs, {socket.gethostname()}; load average before "
+            f"{load_before}, after {loadavg()}; {time.monotonic() - started:.0f}s in all\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--background", type=int, default=2000,
@@ -799,19 +814,12 @@ def main() -> None:
                 columns["limit (static)"] = measure_static(static, session, args.samples,
                                                            data.stow_sets[1])
     finally:
-        portal.drop()
-        if args.replica:
-            subprocess.run(["redis-cli", "-u", args.replica, "flushdb"], check=False,
-                           capture_output=True)
-        if not args.keep:
-            shutil.rmtree(scratch, ignore_errors=True)
-
+        clean_up(portal, scratch, args)
     db = "PostgreSQL" if args.postgres else "SQLite"
     print(f"\nDICOMweb, sequential keep-alive client; portal on {db}, gunicorn 2 workers x 4 "
           f"threads; {80} + 20 prior + {background} background instances; "
           f"{args.samples} samples, p50 [p95]")
-    print(f"machine: {os.cpu_count()} CPUs, {socket.gethostname()}; load average before "
-          f"{load_before}, after {loadavg()}; {time.monotonic() - started:.0f}s in all\n")
+    print(machine_line(load_before, started))
     print(report(columns))
     size = columns["Orthanc"].values.get("WADO study bytes")
     if size:
@@ -829,17 +837,12 @@ def main_stow_rounds(args: argparse.Namespace) -> None:
         portal.setup()
         found = stow_rounds(portal, data, args.stow_rounds, args.replica)
     finally:
-        portal.drop()
-        subprocess.run(["redis-cli", "-u", args.replica, "flushdb"], check=False,
-                       capture_output=True)
-        if not args.keep:
-            shutil.rmtree(scratch, ignore_errors=True)
+        clean_up(portal, scratch, args)
     db = "PostgreSQL" if args.postgres else "SQLite"
     print(f"\nSTOW-RS, the portal (audit on) on {db}, gunicorn 2 workers x 4 threads, "
           f"replica off and on taking turns; {args.stow_rounds} rounds, {args.stow_batches} "
           f"request(s) of 50 and 49 of 1 each; median (range)")
-    print(f"machine: {os.cpu_count()} CPUs; load average before {load_before}, after "
-          f"{loadavg()}; {time.monotonic() - started:.0f}s in all\n")
+    print(machine_line(load_before, started))
     print(stow_report(found))
 
 

@@ -11,6 +11,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -72,11 +73,9 @@ def test_a_failed_send_is_logged_and_the_next_ones_are_still_made(queued_for_a_b
     assert "backlog drain will retry" in caplog.text and "broker down" in caplog.text
 
 
-def test_ids_sent_close_together_go_in_one_send_of_at_most_the_batch(
-        queued_for_a_broker, settings):
-    settings.REPLICA_DISPATCH_LINGER_SECONDS = 5  # far longer than the submits take
-    settings.REPLICA_DISPATCH_BATCH = 4
-    sends = Dispatcher()
+def recording() -> tuple[list[tuple[str, list[int]]], Callable[[list[int]], None],
+                         Callable[[list[int]], None]]:
+    """What was sent, and two sends (of copies, of studies) that record themselves."""
     made: list[tuple[str, list[int]]] = []
 
     def copies(ids: list[int]) -> None:
@@ -85,6 +84,15 @@ def test_ids_sent_close_together_go_in_one_send_of_at_most_the_batch(
     def studies(ids: list[int]) -> None:
         made.append(("studies", ids))
 
+    return made, copies, studies
+
+
+def test_ids_sent_close_together_go_in_one_send_of_at_most_the_batch(
+        queued_for_a_broker, settings):
+    settings.REPLICA_DISPATCH_LINGER_SECONDS = 5  # far longer than the submits take
+    settings.REPLICA_DISPATCH_BATCH = 4
+    sends = Dispatcher()
+    made, copies, studies = recording()
     for first in (1, 3, 5):
         sends.submit_many(copies, [first, first + 1])
         sends.submit_many(studies, [first])
@@ -102,14 +110,7 @@ def test_sends_handed_over_together_are_merged_with_the_sends_around_them_in_ord
     settings.REPLICA_DISPATCH_LINGER_SECONDS = 5
     settings.REPLICA_DISPATCH_BATCH = 4
     sends = Dispatcher()
-    made: list[tuple[str, list[int]]] = []
-
-    def copies(ids: list[int]) -> None:
-        made.append(("copies", ids))
-
-    def studies(ids: list[int]) -> None:
-        made.append(("studies", ids))
-
+    made, copies, studies = recording()
     # What one ingest hands over: its copies and its studies, in one put.
     sends.submit_gathered({copies: [1, 2], studies: [9]})
     sends.submit_gathered({copies: [], studies: [9]})  # an empty list sends nothing
