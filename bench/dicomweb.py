@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/dicomweb.py [--background 2000 | --large] [--postgres]
                                        [--samples 20] [--keep] [--replica REDIS_URL]
+                                       [--stow-batches K]
+    .venv/bin/python bench/dicomweb.py --replica REDIS_URL --stow-rounds R [--stow-batches K]
 
 Data (written once into a temporary folder, loaded into every server):
 
@@ -25,6 +27,11 @@ set: every stored object then also gets its copy row and its queued replication 
 which no worker consumes here (the queue is emptied at the end). Issue 12's budget is its
 STOW rows within 10% of the audit-on column's.
 
+With ``--stow-rounds R`` only the STOW rows are measured, on the audit-on portal without
+and with the replica taking turns for R rounds (a fresh serve and STOW set each time, no
+Orthanc), and the medians are printed side by side with their ratio: issue 12's budget.
+``--stow-batches K`` makes the batch row K requests of 50 instead of one.
+
 Every client is one keep-alive ``requests.Session``, sequential. Latencies are p50 [p95]
 of ``--samples`` requests after 3 warm-up requests.
 """
@@ -32,6 +39,7 @@ of ``--samples`` requests after 3 warm-up requests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import http.server
 import os
@@ -152,22 +160,26 @@ def write_filler(folder: Path, count: int, seed: int = 7) -> int:
     return written
 
 
-def make_data(root: Path, background: int, stow_sets: int = 2) -> Data:
+def make_data(root: Path, background: int, stow_sets: int = 2, stow_batches: int = 1,
+              study: bool = True) -> Data:
+    """The data of a run; each STOW set is ``stow_batches`` requests' worth of 50 and 50
+    singles. Without ``study``, only the STOW sets (``--stow-rounds``)."""
     data = Data(root)
     today = datetime.date.today()
-    log("writing the study under test (2 x 40 CT slices, 512x512) and its prior")
-    data.study_uid, data.study_files = write_study(
-        root / "study", PATIENT,
-        [SeriesSpec("CT", 40, description="Axial 2.5"),
-         SeriesSpec("CT", 40, description="Axial 2.5 bone")],
-        study_date=today, accession="BENCH-CUR", description="CT torax", seed=1)
-    data.prior_uid, _ = write_study(
-        root / "prior", PATIENT, [SeriesSpec("CT", 20, description="Axial prior")],
-        study_date=today - datetime.timedelta(days=365), accession="BENCH-PRI",
-        description="CT torax prior", seed=2)
+    if study:
+        log("writing the study under test (2 x 40 CT slices, 512x512) and its prior")
+        data.study_uid, data.study_files = write_study(
+            root / "study", PATIENT,
+            [SeriesSpec("CT", 40, description="Axial 2.5"),
+             SeriesSpec("CT", 40, description="Axial 2.5 bone")],
+            study_date=today, accession="BENCH-CUR", description="CT torax", seed=1)
+        data.prior_uid, _ = write_study(
+            root / "prior", PATIENT, [SeriesSpec("CT", 20, description="Axial prior")],
+            study_date=today - datetime.timedelta(days=365), accession="BENCH-PRI",
+            description="CT torax prior", seed=2)
     for n in range(stow_sets):
         _, a = write_study(root / f"stow{n}" / "batch", STOW_PATIENT,
-                           [SeriesSpec("CT", 50)], study_date=today,
+                           [SeriesSpec("CT", 50 * stow_batches)], study_date=today,
                            accession=f"STOW-{n}A", description="STOW batch", seed=10 + n)
         _, b = write_study(root / f"stow{n}" / "single", STOW_PATIENT,
                            [SeriesSpec("CT", 50)], study_date=today,
@@ -537,12 +549,15 @@ def post_stow(root: str, session: requests.Session, files: list[Path], what: str
 
 
 def stow(root: str, session: requests.Session, files: list[Path]) -> Result:
+    """The STOW rows on ``files``: all but the last 50 in requests of 50 (one rate over
+    them all), then the last 50 one a request (the first of them an untimed warm-up)."""
     res = Result()
-    batch, singles = files[:50], files[50:]
+    batch, singles = files[:-50], files[-50:]
     # A server's first write after it starts carries its one-off set-up (with a replica:
     # the broker connection, the task modules): one instance, untimed, goes first.
     post_stow(root, session, singles[:1], "warm-up")
-    elapsed = post_stow(root, session, batch, "batch", timeout=600)
+    elapsed = sum(post_stow(root, session, batch[at:at + 50], "batch", timeout=600)
+                  for at in range(0, len(batch), 50))
     res.set("STOW 50 a request inst/s", len(batch) / elapsed)
     times = [post_stow(root, session, [path], "single") for path in singles[1:]]
     lat = Latency(times)
@@ -646,9 +661,10 @@ def report(columns: dict[str, Result]) -> str:
     return "\n".join(out)
 
 
-def measure_replicated(portal: Portal, data: Data, samples: int, redis_url: str) -> Result:
-    """The audit-on portal's rows with a replica configured (a moto server started here),
-    STOW on the third set; the copies' tasks queued to ``redis_url``, not consumed."""
+@contextmanager
+def replica_configured(portal: Portal, redis_url: str) -> Iterator[None]:
+    """The portal's next serves with a replica configured (a moto server started here, the
+    tasks queued to ``redis_url`` and not consumed)."""
     from replica_settings import replica_env
 
     from tests.s3_support import MotoServer
@@ -656,12 +672,69 @@ def measure_replicated(portal: Portal, data: Data, samples: int, redis_url: str)
     moto = MotoServer().start()
     try:
         portal.extra = replica_env(moto.url, redis_url)
-        with portal.serve("portal.wsgi:application") as root, requests.Session() as session:
-            session.headers["Authorization"] = f"Bearer {portal.token}"
-            return measure(root, session, data, data.stow_sets[2], samples)
+        yield
     finally:
         portal.extra = {}
         moto.stop()
+
+
+def measure_replicated(portal: Portal, data: Data, samples: int, redis_url: str) -> Result:
+    """The audit-on portal's rows with a replica configured, STOW on the third set."""
+    with replica_configured(portal, redis_url), portal.serve("portal.wsgi:application") as root, \
+            requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {portal.token}"
+        return measure(root, session, data, data.stow_sets[2], samples)
+
+
+def stow_rounds(portal: Portal, data: Data, rounds: int, redis_url: str
+                ) -> dict[str, list[Result]]:
+    """The STOW rows of the audit-on portal without and with a replica, taking turns for
+    ``rounds`` rounds, each serve fresh and each on a STOW set of its own."""
+    found: dict[str, list[Result]] = {"replica off": [], "replica on (queued)": []}
+    sets = iter(data.stow_sets)
+    for number in range(rounds):
+        for name in found:
+            with contextlib.ExitStack() as stack:
+                if name != "replica off":
+                    stack.enter_context(replica_configured(portal, redis_url))
+                root = stack.enter_context(portal.serve("portal.wsgi:application"))
+                session = stack.enter_context(requests.Session())
+                session.headers["Authorization"] = f"Bearer {portal.token}"
+                found[name].append(stow(root, session, next(sets)))
+            log(f"round {number + 1}: {name} measured; load average {loadavg()}")
+    return found
+
+
+def stow_report(found: dict[str, list[Result]]) -> str:
+    """Medians (range) of the rounds, and each column's rate over the first's."""
+    names = list(found)
+    lines = ["| what | " + " | ".join(names) + f" | {names[-1]} / {names[0]} |",
+             "|---|" + "---|" * (len(names) + 1)]
+    for key, _unit, higher_better in ROWS[:2]:
+        medians = []
+        cells = []
+        for name in names:
+            values = [r.values[key][0] for r in found[name]]
+            medians.append(statistics.median(values))
+            cells.append(f"{medians[-1]:.1f} ({min(values):.1f}-{max(values):.1f})")
+        ratio = medians[-1] / medians[0] if higher_better else medians[0] / medians[-1]
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
+    return "\n".join(lines)
+
+
+def clean_up(portal: Portal, scratch: Path, args: argparse.Namespace) -> None:
+    """The portal's database dropped, the broker's queue emptied, the scratch removed."""
+    portal.drop()
+    if args.replica:
+        subprocess.run(["redis-cli", "-u", args.replica, "flushdb"], check=False,
+                       capture_output=True)
+    if not args.keep:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def machine_line(load_before: str, started: float) -> str:
+    return (f"machine: {os.cpu_count()} CPUs, {socket.gethostname()}; load average before "
+            f"{load_before}, after {loadavg()}; {time.monotonic() - started:.0f}s in all\n")
 
 
 def main() -> None:
@@ -675,7 +748,17 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--replica", metavar="REDIS_URL", default="",
                         help="also the portal with a replica, its tasks queued to REDIS_URL")
+    parser.add_argument("--stow-rounds", type=int, default=0, metavar="R",
+                        help="only STOW-RS, the portal with --replica off and on taking "
+                             "turns for R rounds (no Orthanc, no other rows)")
+    parser.add_argument("--stow-batches", type=int, default=1, metavar="K",
+                        help="requests of 50 in each STOW batch row (default 1)")
     args = parser.parse_args()
+    if args.stow_rounds:
+        if not args.replica:
+            parser.error("--stow-rounds needs --replica REDIS_URL")
+        main_stow_rounds(args)
+        return
     background = 100_000 if args.large else args.background
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-dicomweb-"))
@@ -684,7 +767,8 @@ def main() -> None:
     portal = Portal(scratch, args.postgres_url if args.postgres else None)
     columns: dict[str, Result] = {}
     try:
-        data = make_data(scratch / "data", background, 3 if args.replica else 2)
+        data = make_data(scratch / "data", background, 3 if args.replica else 2,
+                         args.stow_batches)
         data_files = [*data.study_files, *load_files(scratch / "data" / "prior")]
         filler_files = load_files(data.filler) if data.filler else []
         log(f"data written in {time.monotonic() - started:.0f}s; load average {loadavg()}")
@@ -730,23 +814,36 @@ def main() -> None:
                 columns["limit (static)"] = measure_static(static, session, args.samples,
                                                            data.stow_sets[1])
     finally:
-        portal.drop()
-        if args.replica:
-            subprocess.run(["redis-cli", "-u", args.replica, "flushdb"], check=False,
-                           capture_output=True)
-        if not args.keep:
-            shutil.rmtree(scratch, ignore_errors=True)
-
+        clean_up(portal, scratch, args)
     db = "PostgreSQL" if args.postgres else "SQLite"
     print(f"\nDICOMweb, sequential keep-alive client; portal on {db}, gunicorn 2 workers x 4 "
           f"threads; {80} + 20 prior + {background} background instances; "
           f"{args.samples} samples, p50 [p95]")
-    print(f"machine: {os.cpu_count()} CPUs, {socket.gethostname()}; load average before "
-          f"{load_before}, after {loadavg()}; {time.monotonic() - started:.0f}s in all\n")
+    print(machine_line(load_before, started))
     print(report(columns))
     size = columns["Orthanc"].values.get("WADO study bytes")
     if size:
         print(f"\nWADO study body: {size[0] / 1e6:.1f} MB (80 instances)")
+
+
+def main_stow_rounds(args: argparse.Namespace) -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="bench-dicomweb-"))
+    load_before = loadavg()
+    started = time.monotonic()
+    portal = Portal(scratch, args.postgres_url if args.postgres else None)
+    try:
+        data = make_data(scratch / "data", 0, 2 * args.stow_rounds, args.stow_batches,
+                         study=False)
+        portal.setup()
+        found = stow_rounds(portal, data, args.stow_rounds, args.replica)
+    finally:
+        clean_up(portal, scratch, args)
+    db = "PostgreSQL" if args.postgres else "SQLite"
+    print(f"\nSTOW-RS, the portal (audit on) on {db}, gunicorn 2 workers x 4 threads, "
+          f"replica off and on taking turns; {args.stow_rounds} rounds, {args.stow_batches} "
+          f"request(s) of 50 and 49 of 1 each; median (range)")
+    print(machine_line(load_before, started))
+    print(stow_report(found))
 
 
 if __name__ == "__main__":

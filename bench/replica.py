@@ -190,6 +190,10 @@ def main() -> None:
                         help="Mbit/s up, Mbit/s down, ms each way: moto over a shaped link")
     parser.add_argument("--time-limit", type=int, default=1800, metavar="S",
                         help="--link: give up (and clean up) after this many seconds")
+    parser.add_argument("--ingest-rounds", type=int, default=3, metavar="R",
+                        help="rounds of the ingest rows, off and on taking turns")
+    parser.add_argument("--ingest-profile", action="store_true",
+                        help="also cProfile ingest() with replication off and queued")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -336,19 +340,25 @@ def run(work: Path, endpoint: str, bucket: str, args: argparse.Namespace) -> Non
     if profile:
         pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
     if args.ingest:
-        ingest_rows(work, endpoint, args.ingest, args.redis_url)
+        ingest_rows(work, endpoint, args.ingest, args.redis_url, args.ingest_rounds,
+                    args.ingest_profile)
     print(f"peak RSS, large object, own process: plain upload {rss_plain:.0f} MiB, portal "
           f"replication {rss_replicate:.0f} MiB, drill {rss_drill:.0f} MiB (Django loaded "
           f"and idle: {rss_idle:.0f} MiB)")
 
 
-def ingest_rows(work: Path, endpoint: str, count: int, redis_url: str) -> None:
-    """The one ingest function (what C-STORE, STOW and uploads call) on fresh studies:
-    replication off; on with its tasks queued to a real Redis broker (what the caller
-    waits for in production: the copy rows; the tasks, the copies of ingests close together
-    gathered in one, are sent by replica.dispatcher's thread; the queue is deleted
-    afterwards, no worker takes it); on with the tasks run in-process after each commit
-    (TASKS_IN_PROCESS: ingest waits for the replication too)."""
+def ingest_rows(work: Path, endpoint: str, count: int, redis_url: str, rounds: int = 3,
+                profile: bool = False) -> None:
+    """The one ingest function (what C-STORE, STOW and uploads call) on fresh studies, for
+    ``rounds`` rounds in which the cases take turns (a burst of other load on the machine
+    then lands on both, not one): replication off; on with its tasks queued to a real Redis
+    broker (what the caller waits for in production: the copy rows; the tasks, the copies
+    of ingests close together gathered in one, are sent by replica.dispatcher's thread; the
+    queue is deleted afterwards, no worker takes it). Then once, on with the tasks run
+    in-process after each commit (TASKS_IN_PROCESS: ingest waits for the replication too).
+    With ``profile``, one more off and queued study each under cProfile."""
+    import statistics
+
     from django.conf import settings
 
     from imaging.ingest import Outcome, ingest
@@ -356,56 +366,83 @@ def ingest_rows(work: Path, endpoint: str, count: int, redis_url: str) -> None:
     from portal.celery import app
     from replica.dispatcher import dispatcher
 
-    def study(name: str, seed: int) -> list[Path]:
+    made = 0
+
+    def study(name: str) -> list[Path]:
+        nonlocal made
+        made += 1
+        name = f"{name}{made}"
         return write_study(work / name, PatientSpec(f"BENCH-{name}", f"Bench^{name}",
                            datetime.date(1990, 1, 1), "M"), [SeriesSpec("CT", count)],
                            study_date=datetime.date(2026, 1, 3), accession=name,
-                           description=name, seed=seed)[1]
+                           description=name, seed=10 + made)[1]
 
-    def timed(paths: list[Path]) -> float:
+    def timed(paths: list[Path], profiler: cProfile.Profile | None = None) -> float:
         started = time.perf_counter()
+        if profiler:
+            profiler.enable()
         for path in paths:
             with path.open("rb") as fp:
                 assert ingest(fp, source="bench").outcome == Outcome.STORED
+        if profiler:
+            profiler.disable()
         return time.perf_counter() - started
 
-    results: list[tuple[str, float, int]] = []
-    paths = study("off", 11)
-    settings.REPLICA_URL = ""
-    results.append(("replication off", timed(paths), sum(p.stat().st_size for p in paths)))
-    settings.REPLICA_URL = endpoint
-    if redis_url:
+    def off(profiler: cProfile.Profile | None = None) -> float:
+        settings.REPLICA_URL = ""
+        try:
+            return timed(study("off"), profiler)
+        finally:
+            settings.REPLICA_URL = endpoint
+
+    def queued(profiler: cProfile.Profile | None = None) -> tuple[float, float]:
         import redis
 
         queue = f"bench-replica-{os.urandom(6).hex()}"
-        paths = study("queued", 12)
+        paths = study("queued")
         app.conf.update(broker_url=redis_url, task_always_eager=False,
                         task_default_queue=queue)
         broker = redis.Redis.from_url(redis_url)
         try:
-            seconds = timed(paths)
+            seconds = timed(paths, profiler)
             started = time.perf_counter()
             assert dispatcher.wait(120)  # the dispatch thread's sends, off the caller's clock
-            sent = seconds + time.perf_counter() - started
             # queued, none run: the objects' copies gathered in tasks of at most
             # REPLICA_DISPATCH_BATCH, and the priors' recall of the study
             assert broker.llen(queue) >= count / settings.REPLICA_DISPATCH_BATCH, \
                 broker.llen(queue)
+            return seconds, seconds + time.perf_counter() - started
         finally:
             app.conf.update(task_always_eager=True)
             broker.delete(queue)
-        results.append(("on, tasks queued to Redis", seconds,
-                        sum(p.stat().st_size for p in paths)))
-        results.append(("  the same, to the last send", sent,
-                        sum(p.stat().st_size for p in paths)))
-    paths = study("eager", 13)
-    results.append(("on, replicated in-process", timed(paths),
-                    sum(p.stat().st_size for p in paths)))
-    print(f"ingest() of {count} CT slices, one at a time (SQLite):")
-    base = results[0][1]
-    for name, seconds, size in results:
-        print(f"  {name:28} {count / seconds:7.1f} inst/s {size / seconds / 1e6:7.1f} MB/s "
-              f"{base / seconds:6.2f}x of off")
+
+    runs: dict[str, list[float]] = {"replication off": []}
+    if redis_url:
+        runs["on, tasks queued to Redis"] = []
+        runs["  the same, to the last send"] = []
+    off()  # the first study of a process carries its one-off set-up: untimed
+    for _ in range(rounds):
+        runs["replication off"].append(off())
+        if redis_url:
+            seconds, sent = queued()
+            runs["on, tasks queued to Redis"].append(seconds)
+            runs["  the same, to the last send"].append(sent)
+    runs["on, replicated in-process (once)"] = [timed(study("eager"))]
+    print(f"ingest() of {count} CT slices a study, one at a time (SQLite), median (range) "
+          f"of {rounds} rounds taking turns:")
+    base = statistics.median(runs["replication off"])
+    for name, times in runs.items():
+        seconds = statistics.median(times)
+        print(f"  {name:34} {count / seconds:7.1f} inst/s ({count / max(times):.0f}-"
+              f"{count / min(times):.0f}) {base / seconds:6.2f}x of off")
+    if profile:
+        for name, case in (("off", off), ("queued", queued)):
+            if name == "queued" and not redis_url:
+                continue
+            profiler = cProfile.Profile()
+            case(profiler)
+            print(f"\ncProfile of ingest(), replication {name}, {count} slices:")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 
 
 class OutOfTime(Exception):

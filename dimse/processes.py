@@ -23,6 +23,8 @@ from typing import Any
 from django.db import connections
 from pynetdicom.transport import ThreadedAssociationServer
 
+from imaging import ingest
+
 from .handlers import Listener
 from .indexing import recover
 
@@ -143,6 +145,7 @@ def serve(listener: Listener, host: str, port: int, processes: int) -> None:
     from .server import prepare_pynetdicom
 
     prepare_pynetdicom()  # before the fork: every worker inherits it
+    ingest.prepare()  # the same for what the first stored object would load
     sock = listening_socket(host, port)
     connections.close_all()  # each worker opens its own database connections
     sys.stdout.flush()  # or each worker would write the parent's buffered output again

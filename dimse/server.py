@@ -17,6 +17,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
+from imaging import ingest
 from ops import dimse_hooks
 
 from . import handlers, pynetdicom_patches, retrieve, store
@@ -195,6 +196,7 @@ def start(
     server (stop it with ``server.shutdown()``). ``patches``: see :func:`prepare_pynetdicom`.
     """
     prepare_pynetdicom(patches)
+    ingest.prepare()
     if block:
         prepare_database()
     ae = build_ae(listener)

@@ -117,6 +117,16 @@ class Staged:
 Held = Callable[[str], "str | None"]
 
 
+def prepare() -> None:
+    """Load what the first ingest of a process would (with a replica: its modules and the
+    broker's producers), called by servers as they start so their first objects do not
+    wait for it."""
+    if settings.REPLICA_URL:
+        from replica.dispatcher import dispatcher
+
+        dispatcher.prepare()
+
+
 def stage(fp: IO[bytes], *, source: str = "", study: str | None = None,
           adopt: Path | None = None, held: Held | None = None,
           series_of: Callable[[str], str | None] | None = None,

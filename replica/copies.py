@@ -22,7 +22,7 @@ from django.utils import timezone
 from imaging.fast_insert import insert_rows
 from imaging.models import Instance
 
-from .dispatcher import dispatcher
+from .dispatcher import ManySend, dispatcher
 from .models import Copy
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ def on_stored(stored: Sequence[Stored]) -> None:
     """Record the local and (pending) replica copies of instances being indexed, in the
     caller's transaction, and replicate them once it commits. Called by ingest only when
     a replica is configured."""
+    from . import priors
+
     now = timezone.now()
     rows: list[dict[str, object]] = []
     for item in stored:
@@ -54,15 +56,13 @@ def on_stored(stored: Sequence[Stored]) -> None:
                          written_at=now))
         # Its key is chosen by each upload attempt (replica.replicate.upload).
         rows.append(dict(instance_id=item.instance_id, tier=Copy.Tier.REPLICA))
-    ids = insert_rows(Copy, rows)[1::2]
-    # After the commit, and off the storer's clock (replica.dispatcher): a broker that is
-    # down must not turn a stored object into a failed ingest; the row is committed and the
-    # backlog drain takes it.
-    transaction.on_commit(functools.partial(dispatcher.submit_many, dispatch_gathered, ids),
-                          robust=True)
-    from .priors import after_commit
-
-    after_commit({item.study_id for item in stored})
+    sends: dict[ManySend, list[int]] = {dispatch_gathered: insert_rows(Copy, rows)[1::2]}
+    if settings.RECALL_PRIORS_COUNT > 0:
+        sends[priors.dispatch] = sorted({item.study_id for item in stored})
+    # After the commit, and off the storer's clock (replica.dispatcher), in one hand-over
+    # for the copies and the priors: a broker that is down must not turn a stored object
+    # into a failed ingest; the row is committed and the backlog drain takes it.
+    transaction.on_commit(functools.partial(dispatcher.submit_gathered, sends), robust=True)
 
 
 def dispatch(copy_ids: Iterable[int | None], queue: str | None = None) -> int:

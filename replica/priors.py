@@ -2,26 +2,23 @@
 (ranked by ``imaging.priors``, as the doctors' timeline ranks them) are recalled to the
 local tier in the background, so the comparison opens at local speed.
 
-Dispatched once the ingest transaction has committed (``replica.copies.on_stored``): one
-task per arriving study and a few minutes, however many objects it arrives in.
+Dispatched once the ingest transaction has committed, by ``replica.copies.on_stored``'s
+hand-over to the dispatch thread: one task per arriving study and a few minutes, however
+many objects it arrives in.
 """
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
-from collections.abc import Iterable
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
 
 from imaging.models import Study
 from imaging.priors import rank_priors
 from imaging.timeline import facts_of
 
 from . import recall
-from .dispatcher import dispatcher
 from .keys import KeyRing
 
 #: One dispatch per study in this window (its objects arrive one C-STORE at a time).
@@ -55,14 +52,6 @@ def recall_priors(study_id: int, ring: KeyRing | None = None) -> Counter[recall.
     for _, outcome in recall.recall_many(evicted, ring):
         outcomes[outcome] += 1
     return outcomes
-
-
-def after_commit(study_ids: Iterable[int]) -> None:
-    """Ask for the priors of these studies once the caller's transaction commits, off the
-    storer's clock (called by ``replica.copies.on_stored``)."""
-    if settings.RECALL_PRIORS_COUNT > 0:
-        transaction.on_commit(functools.partial(dispatcher.submit_many, dispatch,
-                                                sorted(study_ids)), robust=True)
 
 
 def dispatch(study_ids: list[int]) -> int:

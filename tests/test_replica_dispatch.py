@@ -11,6 +11,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -72,11 +73,9 @@ def test_a_failed_send_is_logged_and_the_next_ones_are_still_made(queued_for_a_b
     assert "backlog drain will retry" in caplog.text and "broker down" in caplog.text
 
 
-def test_ids_sent_close_together_go_in_one_send_of_at_most_the_batch(
-        queued_for_a_broker, settings):
-    settings.REPLICA_DISPATCH_LINGER_SECONDS = 5  # far longer than the submits take
-    settings.REPLICA_DISPATCH_BATCH = 4
-    sends = Dispatcher()
+def recording() -> tuple[list[tuple[str, list[int]]], Callable[[list[int]], None],
+                         Callable[[list[int]], None]]:
+    """What was sent, and two sends (of copies, of studies) that record themselves."""
     made: list[tuple[str, list[int]]] = []
 
     def copies(ids: list[int]) -> None:
@@ -85,6 +84,15 @@ def test_ids_sent_close_together_go_in_one_send_of_at_most_the_batch(
     def studies(ids: list[int]) -> None:
         made.append(("studies", ids))
 
+    return made, copies, studies
+
+
+def test_ids_sent_close_together_go_in_one_send_of_at_most_the_batch(
+        queued_for_a_broker, settings):
+    settings.REPLICA_DISPATCH_LINGER_SECONDS = 5  # far longer than the submits take
+    settings.REPLICA_DISPATCH_BATCH = 4
+    sends = Dispatcher()
+    made, copies, studies = recording()
     for first in (1, 3, 5):
         sends.submit_many(copies, [first, first + 1])
         sends.submit_many(studies, [first])
@@ -95,6 +103,34 @@ def test_ids_sent_close_together_go_in_one_send_of_at_most_the_batch(
     assert made == [("copies", [1, 2, 3, 4]), ("studies", [1]),
                     ("studies", [3, 5]), ("copies", [5, 6]),
                     ("plain", []), ("copies", [7])]
+
+
+def test_sends_handed_over_together_are_merged_with_the_sends_around_them_in_order(
+        queued_for_a_broker, settings):
+    settings.REPLICA_DISPATCH_LINGER_SECONDS = 5
+    settings.REPLICA_DISPATCH_BATCH = 4
+    sends = Dispatcher()
+    made, copies, studies = recording()
+    # What one ingest hands over: its copies and its studies, in one put.
+    sends.submit_gathered({copies: [1, 2], studies: [9]})
+    sends.submit_gathered({copies: [], studies: [9]})  # an empty list sends nothing
+    sends.submit_many(copies, [3])
+    sends.submit(made.append, ("plain", []))
+    assert sends.wait(10)
+    assert made == [("copies", [1, 2, 3]), ("studies", [9, 9]), ("plain", [])]
+
+
+def test_with_tasks_in_process_a_failing_send_does_not_stop_the_next_one_handed_over_with_it(
+        caplog):
+    made: list[list[int]] = []
+
+    def broker_down(ids: list[int]) -> None:
+        raise ConnectionError("broker down")
+
+    with caplog.at_level(logging.ERROR, logger="replica.dispatcher"):
+        Dispatcher().submit_gathered({broker_down: [1], made.append: [2]})
+    assert made == [[2]]
+    assert "broker_down failed" in caplog.text
 
 
 def test_with_tasks_in_process_a_send_runs_at_once_in_the_caller():
