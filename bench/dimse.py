@@ -101,6 +101,21 @@ def wait_for_echo(called: str, port: int, timeout: float = 60) -> None:
     raise TimeoutError(f"no C-ECHO answer from {called} on port {port}")
 
 
+def start_listener(environ: dict[str, str], port: int, log_path: Path,
+                   aet: str = "PORTAL") -> subprocess.Popen[bytes]:
+    """``manage.py dicom_listener`` on 127.0.0.1:``port``, once it answers a C-ECHO."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [PYTHON, "manage.py", "dicom_listener", "--host", "127.0.0.1", "--port",
+             str(port)], cwd=REPO, env=environ, stdout=log, stderr=log)
+    try:
+        wait_for_echo(aet, port)
+    except BaseException:
+        stop_process(process)
+        raise
+    return process
+
+
 class Target:
     """Something with a DICOM port to store into, query and retrieve from."""
 
@@ -144,11 +159,8 @@ class Portal(Target):
         self._manage("dicom_peers", "add", CLIENT, "127.0.0.1", "--store", "--query",
                      "--retrieve")
         self._manage("dicom_peers", "add", DEST, "127.0.0.1", str(self.dest_port))
-        log = open(self.data_dir / "listener.log", "wb")
-        self.process = subprocess.Popen(
-            [PYTHON, "manage.py", "dicom_listener", "--host", "127.0.0.1", "--port",
-             str(self.port)], cwd=REPO, env=self.environ, stdout=log, stderr=log)
-        wait_for_echo(self.aet, self.port)
+        self.process = start_listener(self.environ, self.port, self.data_dir / "listener.log",
+                                      self.aet)
         return self
 
     def __exit__(self, *exc: object) -> None:
