@@ -101,16 +101,16 @@ def wait_for_echo(called: str, port: int, timeout: float = 60) -> None:
     raise TimeoutError(f"no C-ECHO answer from {called} on port {port}")
 
 
-def start_listener(environ: dict[str, str], port: int,
-                   log_path: Path) -> subprocess.Popen[bytes]:
-    """The portal's ``manage.py dicom_listener`` on loopback, answering C-ECHO (AE title
-    PORTAL, to the peer CLIENT) by the time this returns."""
+def start_listener(environ: dict[str, str], port: int, log_path: Path,
+                   aet: str = "PORTAL") -> subprocess.Popen[bytes]:
+    """``manage.py dicom_listener`` on 127.0.0.1:``port``, once it answers a C-ECHO (as
+    ``aet``, to the peer CLIENT). Its output is appended to ``log_path``."""
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [PYTHON, "manage.py", "dicom_listener", "--host", "127.0.0.1", "--port",
              str(port)], cwd=REPO, env=environ, stdout=log, stderr=log)
     try:
-        wait_for_echo("PORTAL", port)
+        wait_for_echo(aet, port)
     except BaseException:
         stop_process(process)
         raise
@@ -160,7 +160,8 @@ class Portal(Target):
         self._manage("dicom_peers", "add", CLIENT, "127.0.0.1", "--store", "--query",
                      "--retrieve")
         self._manage("dicom_peers", "add", DEST, "127.0.0.1", str(self.dest_port))
-        self.process = start_listener(self.environ, self.port, self.data_dir / "listener.log")
+        self.process = start_listener(self.environ, self.port, self.data_dir / "listener.log",
+                                      self.aet)
         return self
 
     def __exit__(self, *exc: object) -> None:

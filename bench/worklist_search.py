@@ -71,23 +71,25 @@ def _weighted(items: list[tuple[Any, ...]]) -> list[Any]:
             for _ in range(item[-1])]
 
 
-def _server_database(url: str) -> tuple[str, Callable[[], None]]:
+def server_database(url: str, database: str = DATABASE) -> tuple[str, Callable[[], None]]:
+    """A fresh, empty ``database`` on the server of ``url`` (dropped first if a previous run
+    left it): its URL, and the function that drops it."""
     import psycopg
 
     parts = urlsplit(url)
     admin = urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{database}"')
 
     def drop() -> None:
         from django.db import connections
 
         connections.close_all()
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
-    return urlunsplit(parts._replace(path=f"/{DATABASE}")), drop
+    return urlunsplit(parts._replace(path=f"/{database}")), drop
 
 
 def fill(studies: int) -> dict[str, Any]:
@@ -154,7 +156,8 @@ def fill(studies: int) -> dict[str, Any]:
             INSERT INTO imaging_study (study_instance_uid, patient_id, study_date, study_time,
                 accession_number, study_id, description, referring_physician,
                 referring_physician_search, institution, modalities, body_parts, num_series,
-                num_instances, size_bytes, report_status, created, updated)
+                num_instances, size_bytes, report_status, rejected_instances, created,
+                updated)
             SELECT '1.2.826.0.1.3680043.10.1.' || i, %(low)s + (random() * (%(span)s))::int,
                    CASE WHEN i %% 500 = 0 THEN NULL
                         ELSE DATE '2016-01-01' + (random() * 3652)::int END,
@@ -162,7 +165,7 @@ def fill(studies: int) -> dict[str, Any]:
                    'A' || lpad(i::text, 9, '0'), (i %% 10000)::text,
                    (%(descs)s::text[])[k], (%(docs)s::text[])[dr], (%(docs2)s::text[])[dr],
                    'BENCH', (%(mods)s::text[])[k], (%(parts)s::text[])[p], 2, 10, 5242880,
-                   (%(statuses)s::text[])[s], now(), now()
+                   (%(statuses)s::text[])[s], 0, now(), now()
             FROM (SELECT i,
                          1 + (random() * (cardinality(%(mods)s::text[]) - 1))::int AS k,
                          1 + (random() * (cardinality(%(parts)s::text[]) - 1))::int AS p,
@@ -177,12 +180,13 @@ def fill(studies: int) -> dict[str, Any]:
         })
         cursor.execute("""
             INSERT INTO imaging_series (series_instance_uid, study_id, modality, series_number,
-                description, body_part, series_date, num_instances, size_bytes, created)
+                description, body_part, series_date, num_instances, size_bytes,
+                rejected_instances, created)
             SELECT t.study_instance_uid || '.' || n, t.id,
                    split_part(t.modalities, E'\\\\', 1), n, 'SERIE ' || n,
                    coalesce(nullif(split_part(t.body_parts, E'\\\\', n), ''),
                             split_part(t.body_parts, E'\\\\', 1)),
-                   t.study_date, 5, 2621440, now()
+                   t.study_date, 5, 2621440, 0, now()
             FROM imaging_study t CROSS JOIN generate_series(1, 2) AS n
         """)
         cursor.execute("""
@@ -264,9 +268,25 @@ def _percentiles(times: list[float]) -> tuple[float, float]:
     return statistics.median(times), p95
 
 
-def run(known: dict[str, Any], runs: int) -> bool:
+def page_times(user: Any, params: dict[str, str], runs: int) -> tuple[float, float]:
+    """ms p50 and p95 of the worklist page for ``user`` (Django's test client: session,
+    middleware, view, audit entry, template), ``runs`` times after two warm-ups."""
     from django.test import Client
 
+    client = Client()
+    client.force_login(user)
+    times = []
+    for attempt in range(runs + 2):
+        start = time.perf_counter()
+        response = client.get("/imaging/", params, HTTP_ACCEPT_LANGUAGE="pt-br")
+        elapsed = (time.perf_counter() - start) * 1000
+        assert response.status_code == 200, response.status_code
+        if attempt >= 2:
+            times.append(elapsed)
+    return _percentiles(times)
+
+
+def run(known: dict[str, Any], runs: int) -> bool:
     from imaging import worklist
     from imaging.principals import as_principal
 
@@ -300,17 +320,7 @@ def run(known: dict[str, Any], runs: int) -> bool:
                           ("combination", searches(known)[15][1])]:
         cells = []
         for user in (known["doctor"], known["admin"]):
-            client = Client()
-            client.force_login(user)
-            times = []
-            for attempt in range(runs + 2):
-                start = time.perf_counter()
-                response = client.get("/imaging/", params, HTTP_ACCEPT_LANGUAGE="pt-br")
-                elapsed = (time.perf_counter() - start) * 1000
-                assert response.status_code == 200, response.status_code
-                if attempt >= 2:
-                    times.append(elapsed)
-            p50, p95 = _percentiles(times)
+            p50, p95 = page_times(user, params, runs)
             cells.append(f"{p50:9.1f} [{p95:6.1f}]")
         print(f"{label:38} {cells[0]:>22} {'':6} {cells[1]:>27}", flush=True)
     return within
@@ -329,7 +339,7 @@ def main() -> int:
         os.environ.pop(name, None)
     os.environ.update(DATA_DIR=str(data), DJANGO_SETTINGS_MODULE="portal.settings",
                       ALLOWED_HOSTS="testserver", REQUIRE_2FA="false")
-    os.environ["DATABASE_URL"], drop = _server_database(args.postgres)
+    os.environ["DATABASE_URL"], drop = server_database(args.postgres)
 
     import django
 

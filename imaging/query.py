@@ -38,7 +38,7 @@ from django.db.models import (
 from django.db.models.functions import Upper
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
-from .models import Instance, Series, Study
+from .models import Instance, Patient, Series, Study
 
 Level = Literal["study", "series", "instance"]
 LEVELS: tuple[Level, ...] = ("study", "series", "instance")
@@ -103,6 +103,7 @@ COLUMNS: dict[str, Column] = {
 
 # Path from the queried row to the row that owns a column.
 _PREFIX: dict[tuple[str, str], str] = {
+    ("patient", "patient"): "",
     ("study", "patient"): "patient__",
     ("study", "study"): "",
     ("series", "patient"): "study__patient__",
@@ -248,6 +249,7 @@ def find(
     wanted: list[str] = list(_defaults(level, nested=study_uid is not None))
     unsupported: list[str] = []
     matching: dict[str, str] = {}
+    patient_match = Q()
     for key, raw_value in keys:
         attr = attribute(key)
         value = raw_value.strip()
@@ -261,7 +263,12 @@ def find(
             # search): not matched here.
             unsupported.append(attr.keyword)
             continue
-        qs = qs.filter(_condition(level, attr, column, value, fuzzy=fuzzy))
+        if column.owner == "patient":
+            patient_match &= _condition("patient", attr, column, value, fuzzy=fuzzy)
+        else:
+            qs = qs.filter(_condition(level, attr, column, value, fuzzy=fuzzy))
+    if patient_match:
+        qs = qs.filter(_of_patients(level, patient_match))
 
     include_all = False
     for key in include:
@@ -284,6 +291,27 @@ _ORDER = {
     "series": ("study_id", "series_number", "pk"),
     "instance": ("series_id", "instance_number", "pk"),
 }
+
+
+# Patients matched first, up to this many, go into the search as a list of keys.
+PATIENT_CANDIDATES = 2000
+
+
+def _of_patients(level: Level, match: Q) -> Q:
+    """Rows of the patients ``match`` finds, looked up first: up to
+    :data:`PATIENT_CANDIDATES` of them go into the search as a list, so the planner knows
+    how few they are and starts from them (the trigram index on ``UPPER(name)`` for
+    ``*SILVA*``). As a join it guessed wrong, walking studies newest first and testing each
+    one's patient: 100 ms for ``*SILVA*`` at 100,000 studies, where the list takes 2 ms.
+    The search still runs over the caller's visible studies, so a patient the caller may
+    not see is in the list to no effect. More patients than that are common enough for the
+    walk to be quick (as imaging.worklist does for its name and ID filters)."""
+    path = _path(level, "study", "patient_id")
+    patients = Patient.objects.filter(match).order_by().values_list("pk", flat=True)
+    found = list(patients[:PATIENT_CANDIDATES + 1])
+    if len(found) <= PATIENT_CANDIDATES:
+        return Q(**{f"{path}__in": found})
+    return Q(**{f"{path}__in": patients})
 
 
 def _base(level: Level, studies: QuerySet[Study]) -> QuerySet[Any]:
@@ -363,10 +391,11 @@ def uid_list(value: str) -> list[str]:
     return [v.strip() for v in _UID_SEPARATORS.split(value) if v.strip()]
 
 
-def _condition(level: Level, attr: Attribute, column: Column, value: str, *,
-               fuzzy: bool) -> Q:
+def _condition(level: Level | Literal["patient"], attr: Attribute, column: Column,
+               value: str, *, fuzzy: bool) -> Q:
     path = _path(level, column.owner, column.field)
     if column.kind == "multi":
+        assert level != "patient", "ModalitiesInStudy is a study's"
         return _modalities(level, value)
     if column.kind == "uid":
         values = uid_list(value)
