@@ -9,6 +9,8 @@ at once.
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 from django.conf import settings
@@ -17,6 +19,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
+from audit import writer
 from ops import dimse_hooks
 
 from . import handlers, pynetdicom_patches, retrieve, store
@@ -179,6 +182,25 @@ def pool_connections(max_size: int = 2 * MAXIMUM_ASSOCIATIONS + 4) -> None:
         }
 
 
+#: Seconds a stopping listener process waits for the audit entries still being written.
+SHUTDOWN_FLUSH_WAIT = 5.0
+
+
+def flush_audit_on_signals() -> None:
+    """SIGTERM and SIGINT end this serving process as before (at once, by the signal), but
+    after the audit entries handed to the writer thread are committed (at most
+    :data:`SHUTDOWN_FLUSH_WAIT` seconds): an association accepted just before is on the
+    trail."""
+
+    def stop(signum: int, frame: Any) -> None:
+        writer.flush(SHUTDOWN_FLUSH_WAIT)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
 def prepare_pynetdicom(patches: bool | None = None) -> None:
     """Configure pynetdicom for the listener, with its patches (``patches``, by default
     ``DICOM_PYNETDICOM_PATCHES``) or as it is; see :mod:`dimse.pynetdicom_patches`."""
@@ -197,6 +219,7 @@ def start(
     prepare_pynetdicom(patches)
     if block:
         prepare_database()
+        flush_audit_on_signals()
     ae = build_ae(listener)
     return ae.start_server((host, port), block=block, evt_handlers=event_handlers(listener),
                            contexts=supported_contexts())

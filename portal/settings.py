@@ -494,6 +494,10 @@ DICOM_NETWORK_TIMEOUT = env.float("DICOM_NETWORK_TIMEOUT", default=60.0, minimum
 DICOM_REFUSAL_AUDIT_WINDOW = env.int("DICOM_REFUSAL_AUDIT_WINDOW", default=60, minimum=1)
 # Accept associations from peers not configured in admin (first installation only).
 DICOM_ALLOW_UNKNOWN_PEERS = env.bool("DICOM_ALLOW_UNKNOWN_PEERS", default=False)
+# Seconds a listener process keeps its copy of the peer table (dimse/peers.py): a peer
+# changed in admin is in force for every new association at most this long after; 0 reads
+# the table on every association.
+DICOM_PEER_CACHE_SECONDS = env.float("DICOM_PEER_CACHE_SECONDS", default=5.0, minimum=0.0)
 # Received objects wait here, linked, between the C-STORE answer and their index rows
 # (dimse/indexing.py); keep it on the file system of DICOM_STORAGE_DIR so that is a link.
 DICOM_SPOOL_DIR = env.path("DICOM_SPOOL_DIR", default=DATA_DIR / "dicom-spool")
