@@ -168,6 +168,9 @@ def pool_connections(max_size: int = 2 * MAXIMUM_ASSOCIATIONS + 4) -> None:
             continue
         wrapper.close()
         # The settings every thread's connection is made from (one dict per alias).
+        # Django's pool, with a connection of its own for a thread when the pool has none
+        # ready (dimse.pooled_postgresql).
+        wrapper.settings_dict["ENGINE"] = "dimse.pooled_postgresql"
         wrapper.settings_dict["CONN_MAX_AGE"] = 0
         wrapper.settings_dict["CONN_HEALTH_CHECKS"] = True  # the pool checks each one
         wrapper.settings_dict["OPTIONS"] = {
@@ -180,6 +183,7 @@ def pool_connections(max_size: int = 2 * MAXIMUM_ASSOCIATIONS + 4) -> None:
             "pool": {"min_size": 1, "max_size": max_size, "max_idle": 60.0,
                      "timeout": POOL_WAIT, "reconnect_timeout": POOL_RECONNECT},
         }
+        del connections[alias]  # this thread's is made again, with the pooled backend
 
 
 #: Seconds a stopping listener process waits for the audit entries still being written.
