@@ -141,8 +141,9 @@ def prepare_database() -> None:
     pool instead: Django's own pooling, turned on here for this process only, as a fork
     must not inherit a pool's threads and sockets and the web server keeps its persistent
     connections. Closing a pooled connection gives it back; a pooled one is checked before
-    it is handed out (it may have died with a database restart), and an association waits
-    at most :data:`POOL_WAIT` for one (the database down: refused, as without the pool).
+    it is handed out (it may have died with a database restart), and a thread waits at most
+    :data:`dimse.pooled_postgresql.base.READY_WAIT` for one before it opens its own (the
+    database down: that fails at once, and the operation with it, as without the pool).
 
     And one connection stays open in this (the serving) thread: SQLite checkpoints and
     syncs its write-ahead log whenever the last connection to the database closes, which
@@ -153,7 +154,7 @@ def prepare_database() -> None:
     connection.ensure_connection()
 
 
-#: Seconds an association waits for a pooled connection before it is refused.
+#: Seconds a plain getconn of the pool waits (the listener's threads wait READY_WAIT only).
 POOL_WAIT = 2.0
 #: Seconds the pool keeps retrying a connection that fails before it gives up.
 POOL_RECONNECT = 5.0
@@ -176,10 +177,10 @@ def pool_connections(max_size: int = 2 * MAXIMUM_ASSOCIATIONS + 4) -> None:
         wrapper.settings_dict["OPTIONS"] = {
             **wrapper.settings_dict["OPTIONS"],
             # A reconnection that keeps failing gives up after POOL_RECONNECT seconds (its
-            # delays double from 1 s), and the next association starts a fresh one. One
-            # process was served again 0.1 s after an outage; with several, the cluster
-            # test saw one refuse an association right after the restart (why the pool is
-            # off by default).
+            # delays double from 1 s), and the next association starts a fresh one. With
+            # several processes, the cluster test once saw one refuse an association right
+            # after a restart while its pool was reconnecting: a thread now waits
+            # dimse.pooled_postgresql.READY_WAIT for the pool, then opens its own.
             "pool": {"min_size": 1, "max_size": max_size, "max_idle": 60.0,
                      "timeout": POOL_WAIT, "reconnect_timeout": POOL_RECONNECT},
         }

@@ -508,10 +508,10 @@ DICOM_LISTENER_PROCESSES = env.int("DICOM_LISTENER_PROCESSES",
 # it on pynetdicom as it is. Only pynetdicom 3.0.4 is patched; another refuses to start.
 DICOM_PYNETDICOM_PATCHES = env.bool("DICOM_PYNETDICOM_PATCHES", default=True)
 # On PostgreSQL, each listener process takes its associations' connections from a pool
-# (dimse.server.prepare_database) rather than opening one per association. Off by default:
-# right after a database restart a process's pool may still be reconnecting and refuse an
-# association that a new connection would have served (the cluster test caught it).
-DICOM_DATABASE_POOL = env.bool("DICOM_DATABASE_POOL", default=False)
+# (dimse.server.prepare_database) rather than opening one per association; a thread whose
+# pool has none ready at once opens its own (dimse.pooled_postgresql), so a pool still
+# reconnecting after a database restart never refuses what a new connection would serve.
+DICOM_DATABASE_POOL = env.bool("DICOM_DATABASE_POOL", default=True)
 
 # --- HL7 v2 (orders in over MLLP, orders/) ---------------------------------------------------
 HL7_PORT = env.int("HL7_PORT", default=2575, minimum=1, maximum=65535)
