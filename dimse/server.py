@@ -145,13 +145,28 @@ def prepare_database() -> None:
     :data:`dimse.pooled_postgresql.base.READY_WAIT` for one before it opens its own (the
     database down: that fails at once, and the operation with it, as without the pool).
 
-    And one connection stays open in this (the serving) thread: SQLite checkpoints and
+    On SQLite, a connection an association's thread closes is kept for the next one
+    (:func:`reuse_sqlite_connections`). And one connection stays open in this (the
+    serving) thread: SQLite checkpoints and
     syncs its write-ahead log whenever the last connection to the database closes, which
     cost every association ten milliseconds; with this one open, theirs never is the last.
     """
     if settings.DICOM_DATABASE_POOL:
         pool_connections()
+    reuse_sqlite_connections()
     connection.ensure_connection()
+
+
+def reuse_sqlite_connections() -> None:
+    """This process's SQLite connections handed from one association's thread to the next
+    (:mod:`dimse.reused_sqlite`) instead of one opened and closed per association."""
+    for alias in connections:
+        wrapper = connections[alias]
+        if wrapper.vendor != "sqlite" or wrapper.is_in_memory_db():  # type: ignore[attr-defined]
+            continue
+        wrapper.close()
+        wrapper.settings_dict["ENGINE"] = "dimse.reused_sqlite"
+        del connections[alias]  # this thread's is made again, with that backend
 
 
 #: Seconds a plain getconn of the pool waits (the listener's threads wait READY_WAIT only).
@@ -191,19 +206,19 @@ def pool_connections(max_size: int = 2 * MAXIMUM_ASSOCIATIONS + 4) -> None:
 SHUTDOWN_FLUSH_WAIT = 5.0
 
 
-def flush_audit_on_signals() -> None:
-    """SIGTERM and SIGINT end this serving process as before (at once, by the signal), but
-    after the audit entries handed to the writer thread are committed (at most
-    :data:`SHUTDOWN_FLUSH_WAIT` seconds): an association accepted just before is on the
-    trail."""
+def flush_audit_on_signals(*signals: signal.Signals) -> None:
+    """``signals`` (by default SIGTERM and SIGINT) end this serving process as before (at
+    once, by the signal), but after the audit entries handed to the writer thread are
+    committed (at most :data:`SHUTDOWN_FLUSH_WAIT` seconds): an association accepted just
+    before is on the trail. (An interpreter that exits normally flushes them too.)"""
 
     def stop(signum: int, frame: Any) -> None:
         writer.flush(SHUTDOWN_FLUSH_WAIT)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for signum in signals or (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
 
 
 def prepare_pynetdicom(patches: bool | None = None) -> None:
@@ -224,7 +239,7 @@ def start(
     prepare_pynetdicom(patches)
     if block:
         prepare_database()
-        flush_audit_on_signals()
+        flush_audit_on_signals(signal.SIGTERM)  # Ctrl-C stops the server, then exits
     ae = build_ae(listener)
     return ae.start_server((host, port), block=block, evt_handlers=event_handlers(listener),
                            contexts=supported_contexts())
