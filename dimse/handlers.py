@@ -121,10 +121,13 @@ class Listener:
         that entry cannot be written: no operation then); ``caught_up``: once every object
         it has sent is indexed, so that a query or retrieve on it finds them."""
         session = self.sessions.get(assoc)
-        if session is not None and not session.on_the_trail():
-            log.error("association from %s refused its operations: its audit entry "
-                      "cannot be written", session.calling_ae)
-            return None
+        if session is not None:
+            try:
+                _opened_on_the_trail(session)  # tried again here if the writer could not
+            except Exception:
+                log.exception("association from %s refused an operation: its audit entry "
+                              "cannot be written", session.calling_ae)
+                return None
         if session is not None and caught_up:
             session.index.drain()
         return session
