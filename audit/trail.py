@@ -118,7 +118,7 @@ def record(
         target_list = targets or [Target()]
     now = timezone.now()
     with timed_audit_write(), transaction.atomic():
-        head, _ = ChainHead.objects.select_for_update().get_or_create(pk=1)
+        head = _locked_head()
         events, checkpoints = [], []
         for target in target_list:
             fields: dict[str, Any] = {
@@ -151,12 +151,47 @@ def record(
         if connection.vendor == "postgresql":
             _append_in_one_statement(events, checkpoints, head, signature)
         else:
-            AuditEvent.objects.bulk_create(events)
-            if checkpoints:
-                AuditCheckpoint.objects.bulk_create(checkpoints)
-            ChainHead.objects.filter(pk=1).update(seq=head.seq, entry_hash=head.entry_hash,
-                                                  signature=signature)
+            _append(events, checkpoints, head, signature)
     return events
+
+
+def _locked_head() -> ChainHead:
+    """The chain head, locked until the transaction ends (on SQLite the transaction's
+    write lock is the lock: it begins IMMEDIATE). Read with one plain statement: the
+    ORM's locking get_or_create cost an append a fifth of its time."""
+    table = connection.ops.quote_name(ChainHead._meta.db_table)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT seq, entry_hash FROM {table} WHERE id = 1{lock}")  # noqa: S608
+        row = cursor.fetchone()
+    if row is None:  # the very first entry
+        head, _ = ChainHead.objects.select_for_update().get_or_create(pk=1)
+        return head
+    return ChainHead(pk=1, seq=row[0], entry_hash=row[1])
+
+
+def _append(events: list[AuditEvent], checkpoints: list[AuditCheckpoint], head: ChainHead,
+            signature: str) -> None:
+    """The entries, their checkpoints and the new head in three plain statements (the
+    ORM's bulk_create and update took most of an append's time on SQLite)."""
+    insert, params = _insert_sql(events)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{insert} RETURNING seq, id", params)  # in no promised order
+        pks = dict(cursor.fetchall())
+        _set_pks(events, [(pks[event.seq],) for event in events])
+        if checkpoints:
+            cursor.execute(*_insert_sql(checkpoints))
+        table = connection.ops.quote_name(ChainHead._meta.db_table)
+        cursor.execute(f"UPDATE {table} SET seq = %s, entry_hash = %s, "  # noqa: S608
+                       "signature = %s WHERE id = 1",
+                       [head.seq, head.entry_hash, signature])
+
+
+def _set_pks(events: list[AuditEvent], rows: Sequence[Any]) -> None:
+    for event, (pk,) in zip(events, rows, strict=True):
+        event.pk = pk
+        event._state.adding = False
+        event._state.db = connection.alias
 
 
 def _insert_sql(objs: Sequence[AuditEvent | AuditCheckpoint]) -> tuple[str, list[Any]]:
@@ -192,10 +227,7 @@ def _append_in_one_statement(events: list[AuditEvent], checkpoints: list[AuditCh
     with connection.cursor() as cursor:
         cursor.execute(f"WITH {', '.join(parts)} SELECT id FROM new_events",  # noqa: S608
                        params)
-        for event, (pk,) in zip(events, cursor.fetchall(), strict=True):
-            event.pk = pk
-            event._state.adding = False
-            event._state.db = connection.alias
+        _set_pks(events, cursor.fetchall())
 
 
 def first_broken_link(key: bytes | None = None) -> chain.BrokenLink | None:

@@ -4,6 +4,14 @@ Every handler gets the :class:`Listener` bound by :mod:`dimse.server`, never a g
 association handlers run in the association's own thread (pynetdicom runs one per
 association), so that is where stale database connections are closed: when the peer is
 recognised and when the association ends.
+
+An association is answered without touching the database: the peer comes from the
+process's copy of the peer table (:mod:`dimse.peers`), and the entry of an accepted
+association is committed by the audit writer thread (:mod:`audit.writer`) while the
+association is set up. Every operation on patient data waits for that entry first
+(:meth:`Listener.session`), and so does the release's answer: the trail has the
+association before anything it did, and an association that has ended is on it. A C-ECHO,
+which touches no data, does not wait.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from django.core.cache import cache
 from django.db import close_old_connections, connections
 from pynetdicom.pdu_primitives import A_RELEASE
 
+from audit import writer
 from audit.models import AuditAction, Outcome
 from audit.trail import Actor, record
 from imaging.ingest import IngestResult
@@ -55,6 +64,8 @@ class Session:
     peer: Peer | None
     actor: Actor
     calling_ae: str
+    # The association's entry on the trail, handed to the audit writer (None: written).
+    opened: writer.Pending | None = None
     stored: StoredLog = field(default_factory=StoredLog)
     ending: bool = False
     released: bool = False  # the release is answered: a connection closed now is no abort
@@ -81,6 +92,10 @@ class Session:
         if self.stored.add(result) >= AUDIT_BATCH:
             flush(self.actor, self.stored)
 
+    def on_the_trail(self) -> bool:
+        """Wait until the association's entry is committed; False if it could not be."""
+        return self.opened is None or self.opened.wait()
+
     def claim_end(self) -> bool:
         """True for the first of the threads that see the association end (its own thread on
         release or abort, the network thread when the connection closes), False after."""
@@ -102,9 +117,17 @@ class Listener:
         return bool(settings.DICOM_ALLOW_UNKNOWN_PEERS)
 
     def session(self, assoc: Association, *, caught_up: bool = False) -> Session | None:
-        """The association's session; ``caught_up``: once every object it has sent is
-        indexed, so that a query or retrieve on it finds them."""
+        """The association's session, once its entry is on the audit trail (``None`` when
+        that entry cannot be written: no operation then); ``caught_up``: once every object
+        it has sent is indexed, so that a query or retrieve on it finds them."""
         session = self.sessions.get(assoc)
+        if session is not None:
+            try:
+                _opened_on_the_trail(session)  # tried again here if the writer could not
+            except Exception:
+                log.exception("association from %s refused an operation: its audit entry "
+                              "cannot be written", session.calling_ae)
+                return None
         if session is not None and caught_up:
             session.index.drain()
         return session
@@ -134,9 +157,10 @@ def on_requested(event: Event, listener: Listener) -> None:
                                allow_unknown=listener.allow_unknown_peers)
         detail = {"event": "request", "called_ae": str(request.called_ae_title).strip()
                   if request else "", "process": os.getpid()}
+        opened = None
         if decision:
-            record(AuditAction.ASSOCIATION, actor, None, Outcome.ALLOWED,
-                   reason=decision.why, detail=detail)
+            opened = writer.record_later(AuditAction.ASSOCIATION, actor, None,
+                                         Outcome.ALLOWED, reason=decision.why, detail=detail)
         else:
             record_refusal(actor, address, decision.why, detail)
     except Exception:
@@ -149,7 +173,8 @@ def on_requested(event: Event, listener: Listener) -> None:
         log.warning("refused association from %r at %s: %s", calling, address, decision.why)
         _reject(assoc, REJECTED_PERMANENT, REASON_CALLING_AE_NOT_RECOGNISED)
         return
-    listener.sessions[assoc] = Session(peer=peer, actor=actor, calling_ae=calling)
+    listener.sessions[assoc] = Session(peer=peer, actor=actor, calling_ae=calling,
+                                       opened=opened)
 
 
 def record_refusal(actor: Actor, address: str, why: str, detail: dict[str, Any]) -> None:
@@ -220,6 +245,7 @@ def _end(listener: Listener, assoc: Association, *, aborted: bool) -> None:
         return  # another thread is already writing this association's end
     try:
         if session is not None:
+            _opened_on_the_trail_or_logged(session)
             session.index.drain()  # what was answered for is indexed, then on the trail
             flush(session.actor, session.stored)
             if aborted:
@@ -237,13 +263,31 @@ def _end(listener: Listener, assoc: Association, *, aborted: bool) -> None:
         connections.close_all()
 
 
+def _opened_on_the_trail(session: Session) -> None:
+    """The association's entry committed: waited for, or, if the writer could not write
+    it, written here (the database may be back by the end of the association)."""
+    if session.opened is None or session.on_the_trail():
+        return
+    session.opened.write()  # raises if it still cannot
+
+
+def _opened_on_the_trail_or_logged(session: Session) -> None:
+    try:
+        _opened_on_the_trail(session)
+    except Exception:
+        log.exception("cannot write the association from %s to the audit trail",
+                      session.calling_ae)
+
+
 def before_release_answer(event: Event, listener: Listener) -> None:
-    """EVT_ACSE_SENT: the A-RELEASE response goes out only once every object the peer sent
-    is indexed; a sender that has finished finds all it sent."""
+    """EVT_ACSE_SENT: the A-RELEASE response goes out only once the association's entry is
+    on the trail and every object the peer sent is indexed; a sender that has finished
+    finds all it sent."""
     primitive = event.primitive  # type: ignore[attr-defined]
     if isinstance(primitive, A_RELEASE) and primitive.result is not None:
-        session = listener.session(event.assoc)
+        session = listener.sessions.get(event.assoc)
         if session is not None:
+            _opened_on_the_trail_or_logged(session)
             session.index.drain()
             # The peer closes the connection as soon as it has the answer, which the
             # network thread may see before this thread marks the association released.
@@ -263,7 +307,7 @@ def on_aborted(event: Event, listener: Listener) -> None:
 def on_conn_close(event: Event, listener: Listener) -> None:
     """EVT_CONN_CLOSE: a peer that drops the connection without a release or an abort
     still gets its association closed on the record."""
-    session = listener.session(event.assoc)
+    session = listener.sessions.get(event.assoc)
     if session is not None:
         _end(listener, event.assoc, aborted=not (event.assoc.is_released or session.released))
     else:
@@ -271,5 +315,6 @@ def on_conn_close(event: Event, listener: Listener) -> None:
 
 
 def handle_echo(event: Event, listener: Listener) -> int:
-    """EVT_C_ECHO: any accepted peer may verify the connection."""
-    return Status.SUCCESS if listener.session(event.assoc) else Status.NOT_AUTHORISED
+    """EVT_C_ECHO: any accepted peer may verify the connection (touching no data, it does
+    not wait for the association's entry; the release does)."""
+    return Status.SUCCESS if listener.sessions.get(event.assoc) else Status.NOT_AUTHORISED

@@ -84,6 +84,12 @@ class SharedSocketServer(ThreadedAssociationServer):
         if self.parent and os.getppid() != self.parent:
             os.kill(os.getpid(), signal.SIGTERM)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Create and start the association in this, the accepting, thread, as pynetdicom's
+        blocking server does: the threaded one starts a thread only to create the
+        association and start the association's own (about 0.8 ms of every association)."""
+        self.process_request_thread(request, client_address)
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
@@ -98,10 +104,15 @@ def server_class(sock: socket.socket, parent: int) -> type[SharedSocketServer]:
 
 
 def _worker(listener: Listener, sock: socket.socket, parent: int) -> None:
-    from .server import build_ae, event_handlers, prepare_database, supported_contexts
+    from .server import (
+        build_ae,
+        event_handlers,
+        flush_audit_on_signals,
+        prepare_database,
+        supported_contexts,
+    )
 
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    flush_audit_on_signals()
     prepare_database()
     ae = build_ae(listener)
     server = ae.make_server(

@@ -9,6 +9,8 @@ at once.
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 from django.conf import settings
@@ -17,6 +19,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
+from audit import writer
 from imaging import ingest
 from ops import dimse_hooks
 
@@ -139,19 +142,35 @@ def prepare_database() -> None:
     pool instead: Django's own pooling, turned on here for this process only, as a fork
     must not inherit a pool's threads and sockets and the web server keeps its persistent
     connections. Closing a pooled connection gives it back; a pooled one is checked before
-    it is handed out (it may have died with a database restart), and an association waits
-    at most :data:`POOL_WAIT` for one (the database down: refused, as without the pool).
+    it is handed out (it may have died with a database restart), and a thread waits at most
+    :data:`dimse.pooled_postgresql.base.READY_WAIT` for one before it opens its own (the
+    database down: that fails at once, and the operation with it, as without the pool).
 
-    And one connection stays open in this (the serving) thread: SQLite checkpoints and
+    On SQLite, a connection an association's thread closes is kept for the next one
+    (:func:`reuse_sqlite_connections`). And one connection stays open in this (the
+    serving) thread: SQLite checkpoints and
     syncs its write-ahead log whenever the last connection to the database closes, which
     cost every association ten milliseconds; with this one open, theirs never is the last.
     """
     if settings.DICOM_DATABASE_POOL:
         pool_connections()
+    reuse_sqlite_connections()
     connection.ensure_connection()
 
 
-#: Seconds an association waits for a pooled connection before it is refused.
+def reuse_sqlite_connections() -> None:
+    """This process's SQLite connections handed from one association's thread to the next
+    (:mod:`dimse.reused_sqlite`) instead of one opened and closed per association."""
+    for alias in connections:
+        wrapper = connections[alias]
+        if wrapper.vendor != "sqlite" or wrapper.is_in_memory_db():  # type: ignore[attr-defined]
+            continue
+        wrapper.close()
+        wrapper.settings_dict["ENGINE"] = "dimse.reused_sqlite"
+        del connections[alias]  # this thread's is made again, with that backend
+
+
+#: Seconds a plain getconn of the pool waits (the listener's threads wait READY_WAIT only).
 POOL_WAIT = 2.0
 #: Seconds the pool keeps retrying a connection that fails before it gives up.
 POOL_RECONNECT = 5.0
@@ -166,18 +185,41 @@ def pool_connections(max_size: int = 2 * MAXIMUM_ASSOCIATIONS + 4) -> None:
             continue
         wrapper.close()
         # The settings every thread's connection is made from (one dict per alias).
+        # Django's pool, with a connection of its own for a thread when the pool has none
+        # ready (dimse.pooled_postgresql).
+        wrapper.settings_dict["ENGINE"] = "dimse.pooled_postgresql"
         wrapper.settings_dict["CONN_MAX_AGE"] = 0
         wrapper.settings_dict["CONN_HEALTH_CHECKS"] = True  # the pool checks each one
         wrapper.settings_dict["OPTIONS"] = {
             **wrapper.settings_dict["OPTIONS"],
             # A reconnection that keeps failing gives up after POOL_RECONNECT seconds (its
-            # delays double from 1 s), and the next association starts a fresh one. One
-            # process was served again 0.1 s after an outage; with several, the cluster
-            # test saw one refuse an association right after the restart (why the pool is
-            # off by default).
+            # delays double from 1 s), and the next association starts a fresh one. With
+            # several processes, the cluster test once saw one refuse an association right
+            # after a restart while its pool was reconnecting: a thread now waits
+            # dimse.pooled_postgresql.READY_WAIT for the pool, then opens its own.
             "pool": {"min_size": 1, "max_size": max_size, "max_idle": 60.0,
                      "timeout": POOL_WAIT, "reconnect_timeout": POOL_RECONNECT},
         }
+        del connections[alias]  # this thread's is made again, with the pooled backend
+
+
+#: Seconds a stopping listener process waits for the audit entries still being written.
+SHUTDOWN_FLUSH_WAIT = 5.0
+
+
+def flush_audit_on_signals(*signals: signal.Signals) -> None:
+    """``signals`` (by default SIGTERM and SIGINT) end this serving process as before (at
+    once, by the signal), but after the audit entries handed to the writer thread are
+    committed (at most :data:`SHUTDOWN_FLUSH_WAIT` seconds): an association accepted just
+    before is on the trail. (An interpreter that exits normally flushes them too.)"""
+
+    def stop(signum: int, frame: Any) -> None:
+        writer.flush(SHUTDOWN_FLUSH_WAIT)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for signum in signals or (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
 
 
 def prepare_pynetdicom(patches: bool | None = None) -> None:
@@ -199,6 +241,7 @@ def start(
     ingest.prepare()
     if block:
         prepare_database()
+        flush_audit_on_signals(signal.SIGTERM)  # Ctrl-C stops the server, then exits
     ae = build_ae(listener)
     return ae.start_server((host, port), block=block, evt_handlers=event_handlers(listener),
                            contexts=supported_contexts())

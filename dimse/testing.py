@@ -18,6 +18,8 @@ from pathlib import Path
 from pydicom import dcmread
 from pynetdicom.dsutils import split_dataset
 
+from audit import writer
+
 from .handlers import Listener
 from .server import start
 from .stored_send import StoredDataset
@@ -76,6 +78,7 @@ def running_listener(
         yield RunningListener(ae_title, LOOPBACK, port, listener)
     finally:
         server.shutdown()
+        writer.flush(10.0)  # as a listener process does when it stops
 
 
 @contextmanager

@@ -494,6 +494,10 @@ DICOM_NETWORK_TIMEOUT = env.float("DICOM_NETWORK_TIMEOUT", default=60.0, minimum
 DICOM_REFUSAL_AUDIT_WINDOW = env.int("DICOM_REFUSAL_AUDIT_WINDOW", default=60, minimum=1)
 # Accept associations from peers not configured in admin (first installation only).
 DICOM_ALLOW_UNKNOWN_PEERS = env.bool("DICOM_ALLOW_UNKNOWN_PEERS", default=False)
+# Seconds a listener process keeps its copy of the peer table (dimse/peers.py): a peer
+# changed in admin is in force for every new association at most this long after; 0 reads
+# the table on every association.
+DICOM_PEER_CACHE_SECONDS = env.float("DICOM_PEER_CACHE_SECONDS", default=5.0, minimum=0.0)
 # Received objects wait here, linked, between the C-STORE answer and their index rows
 # (dimse/indexing.py); keep it on the file system of DICOM_STORAGE_DIR so that is a link.
 DICOM_SPOOL_DIR = env.path("DICOM_SPOOL_DIR", default=DATA_DIR / "dicom-spool")
@@ -504,10 +508,10 @@ DICOM_LISTENER_PROCESSES = env.int("DICOM_LISTENER_PROCESSES",
 # it on pynetdicom as it is. Only pynetdicom 3.0.4 is patched; another refuses to start.
 DICOM_PYNETDICOM_PATCHES = env.bool("DICOM_PYNETDICOM_PATCHES", default=True)
 # On PostgreSQL, each listener process takes its associations' connections from a pool
-# (dimse.server.prepare_database) rather than opening one per association. Off by default:
-# right after a database restart a process's pool may still be reconnecting and refuse an
-# association that a new connection would have served (the cluster test caught it).
-DICOM_DATABASE_POOL = env.bool("DICOM_DATABASE_POOL", default=False)
+# (dimse.server.prepare_database) rather than opening one per association; a thread whose
+# pool has none ready at once opens its own (dimse.pooled_postgresql), so a pool still
+# reconnecting after a database restart never refuses what a new connection would serve.
+DICOM_DATABASE_POOL = env.bool("DICOM_DATABASE_POOL", default=True)
 
 # --- HL7 v2 (orders in over MLLP, orders/) ---------------------------------------------------
 HL7_PORT = env.int("HL7_PORT", default=2575, minimum=1, maximum=65535)

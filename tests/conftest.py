@@ -194,6 +194,15 @@ def logged_in(client, alice) -> Iterator[object]:
 
 
 @pytest.fixture(autouse=True)
+def fresh_peer_table() -> None:
+    """Each test's listener reads the peer table of its own database: the rows a test
+    leaves are flushed without the signals that tell the process's copy (dimse.peers)."""
+    from dimse.peers import directory
+
+    directory.invalidate()
+
+
+@pytest.fixture(autouse=True)
 def celery_in_process() -> Iterator[None]:
     """Tasks run in-process unless a test starts a real worker (see test_celery_redis)."""
     from portal.celery import app

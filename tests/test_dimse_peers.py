@@ -136,6 +136,8 @@ def test_a_peer_bound_to_a_clinic_finds_and_retrieves_only_that_clinics_patients
                     "-od", str(got), *portal.address(), timeout=60)
     portal.wait_idle()
     assert not list(got.iterdir()), refused.stdout  # paula's study is not the peer's
-    Peer.objects.filter(ae_title="WORKSTATION").update(clinic=None)  # archive-wide
+    workstation = Peer.objects.get(ae_title="WORKSTATION")
+    workstation.clinic = None  # archive-wide, saved as admin saves it (in force at once)
+    workstation.save()
     _result, answers = findscu(portal, tmp_path, "QueryRetrieveLevel=STUDY", "PatientID")
     assert sorted(a.PatientID for a in answers) == ["CHARLIE-002", "PAULA-001"]

@@ -116,12 +116,19 @@ def _associate(port: int) -> Association:
     return assoc
 
 
-def _association_processes() -> list[int]:
+def _association_processes(at_least: int = 0) -> list[int]:
     """The worker that accepted each association since the listener answered its first
-    C-ECHO (that one is left out)."""
-    events = AuditEvent.objects.filter(action=AuditAction.ASSOCIATION,
-                                       detail__event="request").order_by("pk")
-    return [event.detail["process"] for event in events][1:]
+    C-ECHO (that one is left out); waiting for ``at_least`` of them, as the entry of an
+    association still open is committed by the audit writer while the association goes
+    on (audit.writer)."""
+    deadline = time.monotonic() + 10
+    while True:
+        events = AuditEvent.objects.filter(action=AuditAction.ASSOCIATION,
+                                           detail__event="request").order_by("pk")
+        found = [event.detail["process"] for event in events][1:]
+        if len(found) >= at_least or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
 
 
 def test_two_associations_at_once_are_served_by_two_worker_processes(
@@ -134,7 +141,7 @@ def test_two_associations_at_once_are_served_by_two_worker_processes(
         first = _associate(listener.port)
         second = _associate(listener.port)
         try:
-            served_by = _association_processes()
+            served_by = _association_processes(at_least=2 * (attempt + 1))
         finally:
             first.release()
             second.release()

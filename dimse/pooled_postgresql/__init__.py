@@ -1,0 +1,1 @@
+"""The listener's PostgreSQL backend when its connections are pooled (see ``base``)."""

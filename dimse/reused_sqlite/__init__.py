@@ -1,0 +1,1 @@
+"""The listener's SQLite backend: connections kept for the next association (see ``base``)."""
