@@ -201,5 +201,8 @@ def test_the_page_is_in_portuguese_by_default(client, alice, history):
 def test_the_page_takes_a_fixed_number_of_queries_however_many_studies(
         client, alice, history, django_assert_max_num_queries):
     client.force_login(alice)
-    with django_assert_max_num_queries(12):  # six studies, seven series: 11 today
+    # Once first, so what a process looks up once and keeps (and what other tests in the
+    # same worker may have dropped) is not counted: the page's own queries are.
+    assert client.get(_url(history)).status_code == 200
+    with django_assert_max_num_queries(12):  # six studies, seven series: 9 today
         assert client.get(_url(history)).status_code == 200
