@@ -293,25 +293,30 @@ _ORDER = {
 }
 
 
-# Patients matched first, up to this many, go into the search as a list of keys.
+#: Patients a search may find first and still hand to the study query as a list.
 PATIENT_CANDIDATES = 2000
 
 
-def _of_patients(level: Level, match: Q) -> Q:
-    """Rows of the patients ``match`` finds, looked up first: up to
-    :data:`PATIENT_CANDIDATES` of them go into the search as a list, so the planner knows
-    how few they are and starts from them (the trigram index on ``UPPER(name)`` for
-    ``*SILVA*``). As a join it guessed wrong, walking studies newest first and testing each
-    one's patient: 100 ms for ``*SILVA*`` at 100,000 studies, where the list takes 2 ms.
-    The search still runs over the caller's visible studies, so a patient the caller may
-    not see is in the list to no effect. More patients than that are common enough for the
-    walk to be quick (as imaging.worklist does for its name and ID filters)."""
-    path = _path(level, "study", "patient_id")
-    patients = Patient.objects.filter(match).order_by().values_list("pk", flat=True)
-    found = list(patients[:PATIENT_CANDIDATES + 1])
+def of_patients(path: str, patients: QuerySet[Patient]) -> Q:
+    """Rows whose patient (``path``, e.g. ``patient_id``) is one of ``patients``, looked up
+    first: up to :data:`PATIENT_CANDIDATES` of them go into the query as a list, so the
+    planner knows how few they are and starts from them. As a join it guessed wrong,
+    walking studies newest first and testing each one's patient: 100 ms for ``*SILVA*``
+    at 100,000 studies, where the list takes 2 ms. More patients than that are common
+    enough for the walk to be quick. Used by QIDO-RS and C-FIND (below) and by the doctors'
+    worklist (imaging.worklist)."""
+    keys = patients.order_by().values_list("pk", flat=True)
+    found = list(keys[:PATIENT_CANDIDATES + 1])
     if len(found) <= PATIENT_CANDIDATES:
         return Q(**{f"{path}__in": found})
-    return Q(**{f"{path}__in": patients})
+    return Q(**{f"{path}__in": keys})
+
+
+def _of_patients(level: Level, match: Q) -> Q:
+    """Rows of the patients ``match`` finds (:func:`of_patients`; the trigram index on
+    ``UPPER(name)`` serves ``*SILVA*``). The search still runs over the caller's visible
+    studies, so a patient the caller may not see is in the list to no effect."""
+    return of_patients(_path(level, "study", "patient_id"), Patient.objects.filter(match))
 
 
 def _base(level: Level, studies: QuerySet[Study]) -> QuerySet[Any]:

@@ -33,12 +33,11 @@ from . import policies
 from .models import ReportStatus, Study
 from .paging import PAGE_SIZE, BadNumber, PageNumbers, page_count, whole_number
 from .principals import Principal
+from .query import of_patients
 from .search_text import searchable
 
 #: Matches counted at most; past it the page says "more than".
 COUNT_CAP = 1000
-#: Patients a name or ID may find and still be handed to the study query as a list.
-CANDIDATES = 2000
 MAX_TEXT = 100  # characters of a typed filter; no name or ID is longer
 _CODE = re.compile(r"[A-Z0-9_ ]{1,16}")  # a modality or body part (DICOM CS)
 #: Offered in the form (any other DICOM code may still be typed into the URL).
@@ -219,17 +218,9 @@ def _contains_words(field: str, text: str) -> Q:
 
 def _of_patients(principal: Principal, match: Q) -> Q:
     """Studies of the patients ``match`` finds among those ``principal`` may see, looked
-    up first: up to :data:`CANDIDATES` of them go into the study query as a list, so the
-    planner knows how few they are and starts from them (as a join it guessed wrong,
-    walking thousands of studies by date to test each one's patient: 125 ms for a common
-    first name at 100,000 studies). More patients than that are common enough for the walk
-    to be quick. The study query still starts from the policy's visible studies."""
-    patients = (policies.visible_patients(principal).filter(match).order_by()
-                .values_list("pk", flat=True))
-    found = list(patients[:CANDIDATES + 1])
-    if len(found) <= CANDIDATES:
-        return Q(patient_id__in=found)
-    return Q(patient_id__in=patients)
+    up first (:func:`imaging.query.of_patients`: 125 ms for a common first name at 100,000
+    studies as a join). The study query still starts from the policy's visible studies."""
+    return of_patients("patient_id", policies.visible_patients(principal).filter(match))
 
 
 def _has_code(field: str, code: str) -> Q:
