@@ -163,11 +163,18 @@ def reuse_sqlite_connections() -> None:
     (:mod:`dimse.reused_sqlite`) instead of one opened and closed per association."""
     for alias in connections:
         wrapper = connections[alias]
-        if wrapper.vendor != "sqlite" or wrapper.is_in_memory_db():  # type: ignore[attr-defined]
-            continue
-        wrapper.close()
-        wrapper.settings_dict["ENGINE"] = "dimse.reused_sqlite"
-        del connections[alias]  # this thread's is made again, with that backend
+        if wrapper.vendor == "sqlite" and not wrapper.is_in_memory_db():  # type: ignore[attr-defined]
+            _use_backend(alias, "dimse.reused_sqlite")
+
+
+def _use_backend(alias: str, engine: str, **changes: Any) -> None:
+    """``alias``'s connections made by ``engine`` (with these settings changed) in this
+    process from now on: this thread's is closed and made again, with that backend."""
+    wrapper = connections[alias]
+    wrapper.close()
+    # The settings every thread's connection is made from (one dict per alias).
+    wrapper.settings_dict.update(ENGINE=engine, **changes)
+    del connections[alias]
 
 
 #: Seconds a plain getconn of the pool waits (the listener's threads wait READY_WAIT only).
@@ -183,24 +190,18 @@ def pool_connections(max_size: int = 2 * MAXIMUM_ASSOCIATIONS + 4) -> None:
         wrapper = connections[alias]
         if wrapper.vendor != "postgresql" or wrapper.settings_dict["OPTIONS"].get("pool"):
             continue
-        wrapper.close()
-        # The settings every thread's connection is made from (one dict per alias).
+        # A reconnection that keeps failing gives up after POOL_RECONNECT seconds (its
+        # delays double from 1 s), and the next association starts a fresh one. With
+        # several processes, the cluster test once saw one refuse an association right
+        # after a restart while its pool was reconnecting: a thread now waits
+        # dimse.pooled_postgresql.READY_WAIT for the pool, then opens its own.
+        pool = {"min_size": 1, "max_size": max_size, "max_idle": 60.0,
+                "timeout": POOL_WAIT, "reconnect_timeout": POOL_RECONNECT}
         # Django's pool, with a connection of its own for a thread when the pool has none
-        # ready (dimse.pooled_postgresql).
-        wrapper.settings_dict["ENGINE"] = "dimse.pooled_postgresql"
-        wrapper.settings_dict["CONN_MAX_AGE"] = 0
-        wrapper.settings_dict["CONN_HEALTH_CHECKS"] = True  # the pool checks each one
-        wrapper.settings_dict["OPTIONS"] = {
-            **wrapper.settings_dict["OPTIONS"],
-            # A reconnection that keeps failing gives up after POOL_RECONNECT seconds (its
-            # delays double from 1 s), and the next association starts a fresh one. With
-            # several processes, the cluster test once saw one refuse an association right
-            # after a restart while its pool was reconnecting: a thread now waits
-            # dimse.pooled_postgresql.READY_WAIT for the pool, then opens its own.
-            "pool": {"min_size": 1, "max_size": max_size, "max_idle": 60.0,
-                     "timeout": POOL_WAIT, "reconnect_timeout": POOL_RECONNECT},
-        }
-        del connections[alias]  # this thread's is made again, with the pooled backend
+        # ready (dimse.pooled_postgresql); the pool checks each one it hands out.
+        _use_backend(alias, "dimse.pooled_postgresql", CONN_MAX_AGE=0,
+                     CONN_HEALTH_CHECKS=True,
+                     OPTIONS={**wrapper.settings_dict["OPTIONS"], "pool": pool})
 
 
 #: Seconds a stopping listener process waits for the audit entries still being written.
