@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import transaction
+from django.db.models import F
 from pynetdicom import AE
 
-from audit.models import AuditAction, AuditEvent, Outcome
+from audit.models import AuditAction, AuditEvent, ChainHead, Outcome
 from audit.trail import first_broken_link
 from dimse.models import Peer
 from dimse.sop_classes import VERIFICATION
@@ -158,6 +160,31 @@ def test_an_open_association_is_on_the_trail_when_the_listener_stops(
             time.sleep(0.05)
     finally:
         assoc.abort()
+    assert AuditEvent.objects.filter(action=AuditAction.ASSOCIATION, outcome=Outcome.ALLOWED,
+                                     peer_ae="MODALITY").count() == before + 1
+    assert first_broken_link() is None
+
+
+def test_an_entry_the_writer_still_holds_is_committed_before_a_stopped_listener_exits(
+        listener):
+    """SIGTERM reaches the workers while the association's entry waits for the chain head
+    (held here): they exit only once the writer has committed it (dimse.server's
+    ``flush_audit_on_signals``); killed at once, the entry would be lost."""
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(VERIFICATION)
+    before = AuditEvent.objects.filter(action=AuditAction.ASSOCIATION).count()
+    with transaction.atomic():
+        ChainHead.objects.filter(pk=1).update(seq=F("seq"))  # no append until this ends
+        assoc = ae.associate(LOOPBACK, listener.port, ae_title="PORTAL")
+        try:
+            assert assoc.is_established
+            assert assoc.send_c_echo().Status == 0x0000  # an echo does not wait for it
+            listener.terminate()
+            time.sleep(1.0)
+            assert listener.poll() is None, "the listener exited with an entry unwritten"
+        finally:
+            assoc.abort()
+    listener.wait(timeout=30)
     assert AuditEvent.objects.filter(action=AuditAction.ASSOCIATION, outcome=Outcome.ALLOWED,
                                      peer_ae="MODALITY").count() == before + 1
     assert first_broken_link() is None
