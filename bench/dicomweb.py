@@ -690,12 +690,17 @@ def stow_rounds(portal: Portal, data: Data, rounds: int, redis_url: str
                 ) -> dict[str, list[Result]]:
     """The STOW rows of the audit-on portal without and with a replica, taking turns for
     ``rounds`` rounds, each serve fresh and each on a STOW set of its own."""
+    from replica_settings import broker_env
+
     found: dict[str, list[Result]] = {"replica off": [], "replica on (queued)": []}
     sets = iter(data.stow_sets)
     for number in range(rounds):
         for name in found:
             with contextlib.ExitStack() as stack:
-                if name != "replica off":
+                if name == "replica off":
+                    portal.extra = broker_env(redis_url)  # the same cache and broker
+                    stack.callback(lambda: setattr(portal, "extra", {}))
+                else:
                     stack.enter_context(replica_configured(portal, redis_url))
                 root = stack.enter_context(portal.serve("portal.wsgi:application"))
                 session = stack.enter_context(requests.Session())

@@ -15,9 +15,12 @@ from . import copies, database_backup, drill, evict, fixity, priors, recall, rep
 from .keys import KeyRing
 
 MAX_RETRIES = 8
+# The tasks every ingest queues (replicate_copy, replicate_copies, recall_priors) keep no
+# result (ignore_result): nobody waits for one, the copy rows are the record, and a kept
+# result cost each send a subscription on the result backend and each run a write to it.
 
 
-@shared_task(bind=True, max_retries=MAX_RETRIES)
+@shared_task(bind=True, max_retries=MAX_RETRIES, ignore_result=True)
 def replicate_copy(self: Any, copy_id: int) -> str:
     """One attempt; after a failure, another once the copy's backoff has passed (the
     backlog drain takes over after the last retry)."""
@@ -29,7 +32,7 @@ def replicate_copy(self: Any, copy_id: int) -> str:
     return attempt.outcome.value
 
 
-@shared_task(bind=True)
+@shared_task(bind=True, ignore_result=True)
 def replicate_copies(self: Any, copy_ids: list[int]) -> dict[str, int]:
     """One attempt for each of the copies one ingest dispatch gathered
     (``replica.dispatcher``); a copy that failed goes on as its own ``replicate_copy``,
@@ -101,7 +104,7 @@ def evict_local(dry_run: bool = False) -> int:
     return evict.evict_local(dry_run=dry_run).count
 
 
-@shared_task(bind=True, max_retries=3)
+@shared_task(bind=True, max_retries=3, ignore_result=True)
 def recall_priors(self: Any, study_id: int) -> int:
     """Recall the evicted objects of a new study's relevant priors; retried while the
     replica cannot be read. Returns how many objects it brought back."""

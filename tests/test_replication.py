@@ -167,6 +167,8 @@ def test_a_sweep_queues_the_backlog_in_batches_and_not_again_while_the_broker_ho
         app.conf.task_always_eager = True
         broker.delete(queue)
     assert {m["headers"]["task"] for m in queued} == {"replica.tasks.replicate_copies"}
+    # Nobody waits for their outcome (the rows are the record): no result is kept.
+    assert all(m["headers"]["ignore_result"] for m in queued)
     batches = [json.loads(base64.b64decode(m["body"]))[0][0] for m in queued]
     assert sorted(len(b) for b in batches) == [1, 2, 2]
     assert sorted(pk for b in batches for pk in b) == pending
