@@ -236,3 +236,73 @@ def test_a_request_with_an_invalid_uid_is_still_refused_after_a_valid_one():
     assert valid.AffectedSOPInstanceUID == ODD_UID
     with pytest.raises(ValueError):
         C_STORE().AffectedSOPInstanceUID = ODD_UID + "1" * 10  # longer than 64
+
+
+def _many_context_request() -> bytes:
+    """An A-ASSOCIATE-RQ as DCMTK's getscu sends one: every storage SOP class in three
+    transfer syntaxes, each with an SCP/SCU role selection, encoded by pynetdicom itself."""
+    from pynetdicom import StoragePresentationContexts, build_role
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+    from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+    from pynetdicom.presentation import build_context
+
+    request = A_ASSOCIATE()
+    request.application_context_name = "1.2.840.10008.3.1.1.1"
+    request.calling_ae_title = "GETSCU"
+    request.called_ae_title = "PORTAL"
+    contexts = [build_context(cx.abstract_syntax, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2",
+                                                   "1.2.840.10008.1.2.4.70"])
+                for cx in StoragePresentationContexts]
+    for number, cx in enumerate(contexts):
+        cx.context_id = 2 * number + 1
+    request.presentation_context_definition_list = contexts
+    length = MaximumLengthNotification()
+    length.maximum_length_received = 16384
+    request.user_information = [length, *(build_role(cx.abstract_syntax, scp_role=True)
+                                          for cx in contexts)]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(request)
+    return bytes(pdu.encode())
+
+
+def _decoded(raw: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+
+    pdu = A_ASSOCIATE_RQ()
+    pdu.decode(raw)
+    primitive = pdu.to_primitive()
+    contexts = [(cx.context_id, cx.abstract_syntax, tuple(cx.transfer_syntax))
+                for cx in primitive.presentation_context_definition_list]
+    roles = [(type(item).__name__, getattr(item, "sop_class_uid", None),
+              getattr(item, "scu_role", None), getattr(item, "scp_role", None))
+             for item in primitive.user_information]
+    return contexts, roles
+
+
+def test_an_association_request_of_many_contexts_decodes_as_pynetdicom_decodes_it():
+    from dimse import pynetdicom_patches
+
+    raw = _many_context_request()
+    pynetdicom_patches.uninstall()
+    as_is = _decoded(raw)
+    pynetdicom_patches.install()
+    try:
+        for _ in range(2):  # the UID checks computed, then remembered
+            assert _decoded(raw) == as_is
+    finally:
+        pynetdicom_patches.uninstall()
+    assert len(as_is[0]) > 100 and all(len(ts) == 3 for _, _, ts in as_is[0])
+    assert sum(name == "SCP_SCU_RoleSelectionNegotiation" for name, *_ in as_is[1]) > 100
+
+
+@pytest.mark.usefixtures("patched_pynetdicom")
+def test_an_unhashable_value_is_checked_as_pynetdicom_checks_it():
+    with pytest.raises((ValueError, TypeError)):
+        pdu_fast_codec.set_uid(["1.2.3"], "Abstract Syntax Name")
+    from pynetdicom.presentation import PresentationContext
+
+    context = PresentationContext()
+    with pytest.raises(ValueError):
+        context.abstract_syntax = "1.2." + "3" * 70  # too long, however often it is tried
+    context.abstract_syntax = CT
+    assert context.abstract_syntax == CT

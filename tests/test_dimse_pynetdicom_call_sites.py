@@ -13,7 +13,18 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from pynetdicom import association, dimse_messages, dimse_primitives, dsutils, dul, fsm, utils
+from pynetdicom import (
+    association,
+    dimse_messages,
+    dimse_primitives,
+    dsutils,
+    dul,
+    fsm,
+    pdu_items,
+    pdu_primitives,
+    presentation,
+    utils,
+)
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import (
     C_GET_RSP,
@@ -80,7 +91,7 @@ def test_uninstalling_gives_pynetdicom_back_exactly_what_it_had():
         "socket": dict(vars(AssociationSocket)),
         "messages": [_global(dimse_messages, name) for name in (
             "decode", "create_file_meta", "write_file_meta_info")],
-        "set_uid": _global(dimse_primitives, "set_uid"),
+        "set_uid": [_global(module, "set_uid") for module in pdu_fast_codec.UID_CHECKERS],
         "Association": dict(vars(association.Association)),
         "DT-1": fsm.ACTIONS["DT-1"],
     }
@@ -88,7 +99,8 @@ def test_uninstalling_gives_pynetdicom_back_exactly_what_it_had():
     assert fsm.ACTIONS["DT-1"][1] is stored_send.dt_1
     assert association.Association.send_c_store is stored_send.send_c_store
     assert dul.time is not before["dul.time"]  # type: ignore[attr-defined]
-    assert _global(dimse_primitives, "set_uid") is pdu_fast_codec.set_uid
+    assert all(_global(module, "set_uid") is pdu_fast_codec.set_uid
+               for module in pdu_fast_codec.UID_CHECKERS)
     pynetdicom_patches.uninstall()
     after = {
         "dul.time": dul.time,  # type: ignore[attr-defined]
@@ -99,7 +111,7 @@ def test_uninstalling_gives_pynetdicom_back_exactly_what_it_had():
         "socket": dict(vars(AssociationSocket)),
         "messages": [_global(dimse_messages, name) for name in (
             "decode", "create_file_meta", "write_file_meta_info")],
-        "set_uid": _global(dimse_primitives, "set_uid"),
+        "set_uid": [_global(module, "set_uid") for module in pdu_fast_codec.UID_CHECKERS],
         "Association": dict(vars(association.Association)),
         "DT-1": fsm.ACTIONS["DT-1"],
     }
@@ -191,6 +203,10 @@ def test_pdus_are_read_through_the_socket_method_replaced():
 def test_uid_checks_are_looked_up_as_a_module_global_of_the_primitives():
     assert _global(dimse_primitives, "set_uid") is utils.set_uid
     assert "set_uid(value," in inspect.getsource(dimse_primitives)
+    # ... and of the association PDUs' items and primitives and the presentation contexts
+    for module in (pdu_items, pdu_primitives, presentation):
+        assert _global(module, "set_uid") is utils.set_uid
+        assert "= set_uid(" in inspect.getsource(module)
     assert _parameters(utils.set_uid) == _parameters(pdu_fast_codec.set_uid.__wrapped__)
 
 
