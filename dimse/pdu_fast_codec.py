@@ -301,8 +301,6 @@ def set_uid(value: Any, name: str, allow_empty: bool = True, allow_none: bool = 
     except TypeError:  # unhashable: pynetdicom's own check says what is wrong with it
         return utils.set_uid(value, name, allow_empty, allow_none, validate)
 
-
-set_uid.__wrapped__ = utils.set_uid  # type: ignore[attr-defined]
 #: The modules whose ``set_uid`` global :func:`install` replaces.
 UID_CHECKERS = (dimse_primitives, pdu_items, pdu_primitives, presentation)
 

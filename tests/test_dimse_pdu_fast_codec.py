@@ -250,7 +250,7 @@ def _many_context_request() -> bytes:
     request.application_context_name = "1.2.840.10008.3.1.1.1"
     request.calling_ae_title = "GETSCU"
     request.called_ae_title = "PORTAL"
-    contexts = [build_context(cx.abstract_syntax, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2",
+    contexts = [build_context(str(cx.abstract_syntax), ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2",
                                                    "1.2.840.10008.1.2.4.70"])
                 for cx in StoragePresentationContexts]
     for number, cx in enumerate(contexts):
@@ -258,7 +258,7 @@ def _many_context_request() -> bytes:
     request.presentation_context_definition_list = contexts
     length = MaximumLengthNotification()
     length.maximum_length_received = 16384
-    request.user_information = [length, *(build_role(cx.abstract_syntax, scp_role=True)
+    request.user_information = [length, *(build_role(str(cx.abstract_syntax), scp_role=True)
                                           for cx in contexts)]
     pdu = A_ASSOCIATE_RQ()
     pdu.from_primitive(request)

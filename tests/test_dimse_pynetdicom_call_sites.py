@@ -207,7 +207,7 @@ def test_uid_checks_are_looked_up_as_a_module_global_of_the_primitives():
     for module in (pdu_items, pdu_primitives, presentation):
         assert _global(module, "set_uid") is utils.set_uid
         assert "= set_uid(" in inspect.getsource(module)
-    assert _parameters(utils.set_uid) == _parameters(pdu_fast_codec.set_uid.__wrapped__)
+    assert _parameters(utils.set_uid) == _parameters(pdu_fast_codec.set_uid)
 
 
 # --- stored_send: the C-STORE sub-operations it sends from the blob ---------------------
