@@ -38,10 +38,15 @@ ManySend = Callable[[list[int]], Any]
 
 
 class _Many:
-    """Sends whose ids may be merged with their neighbours' (see ``submit_many``)."""
+    """A gathering of sends whose ids are merged (see ``submit_many``): queued once, when
+    its first ids come, and filled by the callers while the thread lingers on it."""
 
-    def __init__(self, ids: dict[ManySend, list[int]]) -> None:
-        self.ids = ids
+    def __init__(self) -> None:
+        self.ids: dict[ManySend, list[int]] = {}
+        self.closed = threading.Event()  # no more ids: send it now
+
+    def size(self) -> int:
+        return max((len(ids) for ids in self.ids.values()), default=0)
 
 
 Send = tuple["Callable[..., Any] | _Many", tuple[Any, ...]]
@@ -54,12 +59,16 @@ class Dispatcher:
     A Celery send costs about 0.6 ms of CPU in this process whether or not it waits for
     the broker, so the ids of :meth:`submit_many` are coalesced: those arriving within
     ``REPLICA_DISPATCH_LINGER_SECONDS`` of each other go in one send of at most
-    ``REPLICA_DISPATCH_BATCH`` ids.
+    ``REPLICA_DISPATCH_BATCH`` ids. The callers add their ids to the open gathering
+    themselves and wake the thread only to open one: a thread woken by every stored object
+    took the interpreter lock from the listener's threads each time, which cost a C-STORE
+    association a fifth of its rate (bench/dimse.py --replica).
     """
 
     def __init__(self) -> None:
         self._sends: queue.Queue[Send] = queue.Queue()
         self._lock = threading.Lock()
+        self._open: _Many | None = None  # the gathering the next ids join, already queued
         self._pid: int | None = None
 
     def submit(self, send: Callable[..., Any], *args: Any) -> None:
@@ -67,15 +76,17 @@ class Dispatcher:
             send(*args)
             return
         self._ensure_thread()
-        self._sends.put((send, args))
+        with self._lock:
+            self._close_open()  # in order: what was gathered before goes first
+            self._sends.put((send, args))
 
     def submit_many(self, send: ManySend, ids: Iterable[int]) -> None:
         """``send(ids)``, its ids merged with those of the sends around it."""
         self.submit_gathered({send: list(ids)})
 
     def submit_gathered(self, sends: Mapping[ManySend, Iterable[int]]) -> None:
-        """:meth:`submit_many` of each of these sends, in this order, in one hand-over to
-        the thread: an ingest's copies and its studies' priors wake it once, not twice."""
+        """:meth:`submit_many` of each of these sends, in this order, in one hand-over:
+        an ingest's copies and its studies' priors join the open gathering together."""
         batches = {send: found for send, ids in sends.items() if (found := list(ids))}
         if not batches:
             return
@@ -84,7 +95,20 @@ class Dispatcher:
                 _make(send, (ids,))  # one failing does not stop the next
             return
         self._ensure_thread()
-        self._sends.put((_Many(batches), ()))
+        with self._lock:
+            gathering = self._open
+            if gathering is None:
+                gathering = self._open = _Many()
+                self._sends.put((gathering, ()))
+            for send, ids in batches.items():
+                gathering.ids.setdefault(send, []).extend(ids)
+            if gathering.size() >= settings.REPLICA_DISPATCH_BATCH:
+                self._close_open()  # a full batch ends it; the next ids start another
+
+    def _close_open(self) -> None:
+        if self._open is not None:
+            self._open.closed.set()
+            self._open = None
 
     def prepare(self) -> None:
         """Do now, before a server takes objects, what its first send would: import the
@@ -100,11 +124,14 @@ class Dispatcher:
                 conn.transport  # noqa: B018 - the broker's transport module
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until every send submitted so far was made; False on timeout."""
+        """Wait until every send submitted so far was made (what is being gathered is sent
+        now); False on timeout."""
         if self._pid != os.getpid():
             return True
         done = threading.Event()
-        self._sends.put((done.set, ()))
+        with self._lock:
+            self._close_open()
+            self._sends.put((done.set, ()))
         return done.wait(timeout)
 
     def _ensure_thread(self) -> None:
@@ -114,40 +141,39 @@ class Dispatcher:
             if self._pid == os.getpid():
                 return
             self._sends = queue.Queue()  # a fork's copy may hold its parent's sends
+            self._open = None
             threading.Thread(target=self._run, name="replica-dispatch", daemon=True).start()
             self._pid = os.getpid()
 
     def _run(self) -> None:
         sends = self._sends
-        held: Send | None = None
         while True:
-            send, args = held or sends.get()
-            held = None
+            send, args = sends.get()
             if not isinstance(send, _Many):
                 _make(send, args)
                 continue
-            gathered, held = self._gather(sends, dict(send.ids))
+            self._linger(send)
             batch = settings.REPLICA_DISPATCH_BATCH
-            for many, ids in gathered.items():
+            for many, ids in list(send.ids.items()):
                 for start in range(0, len(ids), batch):
                     _make(many, (ids[start:start + batch],))
 
-    @staticmethod
-    def _gather(sends: queue.Queue[Send], gathered: dict[ManySend, list[int]]
-                ) -> tuple[dict[ManySend, list[int]], Send | None]:
-        """More ids for these sends, until the linger has passed with none, a batch is full
-        or a send of another kind comes (returned, to be made next, in order)."""
+    def _linger(self, gathering: _Many) -> None:
+        """Wait until no ids have joined ``gathering`` for the linger, or it is closed (a
+        full batch, a send of another kind, a wait), then close it."""
         linger = settings.REPLICA_DISPATCH_LINGER_SECONDS
-        while max(len(ids) for ids in gathered.values()) < settings.REPLICA_DISPATCH_BATCH:
-            try:
-                send, args = sends.get(timeout=linger) if linger > 0 else sends.get_nowait()
-            except queue.Empty:
-                return gathered, None
-            if not isinstance(send, _Many):
-                return gathered, (send, args)
-            for many, ids in send.ids.items():
-                gathered.setdefault(many, []).extend(ids)
-        return gathered, None
+        seen = -1
+        while linger > 0 and not gathering.closed.is_set():
+            with self._lock:
+                size = sum(len(ids) for ids in gathering.ids.values())
+                if size == seen:
+                    break
+            seen = size
+            gathering.closed.wait(linger)
+        with self._lock:
+            if self._open is gathering:
+                self._close_open()
+            gathering.closed.set()
 
 
 def _make(send: Callable[..., Any], args: tuple[Any, ...]) -> None:

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -118,6 +119,34 @@ def test_sends_handed_over_together_are_merged_with_the_sends_around_them_in_ord
     sends.submit(made.append, ("plain", []))
     assert sends.wait(10)
     assert made == [("copies", [1, 2, 3]), ("studies", [9, 9]), ("plain", [])]
+
+
+def test_callers_join_the_open_gathering_and_wake_the_thread_only_to_open_one(
+        queued_for_a_broker, settings):
+    """One object stored after another must not wake the dispatch thread each time (it
+    would take the interpreter lock from the listener's threads): ids join the gathering
+    already queued, and the thread is handed one per batch."""
+    settings.REPLICA_DISPATCH_LINGER_SECONDS = 5
+    settings.REPLICA_DISPATCH_BATCH = 16
+    sends = Dispatcher()
+    made, copies, studies = recording()
+    sends.submit(made.append, ("plain", []))  # the thread started
+    assert sends.wait(10)
+    handed: list[object] = []
+    put = sends._sends.put
+
+    def counted(item: Any, *args: Any, **kwargs: Any) -> None:
+        handed.append(item)
+        put(item, *args, **kwargs)
+
+    sends._sends.put = counted  # type: ignore[method-assign]
+    for pk in range(40):  # forty ingests, one object each
+        sends.submit_gathered({copies: [pk], studies: [7]})
+    assert sends.wait(10)
+    assert len(handed) == 3 + 1  # 16 + 16 + 8 ids, and the wait's own marker
+    assert [ids for name, ids in made if name == "copies"] == [
+        list(range(16)), list(range(16, 32)), list(range(32, 40))]
+    assert [len(ids) for name, ids in made if name == "studies"] == [16, 16, 8]
 
 
 def test_with_tasks_in_process_a_failing_send_does_not_stop_the_next_one_handed_over_with_it(
