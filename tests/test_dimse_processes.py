@@ -226,10 +226,12 @@ def test_a_worker_killed_mid_association_leaves_no_indexed_object_off_the_trail(
     )
     try:
         deadline = time.monotonic() + 60
-        while Instance.objects.count() < 10:  # some indexed, more on the wire
+        # The receiver found first and killed once a few are indexed, more on the wire:
+        # waiting for ten, a fast worker had received all 150 under load (seen in CI).
+        (receiver,) = _association_processes(at_least=1)
+        while Instance.objects.count() < 3:
             assert time.monotonic() < deadline and sender.poll() is None
-            time.sleep(0.01)
-        (receiver,) = _association_processes()
+            time.sleep(0.005)
         os.kill(receiver, signal.SIGKILL)
         sender.wait(timeout=60)
     finally:
@@ -241,7 +243,7 @@ def test_a_worker_killed_mid_association_leaves_no_indexed_object_off_the_trail(
     while spool.exists() and time.monotonic() < deadline:  # the parent recovers it
         time.sleep(0.05)
     indexed = sorted(Instance.objects.values_list("sop_instance_uid", flat=True))
-    assert 10 <= len(indexed) < len(long_series)
+    assert 3 <= len(indexed) < len(long_series)
     entries = AuditEvent.objects.filter(action=AuditAction.STORE, outcome="allowed")
     on_the_trail = sorted(uid for e in entries for uid in e.detail.get("stored", []))
     assert on_the_trail == indexed  # every indexed object once, none that is not
