@@ -134,11 +134,7 @@ class Target:
 class Portal(Target):
     def __init__(self, scratch: Path, dest_port: int, postgres_url: str | None,
                  extra_env: dict[str, str] | None = None) -> None:
-        self.name = "portal (PostgreSQL)" if postgres_url else "portal (SQLite)"
-        if extra_env and extra_env.get("REPLICA_URL"):
-            self.name += ", replica queued"
-        elif extra_env and extra_env.get("REDIS_URL"):
-            self.name += ", Redis"
+        self.name = self.named(postgres_url, extra_env)
         self.aet = "PORTAL"
         self.port = free_port()
         self.data_dir = Path(tempfile.mkdtemp(prefix="bench-dimse-portal-", dir=scratch))
@@ -152,6 +148,16 @@ class Portal(Target):
         self.environ.update(extra_env or {})
         self.dest_port = dest_port
         self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def named(postgres_url: str | None, extra_env: dict[str, str] | None = None) -> str:
+        """The column of a portal with these settings."""
+        name = "portal (PostgreSQL)" if postgres_url else "portal (SQLite)"
+        if extra_env and extra_env.get("REPLICA_URL"):
+            return name + ", replica queued"
+        if extra_env and extra_env.get("REDIS_URL"):
+            return name + ", Redis"
+        return name
 
     def _manage(self, *args: str) -> None:
         run(PYTHON, "manage.py", *args, cwd=REPO, environ=self.environ)
@@ -324,9 +330,10 @@ def main() -> None:
             moto = MotoServer().start()
             replicated = replica_env(moto.url, args.replica)
             # The replica's baseline: the same cache and broker, no replica.
-            factories.append(lambda: Portal(scratch, dest_port, None, broker_env(args.replica)))
+            baseline = broker_env(args.replica)
+            factories.append(lambda: Portal(scratch, dest_port, None, baseline))
             factories.append(lambda: Portal(scratch, dest_port, None, replicated))
-            replicas = ["portal (SQLite), Redis", "portal (SQLite), replica queued"]
+            replicas = [Portal.named(None, baseline), Portal.named(None, replicated)]
         single: dict[str, list[float]] = {}
         parallel: dict[str, list[float]] = {}
         # Servers take turns, round after round, each time fresh (the objects are new to

@@ -301,6 +301,7 @@ def set_uid(value: Any, name: str, allow_empty: bool = True, allow_none: bool = 
     except TypeError:  # unhashable: pynetdicom's own check says what is wrong with it
         return utils.set_uid(value, name, allow_empty, allow_none, validate)
 
+
 #: The modules whose ``set_uid`` global :func:`install` replaces.
 UID_CHECKERS = (dimse_primitives, pdu_items, pdu_primitives, presentation)
 
