@@ -11,11 +11,13 @@ imaging.query has no PATIENT level; here a patient-level search runs at the stud
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from django.db.models import Count
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
@@ -81,7 +83,11 @@ def _requested(identifier: Dataset) -> list[str]:
 
 
 def _answer(json_dataset: dict[str, Any], requested: list[str], level: str) -> Dataset:
-    ds = Dataset.from_json(json_dataset)
+    # Only the requested elements are decoded: a match carries every attribute QIDO-RS
+    # returns (about twenty), and decoding them all through pydicom was most of an answer.
+    wanted = {_CHARACTER_SET, *(_hex(keyword) for keyword in requested)}
+    ds = Dataset.from_json({tag: element for tag, element in json_dataset.items()
+                            if tag in wanted})
     answer = Dataset()
     answer.SpecificCharacterSet = ds.get("SpecificCharacterSet", "ISO_IR 192")
     answer.QueryRetrieveLevel = level
@@ -91,6 +97,15 @@ def _answer(json_dataset: dict[str, Any], requested: list[str], level: str) -> D
         else:
             setattr(answer, keyword, None)  # known to the standard, empty here
     return answer
+
+
+_CHARACTER_SET = "00080005"
+
+
+@functools.lru_cache(maxsize=1024)
+def _hex(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    return f"{tag:08X}" if tag is not None else keyword
 
 
 def handle_find(event: Event, listener: Listener) -> Iterator[tuple[int, Dataset | None]]:

@@ -24,9 +24,11 @@ import struct
 from collections.abc import Iterator
 from typing import IO, Any, cast
 
+from pydicom.uid import UID
 from pynetdicom import (
     PYNETDICOM_IMPLEMENTATION_UID,
     PYNETDICOM_IMPLEMENTATION_VERSION,
+    _config,
     dimse_messages,
     dimse_primitives,
     dsutils,
@@ -306,6 +308,43 @@ def set_uid(value: Any, name: str, allow_empty: bool = True, allow_none: bool = 
 UID_CHECKERS = (dimse_primitives, pdu_items, pdu_primitives, presentation)
 
 
+class KnownUID(UID):
+    """A UID whose checks are made once: a transfer syntax a presentation context is given
+    (``PresentationContext.add_transfer_syntax``) is checked for its form twice, whether it
+    is private and whether it is a transfer syntax, for every context of a request and again
+    for every context of the answer: half of decoding getscu's 121 contexts and of
+    negotiating them. The answers are pure functions of the (immutable) value."""
+
+    @functools.cached_property
+    def is_valid(self) -> bool:
+        return UID.is_valid.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+    @functools.cached_property
+    def is_private(self) -> bool:
+        return UID.is_private.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+    @functools.cached_property
+    def is_transfer_syntax(self) -> bool:
+        return UID.is_transfer_syntax.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+
+@functools.lru_cache(maxsize=4096)
+def known_uid(value: str) -> KnownUID:
+    """``UID(value)`` for ``pynetdicom.presentation``: one :class:`KnownUID` per value."""
+    return KnownUID(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_validate_uid(uid: str, enforced: bool) -> bool:
+    return bool(utils.validate_uid(UID(uid)))
+
+
+def validate_uid(uid: UID) -> bool:
+    """``pynetdicom.utils.validate_uid`` for the presentation contexts, remembered per value
+    and per ``ENFORCE_UID_CONFORMANCE`` (what the answer depends on)."""
+    return _cached_validate_uid(str(uid), bool(_config.ENFORCE_UID_CONFORMANCE))
+
+
 def install() -> None:
     """Have pynetdicom use the direct encodings. Idempotent.
 
@@ -323,6 +362,8 @@ def install() -> None:
     setattr(dimse_messages, "write_file_meta_info", write_file_meta)  # noqa: B010
     for module in UID_CHECKERS:
         setattr(module, "set_uid", set_uid)  # noqa: B010
+    setattr(presentation, "UID", known_uid)  # noqa: B010
+    setattr(presentation, "validate_uid", validate_uid)  # noqa: B010
 
 
 # What install() replaces, as found in each owner's own namespace.
@@ -335,6 +376,8 @@ _ORIGINALS = originals((
     (dimse_messages, "create_file_meta"),
     (dimse_messages, "write_file_meta_info"),
     *((module, "set_uid") for module in UID_CHECKERS),
+    (presentation, "UID"),
+    (presentation, "validate_uid"),
 ))
 
 

@@ -306,3 +306,75 @@ def test_an_unhashable_value_is_checked_as_pynetdicom_checks_it():
         context.abstract_syntax = "1.2." + "3" * 70  # too long, however often it is tried
     context.abstract_syntax = CT
     assert context.abstract_syntax == CT
+
+
+def _negotiated(raw: bytes) -> list[tuple[Any, ...]]:
+    """The listener's answer to a request: each context's result, syntax and roles."""
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+    from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
+    from pynetdicom.presentation import negotiate_as_acceptor
+
+    from dimse.server import supported_contexts
+
+    pdu = A_ASSOCIATE_RQ()
+    pdu.decode(raw)
+    primitive = pdu.to_primitive()
+    roles = {item.sop_class_uid: (item.scu_role, item.scp_role)
+             for item in primitive.user_information
+             if isinstance(item, SCP_SCU_RoleSelectionNegotiation)}
+    contexts, _ = negotiate_as_acceptor(primitive.presentation_context_definition_list,
+                                        supported_contexts(), roles)  # type: ignore[arg-type]
+    return [(cx.context_id, cx.result, cx.abstract_syntax, tuple(cx.transfer_syntax),
+             cx.as_scu, cx.as_scp) for cx in contexts]
+
+
+def test_an_association_request_of_many_contexts_is_answered_as_pynetdicom_answers_it():
+    from dimse import pynetdicom_patches
+
+    raw = _many_context_request()
+    pynetdicom_patches.uninstall()
+    as_is = _negotiated(raw)
+    pynetdicom_patches.install()
+    try:
+        for _ in range(2):
+            assert _negotiated(raw) == as_is
+    finally:
+        pynetdicom_patches.uninstall()
+    assert sum(result == 0 for _, result, *_ in as_is) > 100
+
+
+@pytest.mark.parametrize("value", [
+    "1.2.840.10008.1.2.1",  # a transfer syntax
+    "1.2.840.10008.5.1.4.1.1.2",  # a SOP class, not a transfer syntax
+    "1.2.826.0.1.3680043.8.498.1",  # private
+    "1.2.840.10008.1.2.01",  # a component with a leading zero: not conformant
+    "",
+])
+def test_a_remembered_transfer_syntax_answers_every_check_as_a_uid_does(value):
+    from pydicom.uid import UID
+
+    known, plain = pdu_fast_codec.known_uid(value), UID(value)
+    assert known == plain and pdu_fast_codec.known_uid(value) is known
+    def answer(uid: UID, check: str) -> Any:
+        try:
+            return getattr(uid, check)
+        except ValueError as exc:  # is_compressed of what is not a transfer syntax
+            return str(exc)
+
+    for check in ("is_valid", "is_private", "is_transfer_syntax", "is_compressed", "name"):
+        assert answer(known, check) == answer(plain, check), check
+    assert pdu_fast_codec.validate_uid(plain) == utils.validate_uid(plain)
+
+
+@pytest.mark.usefixtures("patched_pynetdicom")
+def test_a_context_still_refuses_an_invalid_transfer_syntax_and_warns_of_odd_ones(caplog):
+    from pynetdicom.presentation import PresentationContext
+
+    context = PresentationContext()
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            context.add_transfer_syntax("1.2." + "3" * 70)
+    context.add_transfer_syntax("1.2.840.10008.5.1.4.1.1.2")
+    context.add_transfer_syntax("1.2.840.10008.5.1.4.1.1.2")
+    assert context.transfer_syntax == ["1.2.840.10008.5.1.4.1.1.2"]  # once
+    assert "not a transfer syntax" in caplog.text

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pydicom.uid import UID
 from pynetdicom import (
     association,
     dimse_messages,
@@ -92,6 +93,7 @@ def test_uninstalling_gives_pynetdicom_back_exactly_what_it_had():
         "messages": [_global(dimse_messages, name) for name in (
             "decode", "create_file_meta", "write_file_meta_info")],
         "set_uid": [_global(module, "set_uid") for module in pdu_fast_codec.UID_CHECKERS],
+        "presentation": [_global(presentation, name) for name in ("UID", "validate_uid")],
         "Association": dict(vars(association.Association)),
         "DT-1": fsm.ACTIONS["DT-1"],
     }
@@ -112,6 +114,7 @@ def test_uninstalling_gives_pynetdicom_back_exactly_what_it_had():
         "messages": [_global(dimse_messages, name) for name in (
             "decode", "create_file_meta", "write_file_meta_info")],
         "set_uid": [_global(module, "set_uid") for module in pdu_fast_codec.UID_CHECKERS],
+        "presentation": [_global(presentation, name) for name in ("UID", "validate_uid")],
         "Association": dict(vars(association.Association)),
         "DT-1": fsm.ACTIONS["DT-1"],
     }
@@ -208,6 +211,15 @@ def test_uid_checks_are_looked_up_as_a_module_global_of_the_primitives():
         assert _global(module, "set_uid") is utils.set_uid
         assert "= set_uid(" in inspect.getsource(module)
     assert _parameters(utils.set_uid) == _parameters(pdu_fast_codec.set_uid)
+
+
+def test_a_context_makes_and_checks_its_transfer_syntaxes_through_module_globals():
+    assert _global(presentation, "UID") is UID
+    assert _global(presentation, "validate_uid") is utils.validate_uid
+    source = _source(presentation.PresentationContext.add_transfer_syntax)
+    assert "syntax = UID(syntax)" in source and "validate_uid(syntax)" in source
+    assert "syntax.is_valid" in source and "syntax.is_transfer_syntax" in source
+    assert _parameters(utils.validate_uid) == _parameters(pdu_fast_codec.validate_uid)
 
 
 # --- stored_send: the C-STORE sub-operations it sends from the blob ---------------------
