@@ -756,9 +756,12 @@ def main() -> None:
     parser.add_argument("--stow-rounds", type=int, default=0, metavar="R",
                         help="only STOW-RS, the portal with --replica off and on taking "
                              "turns for R rounds (no Orthanc, no other rows)")
-    parser.add_argument("--stow-batches", type=int, default=1, metavar="K",
-                        help="requests of 50 in each STOW batch row (default 1)")
+    parser.add_argument("--stow-batches", type=int, default=None, metavar="K",
+                        help="requests of 50 in each STOW batch row (default 1; 6 with "
+                             "--stow-rounds: two a round were too few to see 10%%)")
     args = parser.parse_args()
+    if args.stow_batches is None:
+        args.stow_batches = 6 if args.stow_rounds else 1
     if args.stow_rounds:
         if not args.replica:
             parser.error("--stow-rounds needs --replica REDIS_URL")
