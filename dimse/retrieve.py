@@ -305,14 +305,17 @@ def _sub_operations(
     failed: dict[str, dict[str, str]] = {}  # study -> SOP Instance UID -> cause
     converted: dict[str, dict[str, str]] = {}  # study -> SOP Instance UID -> from -> to
     as_stored = stored_send.installed()
+    syntaxes: dict[str, list[UID]] = {}  # SOP class -> what the requester accepted for it
     dataset: Dataset | None = None
     try:
         for instance in instances:
             if event.is_cancelled:
                 yield Status.CANCEL, None
                 return
-            accepted = accepted_syntaxes(outgoing.assoc, instance.sop_class_uid) \
-                if outgoing.assoc is not None else []
+            accepted = syntaxes.get(instance.sop_class_uid)
+            if accepted is None:  # once per SOP class: a getscu association accepts ~100
+                accepted = syntaxes[instance.sop_class_uid] = accepted_syntaxes(
+                    outgoing.assoc, instance.sop_class_uid) if outgoing.assoc is not None else []
             try:
                 dataset = prepare(instance, accepted, as_stored=as_stored)
             except Unsendable as exc:
