@@ -40,6 +40,25 @@ def test_entries_are_numbered_and_each_points_at_the_previous_hash(db):
     assert first_broken_link() is None
 
 
+def test_one_entry_per_target_each_with_its_own_row_and_the_chain_intact(db):
+    actor = Actor.peer("WORKSTATION", "127.0.0.1", 104)
+    targets = [Target("patient", f"P-{i}", None if i % 3 == 0 else 1000 + i, f"P-{i}^ISSUER")
+               for i in range(120)]
+    events = record(AuditAction.SEARCH, actor, targets, Outcome.ALLOWED, reason="why",
+                    detail={"query": {"PatientName": "*silva*"}, "hits": 120})
+    stored = {row.seq: row for row in AuditEvent.objects.filter(action=AuditAction.SEARCH)}
+    assert [e.seq for e in events] == list(range(1, 121)) == sorted(stored)
+    for event, target in zip(events, targets, strict=True):
+        row = stored[event.seq]
+        assert row.pk == event.pk  # the entry returned is the row written
+        assert (row.object_uid, row.patient_pk, row.patient_ref) == (
+            target.uid, target.patient_pk, target.patient_ref)
+        assert (row.peer_ae, row.reason, row.detail["hits"], row.at) == (
+            "WORKSTATION", "why", 120, events[0].at)
+        assert row.entry_hash == event.entry_hash
+    assert first_broken_link() is None
+
+
 def test_the_database_refuses_to_change_an_entry(db):
     _three_entries()
     with pytest.raises(DatabaseError), transaction.atomic():
