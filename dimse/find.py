@@ -11,13 +11,11 @@ imaging.query has no PATIENT level; here a patient-level search runs at the stud
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from django.db.models import Count
-from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
@@ -27,7 +25,7 @@ from audit.trail import record
 from imaging import policies
 from imaging.access import record_search
 from imaging.models import Patient, Study
-from imaging.query import COLUMNS, Level, Query, QueryError, datasets, find
+from imaging.query import COLUMNS, Level, Query, QueryError, attribute, datasets, find
 
 from .policies import decide_peer, principal_for
 from .sop_classes import PATIENT_ROOT
@@ -85,7 +83,7 @@ def _requested(identifier: Dataset) -> list[str]:
 def _answer(json_dataset: dict[str, Any], requested: list[str], level: str) -> Dataset:
     # Only the requested elements are decoded: a match carries every attribute QIDO-RS
     # returns (about twenty), and decoding them all through pydicom was most of an answer.
-    wanted = {_CHARACTER_SET, *(_hex(keyword) for keyword in requested)}
+    wanted = {_CHARACTER_SET, *(attribute(keyword).hex for keyword in requested)}
     ds = Dataset.from_json({tag: element for tag, element in json_dataset.items()
                             if tag in wanted})
     answer = Dataset()
@@ -100,12 +98,6 @@ def _answer(json_dataset: dict[str, Any], requested: list[str], level: str) -> D
 
 
 _CHARACTER_SET = "00080005"
-
-
-@functools.lru_cache(maxsize=1024)
-def _hex(keyword: str) -> str:
-    tag = tag_for_keyword(keyword)
-    return f"{tag:08X}" if tag is not None else keyword
 
 
 def handle_find(event: Event, listener: Listener) -> Iterator[tuple[int, Dataset | None]]:

@@ -279,18 +279,25 @@ def _decoded(raw: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     return contexts, roles
 
 
-def test_an_association_request_of_many_contexts_decodes_as_pynetdicom_decodes_it():
+def _as_pynetdicom_gives_it(compute: Any) -> Any:
+    """``compute()`` with pynetdicom as it is, asserted equal with the patches installed
+    (twice: the UID checks computed, then remembered); returns pynetdicom's answer."""
     from dimse import pynetdicom_patches
 
-    raw = _many_context_request()
     pynetdicom_patches.uninstall()
-    as_is = _decoded(raw)
+    as_is = compute()
     pynetdicom_patches.install()
     try:
-        for _ in range(2):  # the UID checks computed, then remembered
-            assert _decoded(raw) == as_is
+        for _ in range(2):
+            assert compute() == as_is
     finally:
         pynetdicom_patches.uninstall()
+    return as_is
+
+
+def test_an_association_request_of_many_contexts_decodes_as_pynetdicom_decodes_it():
+    raw = _many_context_request()
+    as_is = _as_pynetdicom_gives_it(lambda: _decoded(raw))
     assert len(as_is[0]) > 100 and all(len(ts) == 3 for _, _, ts in as_is[0])
     assert sum(name == "SCP_SCU_RoleSelectionNegotiation" for name, *_ in as_is[1]) > 100
 
@@ -329,17 +336,8 @@ def _negotiated(raw: bytes) -> list[tuple[Any, ...]]:
 
 
 def test_an_association_request_of_many_contexts_is_answered_as_pynetdicom_answers_it():
-    from dimse import pynetdicom_patches
-
     raw = _many_context_request()
-    pynetdicom_patches.uninstall()
-    as_is = _negotiated(raw)
-    pynetdicom_patches.install()
-    try:
-        for _ in range(2):
-            assert _negotiated(raw) == as_is
-    finally:
-        pynetdicom_patches.uninstall()
+    as_is = _as_pynetdicom_gives_it(lambda: _negotiated(raw))
     assert sum(result == 0 for _, result, *_ in as_is) > 100
 
 
@@ -355,6 +353,7 @@ def test_a_remembered_transfer_syntax_answers_every_check_as_a_uid_does(value):
 
     known, plain = pdu_fast_codec.known_uid(value), UID(value)
     assert known == plain and pdu_fast_codec.known_uid(value) is known
+
     def answer(uid: UID, check: str) -> Any:
         try:
             return getattr(uid, check)
