@@ -155,6 +155,8 @@ _dul_stop = DULServiceProvider.stop_dul
 def _init(self: DULServiceProvider, assoc: Any) -> None:
     _dul_init(self, assoc)
     self._portal_wake = WakeUp()  # type: ignore[attr-defined]
+    # dimse.direct_send's: every socket read and write of this DUL's, wherever it runs.
+    self._portal_send_lock = threading.RLock()  # type: ignore[attr-defined]
     self.to_provider_queue = WakingQueue(self._portal_wake)  # type: ignore[attr-defined]
 
 
@@ -169,16 +171,17 @@ def _run_reactor(self: DULServiceProvider) -> None:
 
 def _kill_dul(self: DULServiceProvider) -> None:
     _dul_kill(self)
-    _wake(self)
+    wake(self)
 
 
 def _stop_dul(self: DULServiceProvider) -> bool:
     stopped = _dul_stop(self)
-    _wake(self)
+    wake(self)
     return stopped
 
 
-def _wake(dul: DULServiceProvider) -> None:
+def wake(dul: DULServiceProvider) -> None:
+    """Make ``dul``'s thread look at its queues and socket now."""
     wake = getattr(dul, "_portal_wake", None)
     if wake is not None:
         wake.set()

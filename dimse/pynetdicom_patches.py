@@ -1,9 +1,11 @@
 """The listener's changes to pynetdicom's internals, installed only by whoever starts one.
 
-Three modules replace pynetdicom internals for speed: :mod:`dimse.dul_wakeup` (idle sleeps
+Four modules replace pynetdicom internals for speed: :mod:`dimse.dul_wakeup` (idle sleeps
 in the DUL and association loops become waits for work), :mod:`dimse.pdu_fast_codec`
-(the fixed-form C-STORE command sets and File Meta read and written directly) and
-:mod:`dimse.stored_send` (C-GET and C-MOVE send a stored dataset's bytes as they are).
+(the fixed-form C-STORE command sets and File Meta read and written directly),
+:mod:`dimse.stored_send` (C-GET and C-MOVE send a stored dataset's bytes as they are) and
+:mod:`dimse.direct_send` (an association's thread writes to its socket itself when the DUL
+thread has nothing to send).
 All were measured against pynetdicom 3.0.4 and rely on its call sites (the names it looks
 up, its loop delay, its queue attributes, the methods it calls):
 tests/test_dimse_pynetdicom_call_sites.py fails when those change. So:
@@ -22,7 +24,7 @@ import threading
 import pynetdicom
 from pynetdicom import _config
 
-from . import dul_wakeup, pdu_fast_codec, stored_send
+from . import direct_send, dul_wakeup, pdu_fast_codec, stored_send
 
 PINNED_VERSION = "3.0.4"  # as pinned in pyproject.toml
 
@@ -40,7 +42,7 @@ def check_version(installed: str | None = None) -> None:
         raise UnsupportedPynetdicom(
             f"pynetdicom {installed} is installed, but the DICOM listener's patches are "
             f"written for pynetdicom {PINNED_VERSION} only (dimse/dul_wakeup.py, "
-            f"dimse/pdu_fast_codec.py, dimse/stored_send.py). Install "
+            f"dimse/pdu_fast_codec.py, dimse/stored_send.py, dimse/direct_send.py). Install "
             f"pynetdicom=={PINNED_VERSION}, or run the listener without the patches: "
             f"DICOM_PYNETDICOM_PATCHES=0."
         )
@@ -70,6 +72,7 @@ def install() -> None:
             dul_wakeup.install()
             pdu_fast_codec.install()
             stored_send.install()
+            direct_send.install()
             _installed = True
 
 
@@ -78,6 +81,7 @@ def uninstall() -> None:
     global _installed
     with _lock:
         if _installed:
+            direct_send.uninstall()
             stored_send.uninstall()
             pdu_fast_codec.uninstall()
             dul_wakeup.uninstall()

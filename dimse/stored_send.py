@@ -18,7 +18,9 @@ socket call, which capped a retrieve near 90 MB/s. The stored bytes therefore go
 as :class:`BatchedPData`: about :data:`BATCH_BYTES` of ready-encoded P-DATA-TF PDUs, each
 within the peer's limit, that the DUL's DT-1 action (replaced by :func:`dt_1`) writes to the
 socket in one call. The wire carries the same PDUs (PS3.8 9.3.5) in the same order.
-At most :data:`BATCHES_IN_FLIGHT` batches wait for the DUL (:func:`windowed`): the DUL's
+When the DUL thread is idle, the association's thread writes the batches and reads the
+response itself (:func:`dimse.direct_send.exchange`), one batch in memory at a time.
+Otherwise at most :data:`BATCHES_IN_FLIGHT` batches wait for the DUL (:func:`windowed`): the DUL's
 queue has no bound, and a peer reading slower than the blob reads (a workstation writing to
 its disk) had most of a large object queued in memory at once, half of a 256 MiB one in
 bench/big_study.py.
@@ -47,7 +49,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
-from . import dul_wakeup
+from . import direct_send, dul_wakeup
 from .patching import originals, restore
 from .pdu_fast_codec import C_STORE_RQ_COMMAND, implicit_element, padded
 
@@ -348,17 +350,20 @@ def send_c_store(
         # As pynetdicom does: pause the reactor, send, wait for the response.
         pause_reactor(self)
         try:
+            done = direct_send.Exchange(sent=False)
             if _requests_watched(self) or (max_pdu and len(command) + 6 > max_pdu):
                 # Someone looks at the requests sent (pynetdicom's debug log does), or the
                 # peer's PDUs are too small for the command: pynetdicom's message, in full.
                 req._dataset_path = _payload(dataset._portal_source, _dul_running(self))
                 self.dimse.send_msg(req, context_id)
             else:
-                for batch in windowed(batches(dataset._portal_source, context_id, max_pdu,
-                                              head=command_pdu(command, context_id)),
-                                      _dul_running(self)):
-                    self.dul.send_pdu(batch)
-            _, rsp = self.dimse.get_msg(block=True)
+                stored = batches(dataset._portal_source, context_id, max_pdu,
+                                 head=command_pdu(command, context_id))
+                done = direct_send.exchange(self, (batch.wire for batch in stored))
+                if not done.sent:
+                    for batch in windowed(stored, _dul_running(self)):
+                        self.dul.send_pdu(batch)
+            _, rsp = self.dimse.get_msg(block=not done.waited_out)
         finally:
             self._reactor_checkpoint.set()
     finally:

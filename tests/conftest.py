@@ -337,6 +337,15 @@ def patched_pynetdicom() -> Iterator[None]:
     pynetdicom_patches.uninstall()
 
 
+@pytest.fixture
+def unlogged_pynetdicom(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pynetdicom debug handlers, as the listener runs (dimse.pynetdicom_patches.configure):
+    they watch every request sent, and a watched C-STORE goes as pynetdicom's own message."""
+    from pynetdicom import _config
+
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
+
+
 PATCHED = "patched-pynetdicom"
 AS_IS = "pynetdicom-as-is"
 

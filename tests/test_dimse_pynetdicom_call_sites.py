@@ -38,7 +38,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.transport import AssociationSocket
 
-from dimse import dul_wakeup, pdu_fast_codec, pynetdicom_patches, stored_send
+from dimse import direct_send, dul_wakeup, pdu_fast_codec, pynetdicom_patches, stored_send
 
 
 def _parameters(function: Callable[..., Any]) -> list[str]:
@@ -345,3 +345,35 @@ def test_the_listener_turns_off_pynetdicoms_logging_by_its_documented_switches()
     source = inspect.getsource(service_class)
     assert "if _config.LOG_REQUEST_IDENTIFIERS:" in source
     assert "if _config.LOG_RESPONSE_IDENTIFIERS:" in source
+
+
+def test_the_dul_reads_acts_and_queues_through_the_methods_direct_send_locks():
+    """dimse.direct_send takes the send lock around the DUL's reads and actions: the loop
+    must call them as methods, ``send_pdu`` must only queue, and a PDU read must leave its
+    event and decoded PDU on the queues the state machine takes them from."""
+    loop = _source(DULServiceProvider.run_reactor)
+    assert "elif self._is_transport_event():" in loop
+    assert "self.state_machine.do_action(event)" in loop
+    assert "event = self.event_queue.get(block=False)" in loop
+    assert "self._idle_timer.restart()" in loop
+    assert "self.to_provider_queue.put(primitive)" in _source(DULServiceProvider.send_pdu)
+    assert "self._read_pdu_data()" in _source(DULServiceProvider._is_transport_event)
+    read = _source(DULServiceProvider._read_pdu_data)
+    assert "self.event_queue.put(event)" in read and "self._recv_pdu.put(pdu)" in read
+    assert "pdu = dul._recv_pdu.get(False)" in _source(fsm.DT_2)
+    assert fsm.TRANSITION_TABLE[("Evt10", "Sta6")] == "DT-2"
+    assert 'self.event_queue.put("Evt17")' in _source(AssociationSocket.send)
+
+
+def test_direct_send_gives_pynetdicoms_own_methods_back():
+    originals = (fsm.StateMachine.do_action, DULServiceProvider._is_transport_event,
+                 DULServiceProvider.send_pdu)
+    assert not direct_send.installed()
+    direct_send.install()
+    try:
+        assert direct_send.installed()
+        assert DULServiceProvider.send_pdu is not originals[2]
+    finally:
+        direct_send.uninstall()
+    assert (fsm.StateMachine.do_action, DULServiceProvider._is_transport_event,
+            DULServiceProvider.send_pdu) == originals

@@ -1,6 +1,7 @@
 """A large stored object sent to a peer that reads slowly is never queued whole in memory:
 at most a few batches of its PDUs wait for pynetdicom's DUL thread at any moment, however
-far the blob's reads run ahead of the peer (dimse.stored_send.windowed).
+far the blob's reads run ahead of the peer (dimse.stored_send.windowed), and none when the
+sending thread writes them itself (dimse.direct_send).
 
 Without the bound, the DUL's queue took batches as fast as the blob was read: a C-GET of a
 256 MiB object to a workstation writing to its disk held half of it in the listener."""
@@ -18,11 +19,11 @@ from pydicom.data import get_testdata_file
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from dimse import stored_send
+from dimse import direct_send, stored_send
 from dimse.testing import free_port
 from imaging.dicomfile import dataset_offset
 
-pytestmark = pytest.mark.usefixtures("patched_pynetdicom")
+pytestmark = pytest.mark.usefixtures("patched_pynetdicom", "unlogged_pynetdicom")
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 PIXELS = 32 << 20  # 32 MiB: eight times what the window lets wait
@@ -59,8 +60,13 @@ def slow_peer():
     server.shutdown()
 
 
+@pytest.mark.parametrize("dul_busy", [True, False], ids=["through-the-dul", "written-here"])
 def test_a_large_object_to_a_slow_peer_has_at_most_the_window_queued_and_arrives_whole(
-        large_file, slow_peer):
+        large_file, slow_peer, dul_busy: bool, monkeypatch: pytest.MonkeyPatch):
+    """Through the DUL's queue (its thread had work when the send began), at most the
+    window waits; written by the sending thread itself (dimse.direct_send), nothing does."""
+    if dul_busy:
+        monkeypatch.setattr(direct_send, "idle_socket", lambda dul: None)
     port, received = slow_peer
     ae = AE(ae_title="PORTAL")
     ae.add_requested_context(CTImageStorage, EXPLICIT)
@@ -95,3 +101,4 @@ def test_a_large_object_to_a_slow_peer_has_at_most_the_window_queued_and_arrives
     assert len(queued) > 20  # the watcher saw the send under way
     # BATCHES_IN_FLIGHT batches of about BATCH_BYTES (4 of 1 MiB), a quarter of the object
     assert max(queued) <= PIXELS / 4
+    assert (max(queued) > 0) is dul_busy
