@@ -78,9 +78,27 @@ def send_all(sock: Any, data: bytes, timeout: float | None) -> None:
             continue
 
 
+def blind(dul: Any, on: bool) -> None:
+    """Have ``dul``'s idle wait leave its socket out (``on``) or not (dimse.dul_wakeup)."""
+    wakeup = getattr(dul, "_portal_wake", None)
+    if wakeup is not None:
+        wakeup.blind = on
+
+
+def look_again(assoc: Association) -> None:
+    """Let ``assoc``'s DUL wait for the peer again, at once (its wait may have left the
+    socket out while replies were read by :func:`exchange`): a retrieve's sub-operations
+    are over, or what came was not the reply."""
+    wakeup = getattr(assoc.dul, "_portal_wake", None)
+    if wakeup is not None and wakeup.blind:
+        wakeup.blind = False
+        wakeup.set()
+
+
 def _closed(dul: Any) -> None:
     """As pynetdicom's socket does when a write fails: Evt17, for the DUL to act on."""
     dul.event_queue.put("Evt17")
+    blind(dul, False)
     wake(dul)
 
 
@@ -117,12 +135,15 @@ def exchange(assoc: Association, pdus: Iterable[bytes]) -> Exchange:
         except OSError:
             _closed(dul)
             return Exchange(sent=True)
+        blind(dul, True)  # the reply is read here: the DUL's wait need not wake for it
         timeout = assoc.dimse_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         while not select.select([sock], [], [], REPLY_SLICE)[0]:
             if dul.to_provider_queue.qsize() or dul._kill_thread or assoc._kill:
+                look_again(assoc)
                 return Exchange(sent=True)
             if deadline is not None and time.monotonic() >= deadline:
+                look_again(assoc)
                 return Exchange(sent=True, waited_out=True)
         dul._read_pdu_data()
         dul._idle_timer.restart()
@@ -132,6 +153,8 @@ def exchange(assoc: Association, pdus: Iterable[bytes]) -> Exchange:
             except queue.Empty:
                 break
             _pynetdicom_do_action(dul.state_machine, event)
+        if not assoc.dimse.msg_queue.qsize():  # not the reply: the DUL reads what follows
+            look_again(assoc)
     return Exchange(sent=True)
 
 

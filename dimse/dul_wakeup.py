@@ -49,6 +49,9 @@ class WakeUp:
         os.set_blocking(self.write_fd, False)
         self._lock = threading.Lock()
         self._closed = False
+        # The DUL's wait leaves its socket out while the association's thread reads the
+        # reply to what it wrote (dimse.direct_send); a put to the DUL's queue ends it.
+        self.blind = False
 
     def set(self) -> None:
         # pynetdicom stops a DUL again after its thread has ended; by then the descriptor
@@ -86,6 +89,7 @@ class WakingQueue(queue.Queue):  # type: ignore[type-arg]
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
+        self.wake.blind = False
         self.wake.set()
 
 
@@ -99,7 +103,8 @@ def _wait_for_dul_work(dul: DULServiceProvider) -> bool:
     if pending is not None and pending():
         return True
     try:
-        select.select([sock, wake.read_fd], [], [], DUL_WAIT)
+        waited_for: list[Any] = [wake.read_fd] if wake.blind else [sock, wake.read_fd]
+        select.select(waited_for, [], [], DUL_WAIT)
     except (OSError, ValueError):
         return False
     wake.clear()  # the loop looks at its queues and socket next: nothing is missed

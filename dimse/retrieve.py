@@ -48,7 +48,7 @@ from imaging import blobs, policies
 from imaging.dicomfile import dataset_offset
 from imaging.models import Instance, Study
 
-from . import handlers, stored_send
+from . import direct_send, handlers, stored_send
 from .peers import destination as find_destination
 from .policies import decide_peer, may_receive, principal_for
 from .sop_classes import PATIENT_ROOT
@@ -337,6 +337,8 @@ def _sub_operations(
         # A stored object not sent (an abort, a cancel) still has its blob open.
         if isinstance(dataset, stored_send.StoredDataset):
             dataset.close()
+        if outgoing.assoc is not None:
+            direct_send.look_again(outgoing.assoc)  # the requester's next request
     for study_uid, causes in failed.items():
         record(AuditAction.RETRIEVE, session.actor,
                Target("study", study_uid, study_uid=study_uid), Outcome.FAILED,

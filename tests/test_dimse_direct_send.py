@@ -60,7 +60,10 @@ def test_a_stored_object_is_written_and_its_response_read_by_the_sending_thread(
     seen = _threads_seen(assoc)
     status = assoc.send_c_store(stored_dataset(CT_SMALL))
     seen = {key: list(names) for key, names in seen.items()}  # not the release's PDUs
-    assoc.release()
+    # The DUL's wait leaves the socket to this thread until it is given something to do:
+    assert assoc.dul._portal_wake.blind
+    assoc.release()  # the release request is queued: the DUL reads the reply to it
+    assert assoc.is_released
 
     assert status.Status == 0x0000
     [received] = folder.iterdir()

@@ -76,16 +76,17 @@ class _Peer:
         self.socket = sock
 
 
-def _waiting_dul(monkeypatch: pytest.MonkeyPatch, longest: float = 5.0,
+def _waiting_dul(monkeypatch: pytest.MonkeyPatch, longest: float = 5.0, blind: bool = False,
                  ) -> tuple[DULServiceProvider, socket.socket, list[float]]:
     """A DUL thread that makes one idle wait of at most ``longest`` (by default long enough
     to tell a wake-up from a time-out); returns it (started), the peer's socket, and when
-    the wait ended."""
+    the wait ended. ``blind``: the association's thread is reading the replies."""
     monkeypatch.setattr(dul_wakeup, "DUL_WAIT", longest)
     dul_wakeup.install()
     ours, peer = socket.socketpair()
     dul = DULServiceProvider(SimpleNamespace())  # type: ignore[arg-type]
     dul.socket = _Peer(ours)  # type: ignore[assignment]
+    dul._portal_wake.blind = blind  # type: ignore[attr-defined]
     ended: list[float] = []
 
     def wait() -> None:
@@ -126,6 +127,37 @@ def test_an_idle_dul_thread_wakes_at_once_for_work(monkeypatch: pytest.MonkeyPat
 def test_an_idle_dul_thread_with_nothing_to_do_keeps_waiting(monkeypatch: pytest.MonkeyPatch):
     dul, peer, ended = _waiting_dul(monkeypatch, longest=0.3)
     assert _woken_within(dul, ended, time.monotonic() - 0.05) >= 0.25
+    peer.close()
+    dul.socket.socket.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.usefixtures("patched_pynetdicom")
+def test_while_the_association_reads_its_replies_bytes_from_the_peer_leave_the_dul_waiting(
+        monkeypatch: pytest.MonkeyPatch):
+    """dimse.direct_send reads the reply to what it wrote; the DUL's wait leaves the socket
+    out meanwhile, so the reply does not wake it to contend for the interpreter lock."""
+    dul, peer, ended = _waiting_dul(monkeypatch, longest=0.4, blind=True)
+    since = time.monotonic()
+    peer.sendall(b"\x04")
+    assert _woken_within(dul, ended, since) >= 0.3  # its time-out, not the bytes
+    peer.close()
+    dul.socket.socket.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("work", ["a primitive queued", "the replies are over"])
+@pytest.mark.usefixtures("patched_pynetdicom")
+def test_a_dul_waiting_blind_wakes_at_once_for_work_and_sees_its_socket_again(
+        monkeypatch: pytest.MonkeyPatch, work: str):
+    from dimse import direct_send
+
+    dul, peer, ended = _waiting_dul(monkeypatch, blind=True)
+    since = time.monotonic()
+    if work == "a primitive queued":
+        dul.to_provider_queue.put(P_DATA())
+    else:
+        direct_send.look_again(SimpleNamespace(dul=dul))  # type: ignore[arg-type]
+    assert _woken_within(dul, ended, since) < 1.0  # not the 5 s wait
+    assert dul._portal_wake.blind is False  # type: ignore[attr-defined]
     peer.close()
     dul.socket.socket.close()  # type: ignore[union-attr]
 
