@@ -188,6 +188,48 @@ def test_other_commands_and_unexpected_elements_are_left_to_pydicom():
     assert pdu_fast_codec.store_request_command(raw[:-3]) is None  # cut inside a value
 
 
+def _response_command(primitive: C_STORE) -> bytes:
+    """A C-STORE-RSP command set as a peer would send it (pynetdicom's own encoding)."""
+    message = C_STORE_RSP()
+    message.primitive_to_message(primitive)
+    return encode(message.command_set, True, True)  # type: ignore[return-value]
+
+
+def _received_response(command: object) -> dict[str, object]:
+    """What the C-STORE SCU gets of a response whose command set reads as ``command``."""
+    message = C_STORE_RSP.__new__(C_STORE_RSP)
+    DIMSEMessage.__init__(message)
+    message.command_set = command  # type: ignore[assignment]
+    message.context_id = 3
+    primitive = pdu_fast_codec._store_response_to_primitive(message)
+    assert type(primitive) is C_STORE
+    return {name: getattr(primitive, name) for name in (
+        "MessageIDBeingRespondedTo", "AffectedSOPClassUID", "AffectedSOPInstanceUID",
+        "Status", "ErrorComment", "OffendingElement", "MessageID", "DataSet")} | {
+        "context": primitive._context_id}
+
+
+@pytest.mark.parametrize(("status", "uids"), [(0x0000, True), (0xB000, True),
+                                              (0xA700, True), (0x0000, False)])
+def test_store_responses_are_read_as_pydicom_reads_them(status: int, uids: bool):
+    raw = _response_command(_response(status, uids=uids))
+    fast = pdu_fast_codec.store_response_command(raw)
+    assert isinstance(fast, pdu_fast_codec.StoreResponseCommand)
+    assert pdu_fast_codec.decode(io.BytesIO(raw), True, True) is not None
+    assert _received_response(fast) == _received_response(decode(io.BytesIO(raw), True, True))
+
+
+def test_a_response_with_an_error_comment_or_of_another_command_is_left_to_pydicom():
+    commented = _response_command(_response(0xC000, comment="disk full"))
+    assert pdu_fast_codec.store_response_command(commented) is None
+    assert pdu_fast_codec.store_response_command(_store_request()) is None
+    plain = _response_command(_response(0x0000))
+    assert pdu_fast_codec.store_response_command(plain[:-3]) is None  # cut inside a value
+    # pydicom's reading of a commented response, comment and all, still reaches the SCU
+    got = _received_response(pdu_fast_codec.decode(io.BytesIO(commented), True, True))
+    assert got["ErrorComment"] == "disk full" and got["Status"] == 0xC000
+
+
 def test_pdus_are_read_whole_across_many_small_sends_and_short_at_a_close():
     import socket
     import threading
