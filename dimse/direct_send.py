@@ -31,7 +31,7 @@ import select
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pynetdicom import evt, fsm
@@ -114,12 +114,14 @@ class Exchange:
         self.waited_out = waited_out
 
 
-def exchange(assoc: Association, pdus: Iterable[bytes]) -> Exchange:
+def exchange(assoc: Association, pdus: Iterable[bytes],
+             meanwhile: Callable[[], None] | None = None) -> Exchange:
     """Write ``pdus`` (encoded PDUs) and read the peer's next PDU in this thread, if the
     DUL is idle; the PDU read is decoded and acted on by pynetdicom's DUL code, so a reply
     is then on the DIMSE queue for ``get_msg``. The reply is waited for in slices of
     :data:`REPLY_SLICE`, for at most the DIMSE timeout, and no longer once something is
-    queued for the DUL (it reads the reply then)."""
+    queued for the DUL (it reads the reply then). ``meanwhile`` is called once the PDUs
+    are written, before the wait: work that the peer's answering time then hides."""
     dul: Any = assoc.dul
     lock = send_lock(dul)
     if lock is None:
@@ -136,6 +138,8 @@ def exchange(assoc: Association, pdus: Iterable[bytes]) -> Exchange:
             _closed(dul)
             return Exchange(sent=True)
         blind(dul, True)  # the reply is read here: the DUL's wait need not wake for it
+        if meanwhile is not None:
+            meanwhile()
         timeout = assoc.dimse_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         while not select.select([sock], [], [], REPLY_SLICE)[0]:

@@ -22,6 +22,7 @@ ones.
 
 from __future__ import annotations
 
+import collections
 import logging
 from array import array
 from collections.abc import Iterator
@@ -306,35 +307,84 @@ def _sub_operations(
     converted: dict[str, dict[str, str]] = {}  # study -> SOP Instance UID -> from -> to
     as_stored = stored_send.installed()
     syntaxes: dict[str, list[UID]] = {}  # SOP class -> what the requester accepted for it
+    remaining = iter(instances)
+    ahead: collections.deque[tuple[Stored | None, Dataset | BaseException]] = (
+        collections.deque())
     dataset: Dataset | None = None
+
+    def made(instance: Stored) -> Dataset | BaseException:
+        """The instance's dataset, or the Unsendable that says why there is none."""
+        accepted = syntaxes.get(instance.sop_class_uid)
+        if accepted is None:  # once per SOP class: a getscu association accepts ~100
+            accepted = syntaxes[instance.sop_class_uid] = accepted_syntaxes(
+                outgoing.assoc, instance.sop_class_uid) if outgoing.assoc is not None else []
+        try:
+            return prepare(instance, accepted, as_stored=as_stored)
+        except Unsendable as exc:
+            return exc
+
+    def read_ahead() -> None:
+        """The next instance made, and its first bytes read, while the peer answers the
+        sub-operation just sent (dimse.direct_send.exchange calls it then). What goes
+        wrong is raised, or refused, at that instance's turn, as without reading ahead."""
+        if ahead:
+            return
+        try:
+            instance = next(remaining, None)
+            if instance is None:
+                return
+            upcoming = made(instance)
+        except Exception as exc:
+            ahead.append((None, exc))
+            return
+        if isinstance(upcoming, stored_send.StoredDataset) and outgoing.assoc is not None:
+            try:
+                upcoming.read_first(outgoing.assoc.dimse.maximum_pdu_size)
+            except Exception as exc:
+                upcoming.close()
+                upcoming = Unsendable(f"the stored object cannot be read: {exc}")
+        ahead.append((instance, upcoming))
+
     try:
-        for instance in instances:
+        while True:
+            if ahead:
+                read, result = ahead.popleft()
+                if read is None:  # the instance could not be fetched
+                    raise result  # type: ignore[misc]
+                instance = read
+            else:
+                following = next(remaining, None)
+                if following is None:
+                    break
+                instance, result = following, made(following)
+            dataset = result if isinstance(result, Dataset) else None
             if event.is_cancelled:
                 yield Status.CANCEL, None
                 return
-            accepted = syntaxes.get(instance.sop_class_uid)
-            if accepted is None:  # once per SOP class: a getscu association accepts ~100
-                accepted = syntaxes[instance.sop_class_uid] = accepted_syntaxes(
-                    outgoing.assoc, instance.sop_class_uid) if outgoing.assoc is not None else []
-            try:
-                dataset = prepare(instance, accepted, as_stored=as_stored)
-            except Unsendable as exc:
+            if isinstance(result, Unsendable):
                 log.warning("%s of %s to %s: %s", operation, instance.sop_instance_uid,
-                            session.calling_ae, exc)
+                            session.calling_ae, result)
                 failed.setdefault(instance.study_instance_uid, {})[
-                    instance.sop_instance_uid] = str(exc)
+                    instance.sop_instance_uid] = str(result)
                 # pynetdicom fails the sub-operation of a dataset without a transfer syntax
                 # and lists it among the failed SOP instances of the final response.
                 dataset = _unsendable(instance)
-            else:
-                if instance.transfer_syntax_uid not in accepted:
-                    assert outgoing.assoc is not None
-                    converted.setdefault(instance.study_instance_uid, {})[
-                        instance.sop_instance_uid] = _conversion(outgoing.assoc, instance,
-                                                                 dataset)
+            elif isinstance(result, BaseException):
+                raise result
+            elif instance.transfer_syntax_uid not in syntaxes[instance.sop_class_uid]:
+                assert outgoing.assoc is not None and dataset is not None
+                converted.setdefault(instance.study_instance_uid, {})[
+                    instance.sop_instance_uid] = _conversion(outgoing.assoc, instance,
+                                                             dataset)
+            if isinstance(dataset, stored_send.StoredDataset):
+                dataset.meanwhile = read_ahead
             yield Status.PENDING, dataset
     finally:
-        # A stored object not sent (an abort, a cancel) still has its blob open.
+        # A stored object not sent (an abort, a cancel) still has its blob open, as has
+        # one read ahead.
+        for _, unsent in ahead:
+            if isinstance(unsent, stored_send.StoredDataset):
+                unsent.close()
         if isinstance(dataset, stored_send.StoredDataset):
             dataset.close()
         if outgoing.assoc is not None:

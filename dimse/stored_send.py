@@ -80,6 +80,19 @@ class StoredDataset(Dataset):
         self.file_meta = FileMetaDataset()
         self.file_meta.TransferSyntaxUID = UID(transfer_syntax)
         self._portal_source = source
+        # Called while the peer answers this object's sub-operation (read the next one).
+        self.meanwhile: Callable[[], None] | None = None
+        self._portal_first: bytes | None = None
+
+    def read_first(self, max_pdu_length: int) -> None:
+        """Read the first block :func:`batches` sends to a peer of this maximum PDU length
+        now, ahead of the send (any length of block goes out whole, as fragments)."""
+        self._portal_first = self._portal_source.read(block_size(max_pdu_length))
+
+    def first_block(self) -> bytes | None:
+        """The block read ahead, once; None if there is none."""
+        first, self._portal_first = self._portal_first, None
+        return first
 
     def close(self) -> None:
         self._portal_source.close()
@@ -205,23 +218,34 @@ def _dul_running(assoc: Association) -> Callable[[], bool]:
     return lambda: bool(dul.is_alive() and not dul._kill_thread)
 
 
+def _fragment_size(max_pdu_length: int) -> int:
+    return max_pdu_length - 6 if max_pdu_length else UNLIMITED_FRAGMENT
+
+
+def block_size(max_pdu_length: int, batch_bytes: int = BATCH_BYTES) -> int:
+    """How much of the source :func:`batches` reads at a time: whole fragments."""
+    size = _fragment_size(max_pdu_length)
+    return size * max(1, batch_bytes // size)
+
+
 def batches(source: IO[bytes], context_id: int, max_pdu_length: int,
-            batch_bytes: int = BATCH_BYTES, head: bytes = b"") -> Iterator[BatchedPData]:
+            batch_bytes: int = BATCH_BYTES, head: bytes = b"",
+            first: bytes | None = None) -> Iterator[BatchedPData]:
     """The dataset as P-DATA-TF PDUs of one PDV each, at most ``max_pdu_length`` long
     (PS3.8 9.3.5 and E.2: 6 bytes of the PDU's maximum go to the PDV header), the last one
     flagged, gathered into batches of about ``batch_bytes``, ``head`` (encoded PDUs: the
-    command's) in front of the first.
+    command's) in front of the first; ``first``: the first block, already read.
 
     The source is read a batch at a time and cut into fragments in memory: one read per
     batch rather than one per PDU. Only an empty read ends it (a short one may not).
     """
-    size = max_pdu_length - 6 if max_pdu_length else UNLIMITED_FRAGMENT
-    block_size = size * max(1, batch_bytes // size)
-    block = source.read(block_size)
+    size = _fragment_size(max_pdu_length)
+    block_size_ = block_size(max_pdu_length, batch_bytes)
+    block = source.read(block_size_) if first is None else first
     parts: list[bytes | memoryview] = [head] if head else []
     count = 1 if head else 0
     while True:
-        following = source.read(block_size) if block else b""
+        following = source.read(block_size_) if block else b""
         view = memoryview(block)
         for start in range(0, len(view), size):
             chunk = view[start:start + size]
@@ -358,8 +382,10 @@ def send_c_store(
                 self.dimse.send_msg(req, context_id)
             else:
                 stored = batches(dataset._portal_source, context_id, max_pdu,
-                                 head=command_pdu(command, context_id))
-                done = direct_send.exchange(self, (batch.wire for batch in stored))
+                                 head=command_pdu(command, context_id),
+                                 first=dataset.first_block())
+                done = direct_send.exchange(self, (batch.wire for batch in stored),
+                                            meanwhile=dataset.meanwhile)
                 if not done.sent:
                     for batch in windowed(stored, _dul_running(self)):
                         self.dul.send_pdu(batch)

@@ -58,8 +58,12 @@ def test_a_stored_object_is_written_and_its_response_read_by_the_sending_thread(
     port, folder = destination
     assoc = _associate(port, CTImageStorage)
     seen = _threads_seen(assoc)
-    status = assoc.send_c_store(stored_dataset(CT_SMALL))
+    stored = stored_dataset(CT_SMALL)
+    meanwhile: list[tuple[int, int]] = []  # (writes, replies read) when it was called
+    stored.meanwhile = lambda: meanwhile.append((len(seen["sent"]), len(seen["received"])))
+    status = assoc.send_c_store(stored)
     seen = {key: list(names) for key, names in seen.items()}  # not the release's PDUs
+    assert meanwhile == [(1, 0)]  # once, with the object written and its reply not read
     # The DUL's wait leaves the socket to this thread until it is given something to do:
     assert assoc.dul._portal_wake.blind
     assoc.release()  # the release request is queued: the DUL reads the reply to it

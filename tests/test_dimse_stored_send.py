@@ -128,3 +128,36 @@ def test_a_stored_object_arrives_as_its_stored_bytes_and_a_watcher_sees_the_requ
     else:
         assert requests == []
     assert stored._portal_source.closed
+
+
+def _fragments(wire: bytes) -> tuple[bytes, list[int], int]:
+    """The data of P-DATA-TF PDUs of one PDV each, their message control headers, and the
+    longest PDU."""
+    data, controls, longest, offset = b"", [], 0, 0
+    while offset < len(wire):
+        length = int.from_bytes(wire[offset + 2:offset + 6], "big")
+        longest = max(longest, length)
+        controls.append(wire[offset + 11])
+        data += wire[offset + 12:offset + 6 + length]
+        offset += 6 + length
+    return data, controls, longest
+
+
+@pytest.mark.parametrize(("read_for", "sent_with"), [(16384, 16384), (0, 0), (0, 16384),
+                                                    (16384, 4096)])
+def test_a_first_block_read_ahead_goes_out_whole_within_the_peers_limit(read_for: int,
+                                                                         sent_with: int):
+    data = bytes(range(256)) * 9000  # 2.3 MB: a first block and more
+    plain = b"".join(b.wire for b in stored_send.batches(io.BytesIO(data), 3, sent_with))
+    stored = stored_send.StoredDataset(CT, "1.2.3.4", EXPLICIT, io.BytesIO(data))
+    stored.read_first(read_for)
+    first = stored.first_block()
+    assert first is not None and stored.first_block() is None  # handed out once
+    ahead = b"".join(b.wire for b in stored_send.batches(
+        stored._portal_source, 3, sent_with, first=first))
+    if read_for == sent_with:
+        assert ahead == plain  # the very PDUs
+    sent, controls, longest = _fragments(ahead)
+    assert sent == data
+    assert controls == [0x00] * (len(controls) - 1) + [0x02]  # data set; the last flagged
+    assert sent_with == 0 or longest <= sent_with
