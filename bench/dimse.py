@@ -14,10 +14,11 @@ measures, with DCMTK clients (``TCP_NODELAY=1``, one association unless said oth
     the median printed with the range (this kind of machine varies by a third from one
     minute to the next);
   - C-ECHO with ``echoscu`` (an association set up, one echo, released) and C-FIND of the
-    study by PatientID with ``findscu`` (median and p95 of ``--finds`` each, the client's
-    own start-up included, as a site's scripts see it);
+    study by PatientID with ``findscu`` (median and p95 of ``--finds`` each a round, over
+    every round, the client's own start-up included, as a site's scripts see it);
   - C-GET of the study with ``getscu`` (once, and by ``--parallel`` getscu at once: the
-    rate of them all) and C-MOVE to a ``storescp`` with ``movescu``.
+    rate of them all) and C-MOVE to a ``storescp`` with ``movescu``, once a round each:
+    the median of the rounds with their range.
 * with ``--replica REDIS_URL``, the portal on SQLite twice more, both with their cache and
   Celery broker at ``REDIS_URL``: without a replica, and with one (a moto S3 server started
   here, an encryption key): every object then also gets its copy row and its replication
@@ -218,26 +219,23 @@ def rates(files: list[Path], per_second: list[float]) -> str:
     return f"{middle:7.1f} inst/s {middle * size_mb / len(files):7.1f} MB/s{spread}"
 
 
+RETRIEVES = ("C-GET study", "C-GET study, {parallel} associations at once", "C-MOVE study")
+
+
 def measure(target: Target, files: list[Path], study_uid: str, scratch: Path,
-            args: argparse.Namespace, dest_port: int) -> dict[str, str]:
-    """C-FIND, C-GET and C-MOVE of the study already stored in ``target``."""
-    size_mb = sum(f.stat().st_size for f in files) / 1e6
-    row: dict[str, str] = {}
-
-    def rate(seconds: float) -> str:
-        return f"{len(files) / seconds:7.1f} inst/s {size_mb / seconds:7.1f} MB/s"
-
-    echoes = [run("echoscu", "-aet", CLIENT, "-aec", target.aet, "127.0.0.1", str(target.port))
-              for _ in range(args.finds)]
-    row["C-ECHO with association set-up"] = median_p95(echoes)
-
-    finds = []
-    for _ in range(args.finds):
-        finds.append(run("findscu", "-aet", CLIENT, "-aec", target.aet, "-S",
-                         "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={PATIENT.patient_id}",
-                         "-k", "StudyInstanceUID", "-k", "StudyDate",
-                         "127.0.0.1", str(target.port)))
-    row["C-FIND study by PatientID"] = median_p95(finds)
+            args: argparse.Namespace, dest_port: int) -> dict[str, list[float]]:
+    """C-ECHO and C-FIND times (seconds, ``args.finds`` of each), and the seconds of a
+    C-GET, of ``args.parallel`` C-GETs at once (per C-GET) and of a C-MOVE of the study
+    already stored in ``target``."""
+    row: dict[str, list[float]] = {}
+    row["C-ECHO with association set-up"] = [
+        run("echoscu", "-aet", CLIENT, "-aec", target.aet, "127.0.0.1", str(target.port))
+        for _ in range(args.finds)]
+    row["C-FIND study by PatientID"] = [
+        run("findscu", "-aet", CLIENT, "-aec", target.aet, "-S",
+            "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={PATIENT.patient_id}",
+            "-k", "StudyInstanceUID", "-k", "StudyDate", "127.0.0.1", str(target.port))
+        for _ in range(args.finds)]
 
     def get(out: Path) -> float:
         out.mkdir()
@@ -248,15 +246,16 @@ def measure(target: Target, files: list[Path], study_uid: str, scratch: Path,
         shutil.rmtree(out)
         return seconds
 
-    row["C-GET study"] = rate(get(scratch / f"get-{target.aet}-{time.monotonic_ns()}"))
+    get_study, get_parallel, move_study = (name.format(parallel=args.parallel)
+                                           for name in RETRIEVES)
+    row[get_study] = [get(scratch / f"get-{target.aet}-{time.monotonic_ns()}")]
     # The same study to ``--parallel`` workstations at once: the MB/s of them all.
     outs = [scratch / f"get-{target.aet}-{time.monotonic_ns()}-{i}"
             for i in range(args.parallel)]
     started = time.perf_counter()
     with ThreadPoolExecutor(args.parallel) as pool:
         list(pool.map(get, outs))
-    seconds = (time.perf_counter() - started) / args.parallel
-    row[f"C-GET study, {args.parallel} associations at once"] = rate(seconds)
+    row[get_parallel] = [(time.perf_counter() - started) / args.parallel]
 
     out = scratch / f"move-{target.aet}-{time.monotonic_ns()}"
     with storescp(out, DEST, dest_port):
@@ -264,9 +263,17 @@ def measure(target: Target, files: list[Path], study_uid: str, scratch: Path,
                       "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
                       "127.0.0.1", str(target.port), cwd=out)
     assert len(list(out.iterdir())) == len(files), "C-MOVE did not deliver every object"
-    row["C-MOVE study"] = rate(seconds)
+    row[move_study] = [seconds]
     shutil.rmtree(out)
     return row
+
+
+def summarised(files: list[Path], measured: dict[str, list[float]]) -> dict[str, str]:
+    """The rows of :func:`measure` over every round: times as median [p95] ms, retrieves as
+    the median rate of the rounds (the range in inst/s)."""
+    return {name: rates(files, [len(files) / seconds for seconds in samples])
+            if name.startswith(("C-GET", "C-MOVE")) else median_p95(samples)
+            for name, samples in measured.items()}
 
 
 def parallel_store(target: Target, files: list[Path], parallel: int) -> float:
@@ -336,6 +343,7 @@ def main() -> None:
             replicas = [Portal.named(None, baseline), Portal.named(None, replicated)]
         single: dict[str, list[float]] = {}
         parallel: dict[str, list[float]] = {}
+        retrieved: dict[str, dict[str, list[float]]] = {}  # server -> row -> samples
         # Servers take turns, round after round, each time fresh (the objects are new to
         # it): a slow minute of the machine then falls on every server alike.
         for round_number in range(max(1, args.rounds)):
@@ -344,12 +352,16 @@ def main() -> None:
                     print(f"round {round_number + 1}: {target.name} ...", flush=True)
                     single.setdefault(target.name, []).append(
                         len(files) / target.store(files))
-                    if round_number == 0 and not args.store_only:
-                        results[target.name] = measure(target, files, study_uid, scratch,
-                                                       args, dest_port)
+                    if not args.store_only:
+                        for name, samples in measure(target, files, study_uid, scratch,
+                                                     args, dest_port).items():
+                            retrieved.setdefault(target.name, {}).setdefault(
+                                name, []).extend(samples)
                 with factory() as target:
                     parallel.setdefault(target.name, []).append(
                         parallel_store(target, files, args.parallel))
+        for name, measured in retrieved.items():
+            results.setdefault(name, {}).update(summarised(files, measured))
         for name in single:
             results.setdefault(name, {})
             results[name]["C-STORE, 1 association"] = rates(files, single[name])
