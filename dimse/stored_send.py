@@ -323,6 +323,21 @@ def _encode_msg(self: C_STORE_RQ, context_id: int, max_pdu_length: int) -> Itera
 _pynetdicom_send_c_store = Association.send_c_store
 
 
+def stored_context(assoc: Association, sop_class_uid: str, transfer_syntax: str) -> int:
+    """The ID of the context ``assoc`` sends this SOP class in exactly this transfer syntax
+    under, as pynetdicom picks it (only the stored syntax: these bytes cannot be converted
+    on the way); looked up once per association and pair, not once per object (a getscu
+    association accepts about a hundred contexts, each looked at every time)."""
+    found: dict[tuple[str, str], int] = vars(assoc).setdefault("_portal_stored_contexts", {})
+    key = (sop_class_uid, transfer_syntax)
+    context_id = found.get(key)
+    if context_id is None:
+        context = assoc._get_valid_context(sop_class_uid, transfer_syntax, "scu",
+                                           allow_conversion=False)
+        context_id = found[key] = cast(int, context.context_id)
+    return context_id
+
+
 def responses_only(handler: Any) -> Any:
     """Mark an ``EVT_DIMSE_SENT`` handler that ignores requests (the listener's operation
     counter): a stored object's C-STORE-RQ is then sent without building the pynetdicom
@@ -364,11 +379,8 @@ def send_c_store(
         req.MoveOriginatorMessageID = originator_id
         req.AffectedSOPClassUID = dataset.SOPClassUID
         req.AffectedSOPInstanceUID = dataset.SOPInstanceUID
-        # Only the stored syntax itself: these bytes cannot be converted on the way.
-        context = self._get_valid_context(dataset.SOPClassUID,
-                                          dataset.file_meta.TransferSyntaxUID, "scu",
-                                          allow_conversion=False)
-        context_id = cast(int, context.context_id)
+        context_id = stored_context(self, dataset.SOPClassUID,
+                                    dataset.file_meta.TransferSyntaxUID)
         max_pdu = self.dimse.maximum_pdu_size
         command = store_request_command(req)
         # As pynetdicom does: pause the reactor, send, wait for the response.

@@ -161,3 +161,28 @@ def test_a_first_block_read_ahead_goes_out_whole_within_the_peers_limit(read_for
     assert sent == data
     assert controls == [0x00] * (len(controls) - 1) + [0x02]  # data set; the last flagged
     assert sent_with == 0 or longest <= sent_with
+
+
+def test_the_context_of_a_stored_object_is_looked_up_once_per_association_and_syntax(
+        destination, monkeypatch: pytest.MonkeyPatch):
+    from pynetdicom.association import Association
+
+    port, folder = destination
+    looked_up: list[tuple[str, str]] = []
+    pynetdicoms = Association._get_valid_context
+
+    def counted(self: Any, ab_syntax: Any, tr_syntax: Any, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append((str(ab_syntax), str(tr_syntax)))
+        return pynetdicoms(self, ab_syntax, tr_syntax, *args, **kwargs)
+
+    monkeypatch.setattr(Association, "_get_valid_context", counted)
+    path = Path(str(get_testdata_file("CT_small.dcm")))
+    ae = AE(ae_title="PORTAL")
+    ae.add_requested_context(CTImageStorage, EXPLICIT)
+    assoc = ae.associate("127.0.0.1", port, ae_title="DEST")
+    assert assoc.is_established
+    statuses = [assoc.send_c_store(stored_dataset(path)).Status for _ in range(3)]
+    assoc.release()
+    assert statuses == [0x0000] * 3
+    assert looked_up.count((CT, EXPLICIT)) == 1
+    assert len(list(folder.iterdir())) == 1  # the same object three times, kept once
