@@ -198,15 +198,15 @@ def _open_files_under(folder: Path) -> list[str]:
     return opened
 
 
-def test_a_get_cancelled_mid_transfer_stops_there_with_the_counts_and_no_blob_left_open(
-    portal, workstation, study, dicom_storage
-):
-    """The requester cancels while the third object is with it: nothing more is sent (not
-    the object already read ahead either), the final answer is Cancel with the counts of
-    what was and was not sent, and every blob the retrieve opened is closed again."""
-    study_uid, paths = study
+def _get_interrupted(portal, study_uid: str, interrupt, folder: Path):
+    """A C-GET of the study that calls ``interrupt(event)`` while the third object is with
+    the requester. Returns its answers, the objects received, when it interrupted, how
+    long after that the listener took to end the association, and the "unclosed file"
+    warnings about ``folder`` (a blob left for the garbage collector to close)."""
     received: list[str] = []
+    interrupted: list[float] = []
     ae = AE(ae_title="DEST")
+    ae.dimse_timeout = 1  # this requester's own wait for answers once it has aborted
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     ae.add_requested_context(CTImageStorage)
 
@@ -214,13 +214,11 @@ def test_a_get_cancelled_mid_transfer_stops_there_with_the_counts_and_no_blob_le
         received.append(str(event.request.AffectedSOPInstanceUID))
         Path(event.dataset_path).unlink(missing_ok=True)
         if len(received) == 3:
-            context = event.assoc._get_valid_context(
-                StudyRootQueryRetrieveInformationModelGet, "", "scu")
-            event.assoc.send_c_cancel(1, context.context_id)
+            interrupt(event)
+            interrupted.append(time.monotonic())
         return Status.SUCCESS
 
     with warnings.catch_warnings(record=True) as caught:
-        # A blob left for the garbage collector to close is an "unclosed file" warning.
         warnings.simplefilter("always", ResourceWarning)
         assoc = ae.associate(portal.host, portal.port, ae_title=portal.ae_title,
                              ext_neg=[build_role(CTImageStorage, scp_role=True)],
@@ -230,17 +228,37 @@ def test_a_get_cancelled_mid_transfer_stops_there_with_the_counts_and_no_blob_le
             answers = [status for status, _ in assoc.send_c_get(
                 _identifier(study_uid), StudyRootQueryRetrieveInformationModelGet, msg_id=1)]
         finally:
-            assoc.release()
-        portal.wait_idle()
+            if assoc.is_established:
+                assoc.release()
+        portal.wait_idle(timeout=40)
+        ended = time.monotonic() - interrupted[0]
         gc.collect()
+    unclosed = [str(w.message) for w in caught if str(folder) in str(w.message)]
+    return answers, received, ended, unclosed
 
+
+def _cancel(event) -> None:
+    context = event.assoc._get_valid_context(StudyRootQueryRetrieveInformationModelGet, "",
+                                             "scu")
+    event.assoc.send_c_cancel(1, context.context_id)
+
+
+def test_a_get_cancelled_mid_transfer_stops_there_with_the_counts_and_no_blob_left_open(
+    portal, workstation, study, dicom_storage
+):
+    """The requester cancels while the third object is with it: nothing more is sent (not
+    the object already read ahead either), the final answer is Cancel with the counts of
+    what was and was not sent, and every blob the retrieve opened is closed again."""
+    study_uid, paths = study
+    answers, received, _, unclosed = _get_interrupted(portal, study_uid, _cancel,
+                                                      dicom_storage)
     final = answers[-1]
     assert final.Status == 0xFE00  # Cancel
     assert len(received) == 3
     assert (final.NumberOfCompletedSuboperations,
             final.NumberOfRemainingSuboperations) == (3, len(paths) - 3)
     assert _open_files_under(dicom_storage) == []
-    assert [str(w.message) for w in caught if str(dicom_storage) in str(w.message)] == []
+    assert unclosed == []
 
 
 def test_a_get_the_requester_aborts_mid_transfer_ends_at_once_with_no_blob_left_open(
@@ -250,34 +268,9 @@ def test_a_get_the_requester_aborts_mid_transfer_ends_at_once_with_no_blob_left_
     patched pynetdicom): the listener stops sending there and then, not after its DIMSE
     timeout (30 s here), and closes every blob it opened."""
     study_uid, _ = study
-    received: list[str] = []
-    ae = AE(ae_title="DEST")
-    ae.dimse_timeout = 1  # this requester's own wait for answers once it has aborted
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    ae.add_requested_context(CTImageStorage)
-    aborted: list[float] = []
-
-    def on_store(event):
-        received.append(str(event.request.AffectedSOPInstanceUID))
-        Path(event.dataset_path).unlink(missing_ok=True)
-        if len(received) == 3:
-            event.assoc.abort()
-            aborted.append(time.monotonic())
-        return Status.SUCCESS
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResourceWarning)
-        assoc = ae.associate(portal.host, portal.port, ae_title=portal.ae_title,
-                             ext_neg=[build_role(CTImageStorage, scp_role=True)],
-                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
-        assert assoc.is_established
-        list(assoc.send_c_get(_identifier(study_uid), StudyRootQueryRetrieveInformationModelGet))
-        assert assoc.is_aborted
-        portal.wait_idle(timeout=40)
-        ended = time.monotonic() - aborted[0]
-        gc.collect()
-
+    _, received, ended, unclosed = _get_interrupted(
+        portal, study_uid, lambda event: event.assoc.abort(), dicom_storage)
     assert len(received) == 3
     assert ended < 10  # not the 30 s DIMSE timeout
     assert _open_files_under(dicom_storage) == []
-    assert [str(w.message) for w in caught if str(dicom_storage) in str(w.message)] == []
+    assert unclosed == []
