@@ -170,28 +170,33 @@ def write_file_meta(fp: IO[bytes], meta: dict[str, str], enforce_standard: bool 
     fp.write(_explicit(0x00020000, b"UL", struct.pack("<L", len(body))) + body)
 
 
-# The elements a C-STORE-RQ command set may hold (PS3.7 9.3.1.1), by tag.
-_STORE_REQUEST = {
+# The command elements of the fixed forms below (PS3.7 E.1), by tag: keyword and VR.
+_COMMAND_ELEMENTS = {
     0x00000000: ("CommandGroupLength", "UL"),
     0x00000002: ("AffectedSOPClassUID", "UI"),
     0x00000100: ("CommandField", "US"),
     0x00000110: ("MessageID", "US"),
+    0x00000120: ("MessageIDBeingRespondedTo", "US"),
     0x00000700: ("Priority", "US"),
     0x00000800: ("CommandDataSetType", "US"),
+    0x00000900: ("Status", "US"),
     0x00001000: ("AffectedSOPInstanceUID", "UI"),
     0x00001030: ("MoveOriginatorApplicationEntityTitle", "AE"),
     0x00001031: ("MoveOriginatorMessageID", "US"),
 }
+
+
+def _form(*tags: int) -> dict[int, tuple[str, str]]:
+    return {tag: _COMMAND_ELEMENTS[tag] for tag in tags}
+
+
+# The elements a C-STORE-RQ command set may hold (PS3.7 9.3.1.1), and those of a C-STORE-RSP
+# without an error comment or offending element (9.3.1.2).
+_STORE_REQUEST = _form(0x00000000, 0x00000002, 0x00000100, 0x00000110, 0x00000700,
+                       0x00000800, 0x00001000, 0x00001030, 0x00001031)
 _STORE_REQUEST_KEYWORDS = frozenset(keyword for keyword, _ in _STORE_REQUEST.values())
-_STORE_RESPONSE = {
-    0x00000000: ("CommandGroupLength", "UL"),
-    0x00000002: ("AffectedSOPClassUID", "UI"),
-    0x00000100: ("CommandField", "US"),
-    0x00000120: ("MessageIDBeingRespondedTo", "US"),
-    0x00000800: ("CommandDataSetType", "US"),
-    0x00000900: ("Status", "US"),
-    0x00001000: ("AffectedSOPInstanceUID", "UI"),
-}
+_STORE_RESPONSE = _form(0x00000000, 0x00000002, 0x00000100, 0x00000120, 0x00000800,
+                        0x00000900, 0x00001000)
 _STORE_RESPONSE_KEYWORDS = frozenset(keyword for keyword, _ in _STORE_RESPONSE.values())
 C_STORE_RQ_COMMAND = 0x0001  # its Command Field (PS3.7 E.1)
 _pynetdicom_decode = dsutils.decode
@@ -203,6 +208,8 @@ class FixedCommand:
     the others of its form."""
 
     keywords: frozenset[str] = frozenset()
+    #: Those of its elements the C-STORE primitive takes.
+    primitive_keywords: tuple[str, ...] = ()
 
     def __init__(self, values: dict[str, Any]) -> None:
         self.__dict__.update(values)
@@ -217,12 +224,17 @@ class StoreRequestCommand(FixedCommand):
     """A C-STORE-RQ command set (PS3.7 9.3.1.1)."""
 
     keywords = _STORE_REQUEST_KEYWORDS
+    primitive_keywords = ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID",
+                          "Priority", "MoveOriginatorApplicationEntityTitle",
+                          "MoveOriginatorMessageID")
 
 
 class StoreResponseCommand(FixedCommand):
     """A C-STORE-RSP command set without an error comment or offending element (9.3.1.2)."""
 
     keywords = _STORE_RESPONSE_KEYWORDS
+    primitive_keywords = ("MessageIDBeingRespondedTo", "AffectedSOPClassUID",
+                          "AffectedSOPInstanceUID", "Status")
 
 
 def _fixed_values(raw: bytes, known: dict[int, tuple[str, str]]) -> dict[str, Any] | None:
@@ -291,21 +303,27 @@ def decode(bytestring: Any, is_implicit_vr: bool, is_little_endian: bool,
     return _pynetdicom_decode(bytestring, is_implicit_vr, is_little_endian, deflated)
 
 
+def _fixed_to_primitive(message: DIMSEMessage, command: FixedCommand) -> C_STORE:
+    """The C-STORE primitive of a fixed-form command set, as pynetdicom's own
+    ``message_to_primitive`` fills it."""
+    primitive = C_STORE()
+    # Through the primitive's own setters, which check the peer's values.
+    for keyword in command.primitive_keywords:
+        value = getattr(command, keyword)
+        if value is not None:
+            setattr(primitive, keyword, value)
+    primitive._context_id = message.context_id
+    primitive._dataset_path = message._data_set_path
+    primitive._dataset_file = message._data_set_file
+    return primitive
+
+
 def _message_to_primitive(self: C_STORE_RQ) -> Any:
     command = self.command_set
     if not isinstance(command, StoreRequestCommand):
         return _pynetdicom_message_to_primitive(self)
-    primitive = C_STORE()
-    # Through the primitive's own setters, which check the peer's values.
-    for keyword in ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "Priority",
-                    "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID"):
-        value = getattr(command, keyword)
-        if value is not None:
-            setattr(primitive, keyword, value)
+    primitive = _fixed_to_primitive(self, command)
     primitive.DataSet = self.data_set
-    primitive._context_id = self.context_id
-    primitive._dataset_path = self._data_set_path
-    primitive._dataset_file = self._data_set_file
     return primitive
 
 
@@ -315,17 +333,7 @@ def _store_response_to_primitive(self: C_STORE_RSP) -> Any:
     command = self.command_set
     if not isinstance(command, StoreResponseCommand):
         return DIMSEMessage.message_to_primitive(self)
-    primitive = C_STORE()
-    # Through the primitive's own setters, which check the peer's values.
-    for keyword in ("MessageIDBeingRespondedTo", "AffectedSOPClassUID",
-                    "AffectedSOPInstanceUID", "Status"):
-        value = getattr(command, keyword)
-        if value is not None:
-            setattr(primitive, keyword, value)
-    primitive._context_id = self.context_id
-    primitive._dataset_path = self._data_set_path
-    primitive._dataset_file = self._data_set_file
-    return primitive
+    return _fixed_to_primitive(self, command)
 
 
 def _recv(self: AssociationSocket, nr_bytes: int) -> bytearray:

@@ -308,11 +308,12 @@ def _sub_operations(
     as_stored = stored_send.installed()
     syntaxes: dict[str, list[UID]] = {}  # SOP class -> what the requester accepted for it
     remaining = iter(instances)
-    ahead: collections.deque[tuple[Stored | None, Dataset | BaseException]] = (
+    # What read_ahead made of the next instance, or why it could not fetch one.
+    ahead: collections.deque[tuple[Stored, Dataset | Unsendable] | Exception] = (
         collections.deque())
     dataset: Dataset | None = None
 
-    def made(instance: Stored) -> Dataset | BaseException:
+    def made(instance: Stored) -> Dataset | Unsendable:
         """The instance's dataset, or the Unsendable that says why there is none."""
         accepted = syntaxes.get(instance.sop_class_uid)
         if accepted is None:  # once per SOP class: a getscu association accepts ~100
@@ -335,7 +336,7 @@ def _sub_operations(
                 return
             upcoming = made(instance)
         except Exception as exc:
-            ahead.append((None, exc))
+            ahead.append(exc)
             return
         if isinstance(upcoming, stored_send.StoredDataset) and outgoing.assoc is not None:
             try:
@@ -348,10 +349,10 @@ def _sub_operations(
     try:
         while True:
             if ahead:
-                read, result = ahead.popleft()
-                if read is None:  # the instance could not be fetched
-                    raise result  # type: ignore[misc]
-                instance = read
+                entry = ahead.popleft()
+                if isinstance(entry, Exception):  # the next instance could not be made
+                    raise entry
+                instance, result = entry
             else:
                 following = next(remaining, None)
                 if following is None:
@@ -369,8 +370,6 @@ def _sub_operations(
                 # pynetdicom fails the sub-operation of a dataset without a transfer syntax
                 # and lists it among the failed SOP instances of the final response.
                 dataset = _unsendable(instance)
-            elif isinstance(result, BaseException):
-                raise result
             elif instance.transfer_syntax_uid not in syntaxes[instance.sop_class_uid]:
                 assert outgoing.assoc is not None and dataset is not None
                 converted.setdefault(instance.study_instance_uid, {})[
@@ -382,9 +381,9 @@ def _sub_operations(
     finally:
         # A stored object not sent (an abort, a cancel) still has its blob open, as has
         # one read ahead.
-        for _, unsent in ahead:
-            if isinstance(unsent, stored_send.StoredDataset):
-                unsent.close()
+        for entry in ahead:
+            if isinstance(entry, tuple) and isinstance(entry[1], stored_send.StoredDataset):
+                entry[1].close()
         if isinstance(dataset, stored_send.StoredDataset):
             dataset.close()
         if outgoing.assoc is not None:

@@ -35,6 +35,7 @@ command as having a data set; and the Get and Move SCPs calling ``send_c_store``
 
 from __future__ import annotations
 
+import io
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -82,20 +83,44 @@ class StoredDataset(Dataset):
         self._portal_source = source
         # Called while the peer answers this object's sub-operation (read the next one).
         self.meanwhile: Callable[[], None] | None = None
-        self._portal_first: bytes | None = None
 
     def read_first(self, max_pdu_length: int) -> None:
-        """Read the first block :func:`batches` sends to a peer of this maximum PDU length
-        now, ahead of the send (any length of block goes out whole, as fragments)."""
-        self._portal_first = self._portal_source.read(block_size(max_pdu_length))
-
-    def first_block(self) -> bytes | None:
-        """The block read ahead, once; None if there is none."""
-        first, self._portal_first = self._portal_first, None
-        return first
+        """Read the first block :func:`batches` reads for a peer of this maximum PDU length
+        now, ahead of the send: the source then gives it back first, whatever sends it."""
+        source = self._portal_source
+        self._portal_source = cast(IO[bytes], ReadAhead(
+            source.read(block_size(max_pdu_length)), source))
 
     def close(self) -> None:
         self._portal_source.close()
+
+
+class ReadAhead(io.RawIOBase):
+    """A source whose first ``block`` was read ahead: reads give that block first, then
+    what follows in ``rest``."""
+
+    def __init__(self, block: bytes, rest: IO[bytes]) -> None:
+        super().__init__()
+        self._block = block
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None:
+            size = -1
+        if not self._block:
+            return self._rest.read(size)
+        if size < 0:
+            data, self._block = self._block + self._rest.read(), b""
+            return data
+        data, self._block = self._block[:size], self._block[size:]
+        return data
+
+    def close(self) -> None:
+        super().close()
+        self._rest.close()
 
 
 class _StoredPayload(tuple):  # type: ignore[type-arg]
@@ -229,23 +254,22 @@ def block_size(max_pdu_length: int, batch_bytes: int = BATCH_BYTES) -> int:
 
 
 def batches(source: IO[bytes], context_id: int, max_pdu_length: int,
-            batch_bytes: int = BATCH_BYTES, head: bytes = b"",
-            first: bytes | None = None) -> Iterator[BatchedPData]:
+            batch_bytes: int = BATCH_BYTES, head: bytes = b"") -> Iterator[BatchedPData]:
     """The dataset as P-DATA-TF PDUs of one PDV each, at most ``max_pdu_length`` long
     (PS3.8 9.3.5 and E.2: 6 bytes of the PDU's maximum go to the PDV header), the last one
     flagged, gathered into batches of about ``batch_bytes``, ``head`` (encoded PDUs: the
-    command's) in front of the first; ``first``: the first block, already read.
+    command's) in front of the first.
 
     The source is read a batch at a time and cut into fragments in memory: one read per
     batch rather than one per PDU. Only an empty read ends it (a short one may not).
     """
     size = _fragment_size(max_pdu_length)
-    block_size_ = block_size(max_pdu_length, batch_bytes)
-    block = source.read(block_size_) if first is None else first
+    read_size = block_size(max_pdu_length, batch_bytes)
+    block = source.read(read_size)
     parts: list[bytes | memoryview] = [head] if head else []
     count = 1 if head else 0
     while True:
-        following = source.read(block_size_) if block else b""
+        following = source.read(read_size) if block else b""
         view = memoryview(block)
         for start in range(0, len(view), size):
             chunk = view[start:start + size]
@@ -394,8 +418,7 @@ def send_c_store(
                 self.dimse.send_msg(req, context_id)
             else:
                 stored = batches(dataset._portal_source, context_id, max_pdu,
-                                 head=command_pdu(command, context_id),
-                                 first=dataset.first_block())
+                                 head=command_pdu(command, context_id))
                 done = direct_send.exchange(self, (batch.wire for batch in stored),
                                             meanwhile=dataset.meanwhile)
                 if not done.sent:

@@ -151,18 +151,25 @@ def test_a_first_block_read_ahead_goes_out_whole_within_the_peers_limit(read_for
     plain = b"".join(b.wire for b in stored_send.batches(io.BytesIO(data), 3, sent_with))
     stored = stored_send.StoredDataset(CT, "1.2.3.4", EXPLICIT, io.BytesIO(data))
     stored.read_first(read_for)
-    first = stored.first_block()
-    assert first is not None and stored.first_block() is None  # handed out once
-    ahead = b"".join(b.wire for b in stored_send.batches(
-        stored._portal_source, 3, sent_with, first=first))
+    ahead = b"".join(b.wire for b in stored_send.batches(stored._portal_source, 3, sent_with))
     if read_for == sent_with:
         assert ahead == plain  # the very PDUs
     sent, controls, longest = _fragments(ahead)
     assert sent == data
     assert controls == [0x00] * (len(controls) - 1) + [0x02]  # data set; the last flagged
     assert sent_with == 0 or longest <= sent_with
+    stored.close()
+    assert stored._portal_source.closed
 
 
+@pytest.mark.parametrize("sizes", [[100, 5000, -1], [3 << 20], [1 << 20, 1 << 20, 1 << 20]])
+def test_a_source_read_ahead_gives_its_bytes_in_order_to_reads_of_any_size(sizes: list[int]):
+    """Whatever reads a stored object after its first block was read ahead (pynetdicom's own
+    message when someone watches the requests sent) gets the same bytes."""
+    data = bytes(range(256)) * 9000
+    source = stored_send.ReadAhead(data[:16378 * 64], io.BytesIO(data[16378 * 64:]))
+    assert b"".join(source.read(size) for size in sizes) + source.read() == data
+    assert source.read(10) == b""
 def test_the_context_of_a_stored_object_is_looked_up_once_per_association_and_syntax(
         destination, monkeypatch: pytest.MonkeyPatch):
     from pynetdicom.association import Association
