@@ -78,6 +78,8 @@ MIDDLEWARE = [
     "dicomweb.cors.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # OHIF's build files, public like the static files: before the session and sign-in.
+    "viewer.files.OhifFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -114,3 +114,38 @@ def test_the_real_build_has_a_gzip_copy_of_every_large_bundle():
     assert large
     missing = [p.name for p in large if not p.with_name(p.name + ".gz").is_file()]
     assert missing == []
+
+
+def test_a_file_is_sent_without_a_database_query_even_to_a_signed_in_user(
+        client, alice, dist, django_assert_num_queries):
+    """The build is public: no session, user or second-factor lookup for its files, which
+    OHIF asks for while its first DICOMweb requests are waiting on the same workers."""
+    client.force_login(alice)
+    with django_assert_num_queries(0):
+        response = client.get(f"/viewer/{CHUNK}", HTTP_ACCEPT_ENCODING="gzip")
+    assert response.status_code == 200
+    assert gzip.decompress(_body(response)) == (dist / CHUNK).read_bytes()
+
+
+def test_a_file_carries_the_viewers_policy_so_its_workers_may_run_the_codecs(client, dist):
+    policy = client.get(f"/viewer/{CHUNK}")["Content-Security-Policy"]
+    assert "script-src 'self' 'unsafe-eval'" in policy
+    assert "nonce-" not in policy
+    assert "frame-ancestors 'none'" in policy
+    assert client.get(f"/viewer/{CHUNK}")["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_configuration_and_pages_still_need_a_sign_in(client, dist):
+    (dist / "app-config.js").write_text("window.config = {};")  # as OHIF's build has one
+    for url in ("/viewer/app-config.js", "/viewer/", "/viewer/index.html", "/viewer/viewer"):
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith("/accounts/login/")
+
+
+def test_a_file_the_build_does_not_have_is_404_and_a_path_out_of_it_is_refused(client, dist):
+    assert client.get("/viewer/9999.bundle.0123456789abcdef.js").status_code == 404
+    (dist.parent / "secret.js").write_text("nope")
+    assert client.get("/viewer/../secret.js").status_code == 404
+    assert client.get("/viewer/%2e%2e/secret.js").status_code == 404
+    assert client.post(f"/viewer/{CHUNK}").status_code in (403, 405)

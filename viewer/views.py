@@ -11,19 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import ParamSpec, cast
+from typing import Any, ParamSpec, cast
 
 from csp.constants import NONCE, NONE, SELF
 from csp.decorators import csp
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import translation
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_safe
 
 from . import ohif
@@ -36,7 +35,7 @@ P = ParamSpec("P")
 # are Emscripten WebAssembly whose bindings compile JavaScript from strings, hence
 # 'unsafe-eval' (not only 'wasm-unsafe-eval'); its UI sets inline styles and data: images.
 # Still same origin only: no script, worker, frame or connection goes anywhere else.
-OHIF_POLICY = {
+OHIF_POLICY: dict[str, list[Any]] = {
     "default-src": [SELF],
     "script-src": [SELF, NONCE, "'unsafe-eval'"],
     "worker-src": [SELF],
@@ -63,7 +62,7 @@ def _ohif_policy(view: Callable[P, HttpResponseBase]) -> Callable[P, HttpRespons
 _FILE_SUFFIXES = set(ohif.CONTENT_TYPES)
 
 
-def _dist() -> Path:
+def dist() -> Path:
     return Path(settings.OHIF_DIST)
 
 
@@ -71,7 +70,7 @@ def _isolated() -> bool:
     return bool(getattr(settings, "OHIF_CROSS_ORIGIN_ISOLATED", False))
 
 
-def _isolation_headers(response: HttpResponseBase) -> HttpResponseBase:
+def isolation_headers(response: HttpResponseBase) -> HttpResponseBase:
     """COOP/COEP so OHIF may use SharedArrayBuffer (volume viewports, MPR), when enabled."""
     if _isolated():
         response["Cross-Origin-Opener-Policy"] = "same-origin"
@@ -88,30 +87,19 @@ def _not_installed(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _accepts_gzip(request: HttpRequest) -> bool:
-    accepted = request.headers.get("Accept-Encoding", "")
-    for part in accepted.split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip().lower() in ("gzip", "*"):
-            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
-    return False
-
-
 @require_safe
 @_ohif_policy
 def page(request: HttpRequest, path: str) -> HttpResponseBase:
-    """OHIF's files, and its one page for every route it handles (study list, viewer)."""
+    """OHIF's one page for every route it handles (study list, viewer); a 404 for a file the
+    build does not have."""
     prefix = reverse("viewer:index")
-    if path and path != "index.html":
-        found = ohif.prepare(_dist(), path, prefix, gzip_ok=_accepts_gzip(request))
-        if found is not None:
-            return _isolation_headers(_file_response(found))
-        if Path(path).suffix.lower() in _FILE_SUFFIXES:
-            raise Http404("no such file in the OHIF build")
+    # The build's files are sent by files.OhifFilesMiddleware before this view is reached.
+    if path and path != "index.html" and Path(path).suffix.lower() in _FILE_SUFFIXES:
+        raise Http404("no such file in the OHIF build")
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
     try:
-        html = ohif.index_html(_dist(), prefix)
+        html = ohif.index_html(dist(), prefix)
     except ohif.NotInstalled:
         return _not_installed(request)
     nonce = str(request.csp_nonce)  # type: ignore[attr-defined]  # csp.middleware
@@ -123,28 +111,7 @@ def page(request: HttpRequest, path: str) -> HttpResponseBase:
     # OHIF saves at "/".
     response.set_cookie(ohif.LANGUAGE_COOKIE, ohif.ohif_language(translation.get_language()),
                         path=prefix, samesite="Lax", secure=request.is_secure())
-    return _isolation_headers(response)
-
-
-def _file_response(found: ohif.Prepared) -> HttpResponseBase:
-    """The file, gzip-encoded when there is a gzip copy; cached for good when its name
-    carries a content hash, revalidated otherwise."""
-    response: HttpResponseBase
-    if isinstance(found.gzipped, bytes):
-        response = HttpResponse(found.gzipped, content_type=found.content_type)
-    elif isinstance(found.gzipped, Path):
-        response = FileResponse(found.gzipped.open("rb"), content_type=found.content_type)
-    elif found.data is not None:
-        response = HttpResponse(found.data, content_type=found.content_type)
-    else:
-        response = FileResponse(found.path.open("rb"), content_type=found.content_type)
-    if found.gzipped is not None:
-        response["Content-Encoding"] = "gzip"
-    if found.path.suffix.lower() in ohif.COMPRESSIBLE:
-        patch_vary_headers(response, ["Accept-Encoding"])
-    response["Cache-Control"] = ("public, max-age=31536000, immutable" if found.immutable
-                                 else "no-cache")
-    return response
+    return isolation_headers(response)
 
 
 @require_safe
@@ -152,7 +119,7 @@ def _file_response(found: ohif.Prepared) -> HttpResponseBase:
 @login_required
 def app_config(request: HttpRequest) -> HttpResponseBase:
     """``window.config`` pointing OHIF at this server's DICOMweb, from the request's host."""
-    if not ohif.installed(_dist()):
+    if not ohif.installed(dist()):
         return _not_installed(request)
     studies = request.build_absolute_uri(reverse("dicomweb:studies"))
     root = studies.removesuffix("/studies")
@@ -163,4 +130,4 @@ def app_config(request: HttpRequest) -> HttpResponseBase:
     )
     response = HttpResponse(script, content_type="text/javascript; charset=utf-8")
     response["Cache-Control"] = "no-cache, private"
-    return _isolation_headers(response)
+    return isolation_headers(response)
