@@ -219,6 +219,10 @@ class FixedCommand:
             return None
         raise AttributeError(name)
 
+    def __contains__(self, keyword: str) -> bool:
+        """As ``keyword in dataset``: pynetdicom's debug handlers ask it."""
+        return keyword in self.__dict__
+
 
 class StoreRequestCommand(FixedCommand):
     """A C-STORE-RQ command set (PS3.7 9.3.1.1)."""
@@ -268,8 +272,12 @@ def _fixed_values(raw: bytes, known: dict[int, tuple[str, str]]) -> dict[str, An
                 return None
             if "\\" in text:
                 return None  # several values: pydicom's conventions apply
-            values[keyword] = (text.strip(" \x00") if vr == "AE"
-                               else text.rstrip(" \x00"))
+            if vr == "AE":
+                values[keyword] = text.strip(" \x00")
+            elif vr == "UI":
+                values[keyword] = UID(text.rstrip(" \x00"))
+            else:
+                values[keyword] = text.rstrip(" \x00")
     return values
 
 

@@ -346,6 +346,10 @@ def _sub_operations(
                 upcoming = Unsendable(f"the stored object cannot be read: {exc}")
         ahead.append((instance, upcoming))
 
+    # A C-MOVE's sub-association: its reactor stays paused from one object to the next.
+    held = (outgoing.assoc if as_stored and outgoing.assoc is not event.assoc else None)
+    if held is not None:
+        stored_send.hold_reactor(held, True)
     try:
         while True:
             if ahead:
@@ -387,6 +391,8 @@ def _sub_operations(
         if isinstance(dataset, stored_send.StoredDataset):
             dataset.close()
         if outgoing.assoc is not None:
+            if held is not None:
+                stored_send.hold_reactor(held, False)
             direct_send.look_again(outgoing.assoc)  # the requester's next request
     for study_uid, causes in failed.items():
         record(AuditAction.RETRIEVE, session.actor,

@@ -156,6 +156,7 @@ class ReactorCheckpoint:
         self._condition = threading.Condition()
         self._flag = True
         self._waiting = 0
+        self._passed = 0  # waits that returned with the event set: the reactor's turns
 
     def is_set(self) -> bool:
         return self._flag
@@ -174,9 +175,28 @@ class ReactorCheckpoint:
             self._waiting += 1
             self._condition.notify_all()
             try:
-                return self._condition.wait_for(lambda: self._flag, timeout)
+                woken = self._condition.wait_for(lambda: self._flag, timeout)
+                if woken:
+                    self._passed += 1
+                    self._condition.notify_all()
+                return woken
             finally:
                 self._waiting -= 1
+
+    def let_pass(self, running: Any, poll: float = 0.05) -> None:
+        """Set the event and return once the reactor has gone past it (a turn of its loop
+        starts), or as soon as ``running()`` is false."""
+        with self._condition:
+            passed = self._passed
+            self._flag = True
+            self._condition.notify_all()
+            while self._passed == passed and running():
+                self._condition.wait(poll)
+
+    def parked(self) -> bool:
+        """The reactor waits here and stays until :meth:`set`."""
+        with self._condition:
+            return not self._flag and self._waiting > 0
 
     def park(self, running: Any, nudge: Any = None, poll: float = 0.05) -> None:
         """Clear the event and return once a thread waits on it (while holding the lock,
@@ -204,6 +224,8 @@ def pause_reactor(assoc: Association) -> None:
         assoc._reactor_checkpoint.clear()
         return
     checkpoint: Any = assoc._reactor_checkpoint
+    if isinstance(checkpoint, ReactorCheckpoint) and checkpoint.parked():
+        return  # held between a C-MOVE's sub-operations (hold_reactor)
     if not isinstance(checkpoint, ReactorCheckpoint):
         # The reactor reads the attribute at each turn; the old event stays set, so a turn
         # already past it ends at the next one, on this checkpoint.
@@ -211,6 +233,34 @@ def pause_reactor(assoc: Association) -> None:
         assoc._reactor_checkpoint = checkpoint
     checkpoint.park(lambda: assoc.is_alive() and not assoc._kill,
                     lambda: dul_wakeup.nudge(assoc))
+
+
+def hold_reactor(assoc: Association, on: bool) -> None:
+    """Keep ``assoc``'s reactor paused from one stored object sent to the next (``on``),
+    or let it run again (off). A C-MOVE's sub-association is written and read by the
+    requester's association thread (the retrieve's sub-operations); its own reactor has
+    nothing to do between them but take its turn, and pausing it again for each object
+    cost a hand-over between the two threads. :func:`send_c_store` lets it take a turn
+    whenever the DUL is not idle (the peer released or aborted, something queued), so it
+    still acts on those as it would have."""
+    assoc._portal_hold_reactor = on  # type: ignore[attr-defined]
+    if not on:
+        assoc._reactor_checkpoint.set()
+
+
+def _held(assoc: Association) -> bool:
+    return bool(getattr(assoc, "_portal_hold_reactor", False))
+
+
+def _reactor_turn(assoc: Association) -> None:
+    """One turn of a held reactor: it sees what the DUL has for it (an abort, a release)
+    before anything is sent, and is paused again."""
+    checkpoint: Any = assoc._reactor_checkpoint
+    if isinstance(checkpoint, ReactorCheckpoint):
+        checkpoint.let_pass(lambda: assoc.is_alive() and not assoc._kill)
+    else:
+        checkpoint.set()
+    pause_reactor(assoc)
 
 
 class BatchedPData(P_DATA):
@@ -392,7 +442,11 @@ def send_c_store(
                                             originator_id)
         finally:
             self._reactor_checkpoint.set()  # also where pynetdicom raised before its pause
+    held, clean = _held(self), False
+    done = direct_send.Exchange(sent=False)
     try:
+        if held and direct_send.idle_socket(self.dul) is None:
+            _reactor_turn(self)
         if not self.is_established:
             raise RuntimeError("The association with a peer SCP must be established "
                                "before sending a C-STORE request")
@@ -410,7 +464,6 @@ def send_c_store(
         # As pynetdicom does: pause the reactor, send, wait for the response.
         pause_reactor(self)
         try:
-            done = direct_send.Exchange(sent=False)
             if _requests_watched(self) or (max_pdu and len(command) + 6 > max_pdu):
                 # Someone looks at the requests sent (pynetdicom's debug log does), or the
                 # peer's PDUs are too small for the command: pynetdicom's message, in full.
@@ -425,10 +478,16 @@ def send_c_store(
                     for batch in windowed(stored, _dul_running(self)):
                         self.dul.send_pdu(batch)
             _, rsp = self.dimse.get_msg(block=not done.waited_out)
+            # Held for the next object only after a clean exchange: anything else is
+            # the reactor's to see at once.
+            clean = done.sent and rsp is not None
         finally:
-            self._reactor_checkpoint.set()
+            if not (held and clean):
+                self._reactor_checkpoint.set()
     finally:
         dataset.close()
+        if held and not clean:
+            self._reactor_checkpoint.set()
     if rsp is None:
         self._handle_no_response()
         return Dataset()

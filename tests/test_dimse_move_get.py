@@ -274,3 +274,58 @@ def test_a_get_the_requester_aborts_mid_transfer_ends_at_once_with_no_blob_left_
     assert ended < 10  # not the 30 s DIMSE timeout
     assert _open_files_under(dicom_storage) == []
     assert unclosed == []
+
+
+def _move_interrupted(portal, study_uid: str, dest_port: int, interrupt):
+    """A C-MOVE of the study to a destination (a pynetdicom Storage SCP as DEST) that calls
+    ``interrupt(event)`` while the third object is with it. Returns the requester's
+    answers, the objects the destination received and how long after the interruption
+    the requester's last answer came."""
+    received: list[str] = []
+    interrupted: list[float] = []
+
+    def on_store(event):
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        if len(received) == 3:
+            interrupt(event)
+            interrupted.append(time.monotonic())
+        return Status.SUCCESS
+
+    dest = AE(ae_title="DEST")
+    dest.add_supported_context(CTImageStorage)
+    server = dest.start_server(("127.0.0.1", dest_port), block=False,
+                               evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert server is not None
+    try:
+        answers = _move(portal, _identifier(study_uid), "DEST")
+        ended = time.monotonic() - interrupted[0]
+    finally:
+        server.shutdown()
+    return answers, received, ended
+
+
+def test_a_move_whose_destination_aborts_mid_transfer_ends_at_once_and_the_next_one_works(
+    portal, workstation, study, dest_port, dicom_storage, tmp_path
+):
+    """The destination aborts while the third object is with it: the
+    listener sees it before the next object (its sub-association's reactor is not left
+    waiting), answers the requester with a failure for what was not sent well before its
+    DIMSE timeout (30 s here), closes every blob, and the next C-MOVE sends everything."""
+    study_uid, paths = study
+    answers, received, ended = _move_interrupted(portal, study_uid, dest_port,
+                                                 lambda event: event.assoc.abort())
+    final = answers[-1]
+    assert len(received) == 3
+    assert final.Status != Status.SUCCESS
+    assert final.NumberOfCompletedSuboperations <= 3
+    assert (final.NumberOfCompletedSuboperations + final.NumberOfFailedSuboperations
+            + final.NumberOfWarningSuboperations
+            + final.get("NumberOfRemainingSuboperations", 0)) == len(paths)
+    assert ended < 10
+    portal.wait_idle(timeout=40)
+    assert _open_files_under(dicom_storage) == []
+
+    with storescp(tmp_path / "dest", port=dest_port):
+        statuses = _move(portal, _identifier(study_uid), "DEST")
+    assert statuses[-1].Status == Status.SUCCESS
+    assert len(list((tmp_path / "dest").iterdir())) == len(paths)

@@ -219,6 +219,25 @@ def test_store_responses_are_read_as_pydicom_reads_them(status: int, uids: bool)
     assert _received_response(fast) == _received_response(decode(io.BytesIO(raw), True, True))
 
 
+@pytest.mark.parametrize("uids", [True, False])
+def test_pynetdicoms_debug_log_reads_a_fixed_form_response_as_it_reads_pydicoms(uids: bool):
+    """With pynetdicom's debug handlers on (LOG_HANDLER_LEVEL "standard"), a response read
+    directly is logged line for line as one pydicom read."""
+    from types import SimpleNamespace
+
+    from pynetdicom._handlers import _recv_c_store_rsp
+
+    raw = _response_command(_response(0x0000, uids=uids))
+
+    def logged(command: object) -> list[str]:
+        message = SimpleNamespace(command_set=command, context_id=3)
+        return _recv_c_store_rsp(SimpleNamespace(message=message))  # type: ignore[arg-type]
+
+    fast = pdu_fast_codec.store_response_command(raw)
+    assert logged(fast) == logged(decode(io.BytesIO(raw), True, True))
+    assert any("Affected SOP Class UID" in line for line in logged(fast)) is uids
+
+
 def test_a_response_with_an_error_comment_or_of_another_command_is_left_to_pydicom():
     commented = _response_command(_response(0xC000, comment="disk full"))
     assert pdu_fast_codec.store_response_command(commented) is None

@@ -20,11 +20,11 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from dimse import pynetdicom_patches
+from dimse import direct_send, pynetdicom_patches, stored_send
 from dimse.stored_send import ReactorCheckpoint
 from dimse.testing import free_port, stored_dataset, storescp
 
@@ -139,3 +139,80 @@ def test_parking_waits_until_the_reactor_blocks_and_not_once_it_has_stopped():
     started = time.monotonic()
     checkpoint.park(lambda: False)  # a stopped reactor: nothing to wait for
     assert time.monotonic() - started < 0.1
+
+
+def _counting_turns() -> Any:
+    """A checkpoint that counts the reactor's turns through it."""
+    class Counting(ReactorCheckpoint):
+        turns = 0
+
+        def wait(self, timeout: float | None = None) -> bool:
+            woken = super().wait(timeout)
+            type(self).turns += 1
+            return woken
+    return Counting()
+
+
+@pytest.mark.usefixtures("patched_pynetdicom", "unlogged_pynetdicom")
+def test_a_held_reactor_stays_paused_from_one_stored_object_to_the_next(destination):
+    """A C-MOVE's sub-association (hold_reactor): its reactor does not run between the
+    objects, yet every object gets its response; let go, it runs again."""
+    path, _ = _ct()
+    ae = AE(ae_title="PORTAL")
+    ae.add_requested_context(CTImageStorage, EXPLICIT)
+    assoc = ae.associate("127.0.0.1", destination, ae_title="DEST")
+    assert assoc.is_established
+    checkpoint = _counting_turns()
+    assoc._reactor_checkpoint = checkpoint
+    try:
+        stored_send.hold_reactor(assoc, True)
+        statuses = [assoc.send_c_store(stored_dataset(path)).Status]
+        turns = type(checkpoint).turns
+        statuses += [assoc.send_c_store(stored_dataset(path)).Status for _ in range(5)]
+        assert statuses == [0x0000] * 6
+        assert checkpoint.parked()
+        assert type(checkpoint).turns == turns  # not one turn among the five sends
+        stored_send.hold_reactor(assoc, False)
+        deadline = time.monotonic() + 2
+        while type(checkpoint).turns == turns and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert type(checkpoint).turns > turns
+    finally:
+        assoc.release()
+    assert assoc.is_released
+
+
+@pytest.mark.usefixtures("patched_pynetdicom", "unlogged_pynetdicom")
+def test_a_held_reactor_takes_its_turn_when_the_peer_has_aborted_meanwhile():
+    """The peer aborts between two objects and the DUL acts on it while the reactor is
+    held: before the next object the reactor takes its turn, sees the abort and ends the
+    association, so the send fails at once instead of writing to a closed association
+    and waiting for an answer that cannot come."""
+    path, _ = _ct()
+    peer = AE(ae_title="DEST")
+    peer.add_supported_context(CTImageStorage, EXPLICIT)
+    port = free_port()
+    server = peer.start_server(("127.0.0.1", port), block=False, evt_handlers=[
+        (evt.EVT_C_STORE, lambda event: 0x0000)])
+    assert server is not None
+    try:
+        ae = AE(ae_title="PORTAL")
+        ae.dimse_timeout = 20
+        ae.add_requested_context(CTImageStorage, EXPLICIT)
+        assoc = ae.associate("127.0.0.1", port, ae_title="DEST")
+        assert assoc.is_established
+        stored_send.hold_reactor(assoc, True)
+        assert assoc.send_c_store(stored_dataset(path)).Status == 0x0000
+        server.active_associations[0].abort()
+        direct_send.look_again(assoc)  # the DUL reads the peer's A-ABORT now
+        deadline = time.monotonic() + 5
+        while assoc.dul.state_machine.current_state == "Sta6" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert assoc.is_established  # the held reactor has not seen it yet
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="must be established"):
+            assoc.send_c_store(stored_dataset(path))
+        assert time.monotonic() - started < 5
+        assert assoc.is_aborted
+    finally:
+        server.shutdown()
