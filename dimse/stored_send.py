@@ -204,7 +204,11 @@ class ReactorCheckpoint:
         ``running()`` is false (the reactor has stopped: nothing is left to pause).
 
         ``nudge()`` cuts the reactor's idle wait short, so it comes to the checkpoint now
-        rather than at the end of its poll: a C-MOVE's sub-operations each wait for it."""
+        rather than at the end of its poll: a C-MOVE's sub-operations each wait for it.
+        A reactor parked already (held between a C-MOVE's objects: hold_reactor) is left
+        as it is, not nudged."""
+        if self.parked():
+            return
         with self._condition:
             self._flag = False
         while True:
@@ -224,8 +228,6 @@ def pause_reactor(assoc: Association) -> None:
         assoc._reactor_checkpoint.clear()
         return
     checkpoint: Any = assoc._reactor_checkpoint
-    if isinstance(checkpoint, ReactorCheckpoint) and checkpoint.parked():
-        return  # held between a C-MOVE's sub-operations (hold_reactor)
     if not isinstance(checkpoint, ReactorCheckpoint):
         # The reactor reads the attribute at each turn; the old event stays set, so a turn
         # already past it ends at the next one, on this checkpoint.
@@ -482,11 +484,11 @@ def send_c_store(
             # the reactor's to see at once.
             clean = done.sent and rsp is not None
         finally:
-            if not (held and clean):
+            if not held:
                 self._reactor_checkpoint.set()
     finally:
         dataset.close()
-        if held and not clean:
+        if held and not clean:  # also where it raised before its exchange
             self._reactor_checkpoint.set()
     if rsp is None:
         self._handle_no_response()

@@ -149,3 +149,20 @@ def test_a_file_the_build_does_not_have_is_404_and_a_path_out_of_it_is_refused(c
     assert client.get("/viewer/../secret.js").status_code == 404
     assert client.get("/viewer/%2e%2e/secret.js").status_code == 404
     assert client.post(f"/viewer/{CHUNK}").status_code in (403, 405)
+
+
+def test_behind_a_script_prefix_a_bundle_is_sent_rewritten_for_the_whole_prefix(client, dist):
+    """Mounted under /portal (the WSGI server's SCRIPT_NAME, which sets the script prefix;
+    Django's test client sets none, so it is set here): the files are found by the path
+    below it and rewritten to load their chunks from /portal/viewer/."""
+    from django.urls import set_script_prefix
+
+    set_script_prefix("/portal/")
+    try:
+        response = client.get(f"/viewer/{APP}")
+    finally:
+        set_script_prefix("/")
+    assert response.status_code == 200
+    assert _body(response).startswith(b'__webpack_require__.p = "/portal/viewer/";')
+    response = client.get(f"/viewer/{APP}")  # and without it, as before
+    assert _body(response).startswith(b'__webpack_require__.p = "/viewer/";')

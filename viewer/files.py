@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 from csp.constants import HEADER
 from csp.utils import build_policy
+from django.conf import settings
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
-from django.urls import Resolver404, resolve, reverse
+from django.urls import Resolver404, get_script_prefix, get_urlconf, resolve, reverse
 from django.utils.cache import patch_vary_headers
 
 from . import ohif
@@ -46,8 +47,8 @@ class OhifFilesMiddleware:
 def _file_for(request: HttpRequest) -> ohif.Prepared | None:
     if request.method not in ("GET", "HEAD"):
         return None
-    prefix = reverse("viewer:index")
-    if not request.path_info.startswith(prefix):
+    prefix, local = _viewer_prefix(get_urlconf() or settings.ROOT_URLCONF, get_script_prefix())
+    if not request.path_info.startswith(local):
         return None
     try:
         match = resolve(request.path_info)
@@ -60,6 +61,15 @@ def _file_for(request: HttpRequest) -> ohif.Prepared | None:
     if found is not None:
         request.resolver_match = match  # the request log and metrics name the view
     return found
+
+
+@functools.lru_cache(maxsize=8)
+def _viewer_prefix(urlconf: str, script_prefix: str) -> tuple[str, str]:
+    """The viewer's prefix as its files name it (with the script prefix, for the paths
+    they are rewritten to) and as ``path_info`` starts with it (without). Remembered:
+    ``reverse`` costs 50 us, and every request of the portal comes through here."""
+    prefix = reverse("viewer:index", urlconf=urlconf)
+    return prefix, "/" + prefix.removeprefix(script_prefix)
 
 
 @functools.cache
